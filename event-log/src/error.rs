@@ -1,0 +1,57 @@
+use uuid::Uuid;
+
+/// What can go wrong in the event log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A stream was not at the expected version: someone else appended first.
+    #[error("concurrent write to aggregate {aggregate_id}")]
+    Conflict { aggregate_id: Uuid },
+    /// The idempotency scope already holds a result (a concurrent retry won).
+    #[error("idempotency key already used")]
+    DuplicateCommand { scope: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the group committer has stopped")]
+    CommitterGone,
+}
+
+impl LogError {
+    /// Whether retrying the whole command (reload, decide, append) may succeed.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, LogError::Conflict { .. })
+    }
+}
+
+/// Maps a unique violation to the log's own errors; everything else stays a database error.
+pub(crate) fn classify(err: sqlx::Error, request: &crate::AppendRequest) -> LogError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() {
+            let constraint = db.constraint().unwrap_or_default().to_string();
+            let message = db.message().to_string();
+            let names_results = constraint.contains("command_results")
+                || message.contains("command_results")
+                || constraint.ends_with("_pkey") && message.contains("scope");
+            if names_results {
+                if let Some(idem) = &request.idempotency {
+                    return LogError::DuplicateCommand {
+                        scope: idem.scope.clone(),
+                    };
+                }
+            }
+            // A duplicate (aggregate_id, sequence): the first stream is reported; the
+            // caller reloads every stream it touched anyway.
+            if let Some(stream) = request.streams.first() {
+                return LogError::Conflict {
+                    aggregate_id: stream.aggregate_id,
+                };
+            }
+        }
+    }
+    LogError::Database(err)
+}

@@ -1,0 +1,121 @@
+//! Parley's event log: an append-only, totally ordered record of every event.
+//!
+//! One trait ([`EventLog`]) with two implementations: [`pg::PgLog`] for the scaled
+//! mode and [`sqlite::SqliteLog`] for the embedded default. Both keep the same
+//! guarantees, checked by one contract test suite:
+//! - optimistic concurrency per aggregate (a unique `(aggregate_id, sequence)`),
+//! - atomic appends across several streams (a command may touch two aggregates),
+//! - idempotent commands (a stored result per idempotency scope),
+//! - a tail that never skips an event (see [`Cursor`]).
+
+mod envelope;
+mod error;
+pub mod pg;
+pub mod sqlite;
+pub mod testing;
+mod token;
+
+pub use envelope::{
+    AppendRequest, AppendedEvent, CommandResult, Cursor, EventEnvelope, IdempotencyRecord,
+    Metadata, NewEvent, Snapshot, StreamWrite,
+};
+pub use error::LogError;
+pub use token::{ConsistencyToken, TokenError};
+
+use async_trait::async_trait;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// The storage behind Parley's write side, and the feed for its tailers.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends every stream of `request` in one transaction, or nothing.
+    ///
+    /// Fails with [`LogError::Conflict`] when a stream is not at its expected version,
+    /// and with [`LogError::DuplicateCommand`] when the idempotency scope is taken.
+    async fn append(&self, request: AppendRequest) -> Result<Vec<AppendedEvent>, LogError>;
+
+    /// Events of one aggregate with a sequence above `after_sequence`, in order.
+    async fn load_stream(
+        &self,
+        aggregate_id: Uuid,
+        after_sequence: i64,
+    ) -> Result<Vec<EventEnvelope>, LogError>;
+
+    /// Up to `limit` committed events after `cursor`, in tail order. A reader that
+    /// moves its cursor to the last event returned never misses a later commit.
+    async fn read_after(&self, cursor: Cursor, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
+
+    /// The stored result of a command sent with an idempotency key.
+    async fn command_result(&self, scope: &str) -> Result<Option<CommandResult>, LogError>;
+
+    /// The latest snapshot of an aggregate, if one was taken.
+    async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, LogError>;
+
+    /// Stores a snapshot unless a newer one is already there.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), LogError>;
+
+    /// Checks that the storage answers (readiness probes).
+    async fn ping(&self) -> Result<(), LogError>;
+
+    /// A short name for logs and metrics: `postgres` or `sqlite`.
+    fn backend(&self) -> &'static str;
+}
+
+/// A shared handle to whichever log is configured.
+pub type SharedLog = Arc<dyn EventLog>;
+
+/// Opens the log named by a URL (`postgres://...` or `sqlite://...`) and runs its migrations.
+pub async fn open(url: &str, pool_size: u32) -> Result<SharedLog, LogError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let log = pg::PgLog::connect(url, pool_size).await?;
+        log.migrate().await?;
+        Ok(Arc::new(log))
+    } else if url.starts_with("sqlite:") {
+        let log = sqlite::SqliteLog::open(url).await?;
+        log.migrate().await?;
+        Ok(Arc::new(log))
+    } else {
+        Err(LogError::Config(format!(
+            "unsupported database url {:?}: expected postgres://... or sqlite://...",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A database URL with its password replaced, safe to print.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/parley"),
+            "postgres://app:***@db:5432/parley"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x"),
+            "postgres://postgres@127.0.0.1/x"
+        );
+        assert_eq!(redact_url("sqlite://data/p.db"), "sqlite://data/p.db");
+    }
+}
