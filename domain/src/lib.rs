@@ -1,0 +1,62 @@
+//! Parley's domain: pure, synchronous aggregates on cqrs-es, typed values and the wire
+//! contract of events. No IO: whatever a rule needs from outside (membership, blocks,
+//! the time) is looked up by the caller and put into the command.
+//!
+//! Each aggregate has a pure `decide(&self, command) -> Result<Vec<Event>, DomainError>`;
+//! `cqrs_es::Aggregate::handle` only writes what `decide` returns.
+
+/// Implements `cqrs_es::Aggregate` for an aggregate with inherent `decide` and `evolve`.
+macro_rules! impl_aggregate {
+    ($aggregate:ty, $type:literal, $command:ty, $event:ty) => {
+        impl cqrs_es::Aggregate for $aggregate {
+            const TYPE: &'static str = $type;
+            type Command = $command;
+            type Event = $event;
+            type Error = $crate::error::DomainError;
+            type Services = ();
+
+            async fn handle(
+                &mut self,
+                command: Self::Command,
+                _services: &Self::Services,
+                sink: &cqrs_es::event_sink::EventSink<Self>,
+            ) -> Result<(), Self::Error> {
+                for event in self.decide(command)? {
+                    sink.write(event, self).await;
+                }
+                Ok(())
+            }
+
+            fn apply(&mut self, event: Self::Event) {
+                self.evolve(event);
+            }
+        }
+    };
+}
+
+pub mod codec;
+pub mod error;
+pub mod friendship;
+pub mod ids;
+pub mod message;
+pub mod presence;
+pub mod read_marker;
+pub mod room;
+pub mod user;
+pub mod values;
+
+pub use codec::{all_events, AnyEvent, DecodeError, EventCodec, EventDescriptor};
+pub use error::DomainError;
+pub use friendship::{Friendship, FriendshipCommand, FriendshipEvent};
+pub use ids::UserPair;
+pub use message::{Message, MessageCommand, MessageEvent};
+pub use presence::{Presence, PresenceCommand, PresenceEvent};
+pub use read_marker::{ReadMarker, ReadMarkerCommand, ReadMarkerEvent};
+pub use room::{Room, RoomCommand, RoomEvent};
+pub use user::{
+    User, UserCommand, UserEvent, UsernameClaim, UsernameClaimCommand, UsernameClaimEvent,
+};
+pub use values::{
+    DisplayName, Emoji, MessageBody, Password, PresenceStatus, Role, RoomName, StatusMessage,
+    Topic, Username, Visibility,
+};
