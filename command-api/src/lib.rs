@@ -1,1 +1,144 @@
+//! Parley's command API: every write of the v1 HTTP API.
+//!
+//! A request is authenticated, parsed into typed domain values, decided by a pure
+//! aggregate (`parley-domain`) and appended to the event log. The answer carries the
+//! events' positions and a consistency token that the read API can wait on.
 
+pub mod auth;
+pub mod engine;
+mod json;
+mod meta;
+pub mod openapi;
+pub mod problem;
+pub mod ratelimit;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use parley_event_log::SharedLog;
+
+pub use auth::{SigningKey, TokenKeys};
+pub use engine::Engine;
+pub use problem::ApiError;
+pub use ratelimit::RateLimiter;
+
+/// Largest request body accepted (413 above it).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// Tunables of the command API; defaults suit production.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keys: TokenKeys,
+    /// Requests per second per user (0 disables limiting).
+    pub rate_limit_per_sec: f64,
+    pub rate_limit_burst: f64,
+    /// Server-side retries of a command that hit a version conflict.
+    pub command_retries: u32,
+}
+
+impl Settings {
+    pub fn new(keys: TokenKeys) -> Self {
+        Self {
+            keys,
+            rate_limit_per_sec: 50.0,
+            rate_limit_burst: 100.0,
+            command_retries: 8,
+        }
+    }
+}
+
+/// Default token lifetimes: one hour for access, thirty days for refresh.
+pub fn default_token_keys(keys: Vec<SigningKey>) -> TokenKeys {
+    TokenKeys::new(
+        keys,
+        Duration::from_secs(3600),
+        Duration::from_secs(30 * 24 * 3600),
+    )
+}
+
+/// Everything a handler needs, cloned per request.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<Engine>,
+    pub keys: Arc<TokenKeys>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    pub fn new(log: SharedLog, settings: Settings) -> Self {
+        Self {
+            engine: Arc::new(Engine::new(log, settings.command_retries)),
+            keys: Arc::new(settings.keys),
+            limiter: Arc::new(RateLimiter::new(
+                settings.rate_limit_per_sec,
+                settings.rate_limit_burst,
+            )),
+        }
+    }
+}
+
+/// The command API's routes (no socket: tests call it directly).
+pub fn router(state: AppState) -> Router {
+    use routes::{friends, messages, presence, rooms, users};
+    Router::new()
+        .route("/v1/users", post(users::register))
+        .route("/v1/sessions", post(users::login))
+        .route("/v1/sessions/refresh", post(users::refresh))
+        .route("/v1/rooms", post(rooms::create))
+        .route("/v1/rooms/{room_id}/join", post(rooms::join))
+        .route("/v1/rooms/{room_id}/leave", post(rooms::leave))
+        .route("/v1/rooms/{room_id}/invites", post(rooms::invite))
+        .route("/v1/rooms/{room_id}/members/{user_id}", delete(rooms::kick))
+        .route(
+            "/v1/rooms/{room_id}/members/{user_id}/role",
+            put(rooms::change_role),
+        )
+        .route("/v1/direct-rooms", post(rooms::direct))
+        .route(
+            "/v1/rooms/{room_id}/messages/{message_id}",
+            put(messages::send)
+                .patch(messages::edit)
+                .delete(messages::redact),
+        )
+        .route(
+            "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}",
+            put(messages::react).delete(messages::unreact),
+        )
+        .route(
+            "/v1/rooms/{room_id}/read-marker",
+            post(messages::read_marker),
+        )
+        .route("/v1/friend-requests", post(friends::request))
+        .route(
+            "/v1/friend-requests/{request_id}/accept",
+            post(friends::accept),
+        )
+        .route(
+            "/v1/friend-requests/{request_id}/decline",
+            post(friends::decline),
+        )
+        .route("/v1/friend-requests/{request_id}", delete(friends::cancel))
+        .route("/v1/friends/{user_id}", delete(friends::unfriend))
+        .route(
+            "/v1/blocks/{user_id}",
+            put(friends::block).delete(friends::unblock),
+        )
+        .route("/v1/presence", put(presence::set))
+        .merge(command_api_meta_routes())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+fn command_api_meta_routes() -> Router<AppState> {
+    use routes::health;
+    Router::new()
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/openapi.json", get(openapi::serve))
+}

@@ -12,6 +12,7 @@ const USERNAME_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7
 const DIRECT_ROOM_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a02);
 const FRIENDSHIP_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a03);
 const READ_MARKER_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a04);
+const PRESENCE_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a05);
 
 fn v5_of_two(ns: &Uuid, first: Uuid, second: Uuid) -> Uuid {
     let mut bytes = [0u8; 32];
@@ -40,6 +41,12 @@ pub fn friendship_id(a: Uuid, b: Uuid) -> Uuid {
 /// The id of `user_id`'s read marker in `room_id`.
 pub fn read_marker_id(room_id: Uuid, user_id: Uuid) -> Uuid {
     v5_of_two(&READ_MARKER_NS, room_id, user_id)
+}
+
+/// The id of `user_id`'s presence aggregate. Not the user id itself: that names the
+/// `user` aggregate, and two aggregates must never share a stream.
+pub fn presence_id(user_id: Uuid) -> Uuid {
+    Uuid::new_v5(&PRESENCE_NS, user_id.as_bytes())
 }
 
 /// Two distinct users, stored in a canonical order.
@@ -138,6 +145,13 @@ mod tests {
             read_marker_id(a, b).to_string(),
             "dc7391c6-b103-5d40-b5e6-358292123f3d"
         );
+    }
+
+    #[test]
+    fn presence_has_a_stream_of_its_own() {
+        let user = Uuid::new_v4();
+        assert_ne!(presence_id(user), user);
+        assert_eq!(presence_id(user), presence_id(user));
     }
 
     #[test]

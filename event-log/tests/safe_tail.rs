@@ -166,7 +166,7 @@ async fn many_writers_with_sleeps_inside_transactions() {
         writers.push(tokio::spawn(async move {
             let aggregates: Vec<Uuid> =
                 (0..AGGREGATES_PER_WRITER).map(|_| Uuid::now_v7()).collect();
-            let mut versions = vec![0i64; AGGREGATES_PER_WRITER];
+            let mut versions = [0i64; AGGREGATES_PER_WRITER];
             let mut written = 0;
             while written < EVENTS_PER_WRITER {
                 let (batch, sleep_ms, pick) = {

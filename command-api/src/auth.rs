@@ -1,0 +1,317 @@
+//! Passwords (argon2) and tokens (JWT, HS256, with a key id so keys can rotate).
+
+use std::time::Duration;
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use jsonwebtoken::{
+    decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+use crate::AppState;
+
+/// One signing key. Several may verify; the first one signs.
+#[derive(Clone)]
+pub struct SigningKey {
+    pub kid: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKey({}, ***)", self.kid)
+    }
+}
+
+impl SigningKey {
+    /// A key from a secret of at least 32 bytes.
+    pub fn new(kid: impl Into<String>, secret: &[u8]) -> Result<Self, String> {
+        if secret.len() < 32 {
+            return Err("a JWT secret must be at least 32 bytes".into());
+        }
+        Ok(Self {
+            kid: kid.into(),
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        })
+    }
+}
+
+/// Issues and checks access and refresh tokens.
+#[derive(Clone, Debug)]
+pub struct TokenKeys {
+    keys: Vec<SigningKey>,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: Uuid,
+    iat: i64,
+    exp: i64,
+    typ: String,
+    jti: Uuid,
+}
+
+const ACCESS: &str = "access";
+const REFRESH: &str = "refresh";
+
+impl TokenKeys {
+    /// `keys[0]` signs; every key verifies (so a rotated-out key keeps sessions alive).
+    pub fn new(keys: Vec<SigningKey>, access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        assert!(!keys.is_empty(), "at least one signing key");
+        Self {
+            keys,
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    fn issue(&self, user_id: Uuid, typ: &str, ttl: Duration) -> Result<String, ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+            typ: typ.to_string(),
+            jti: Uuid::now_v7(),
+        };
+        let key = &self.keys[0];
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
+    }
+
+    pub fn issue_access(&self, user_id: Uuid) -> Result<String, ApiError> {
+        self.issue(user_id, ACCESS, self.access_ttl)
+    }
+
+    pub fn issue_refresh(&self, user_id: Uuid) -> Result<String, ApiError> {
+        self.issue(user_id, REFRESH, self.refresh_ttl)
+    }
+
+    fn verify(&self, token: &str, typ: &str) -> Result<Uuid, ApiError> {
+        let invalid = || ApiError::Unauthorized("invalid or expired token".into());
+        let header = decode_header(token).map_err(|_| invalid())?;
+        let key = match &header.kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| &k.kid == kid)
+                .ok_or_else(invalid)?,
+            None => return Err(invalid()),
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        let data = decode::<Claims>(token, &key.decoding, &validation).map_err(|_| invalid())?;
+        if data.claims.typ != typ {
+            return Err(invalid());
+        }
+        Ok(data.claims.sub)
+    }
+
+    pub fn verify_access(&self, token: &str) -> Result<Uuid, ApiError> {
+        self.verify(token, ACCESS)
+    }
+
+    pub fn verify_refresh(&self, token: &str) -> Result<Uuid, ApiError> {
+        self.verify(token, REFRESH)
+    }
+}
+
+/// Argon2 takes 19 MiB and tens of milliseconds per hash, on purpose. Hashes run
+/// on a fixed set of threads, one per core: a burst of registrations or logins
+/// queues instead of starting a thread (and a 19 MiB allocator arena) per request,
+/// which once held a benchmark server at 750 MiB after 128 hashes.
+fn hash_on_pool<T: Send + 'static>(
+    job: impl FnOnce() -> T + Send + 'static,
+) -> impl std::future::Future<Output = Result<T, ApiError>> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static POOL: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> = std::sync::OnceLock::new();
+    let sender = POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(1024);
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        for i in 0..threads {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("spawning a password hashing thread");
+        }
+        tx
+    });
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let sent = sender.clone();
+    async move {
+        // 1,024 hashes already queued is a flood: shed it rather than grow a backlog.
+        sent.try_send(Box::new(move || {
+            let _ = reply.send(job());
+        }))
+        .map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(_) => {
+                ApiError::Unavailable("too many logins in progress; retry shortly".into())
+            }
+            std::sync::mpsc::TrySendError::Disconnected(_) => {
+                ApiError::internal(anyhow::anyhow!("password hashing pool stopped"))
+            }
+        })?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal(anyhow::anyhow!("password hashing job lost")))
+    }
+}
+
+/// Hashes a password with argon2id (slow on purpose, so off the async threads).
+pub async fn hash_password(password: String) -> Result<String, ApiError> {
+    hash_on_pool(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("argon2: {e}")))
+    })
+    .await?
+}
+
+/// Checks a password against a stored argon2 hash.
+pub async fn verify_password(password: String, hash: String) -> Result<bool, ApiError> {
+    hash_on_pool(move || {
+        let parsed = PasswordHash::new(&hash)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("stored hash: {e}")))?;
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
+    })
+    .await?
+}
+
+/// The caller, from a valid `Authorization: Bearer` access token. Also spends one
+/// token of the caller's rate-limit bucket.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser(pub Uuid);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("expected 'Authorization: Bearer <token>'".into())
+            })?;
+        let user_id = state.keys.verify_access(token.trim())?;
+        state.limiter.check(user_id)?;
+        Ok(AuthUser(user_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(kid: &str, secret: &[u8]) -> TokenKeys {
+        TokenKeys::new(
+            vec![SigningKey::new(kid, secret).unwrap()],
+            Duration::from_secs(3600),
+            Duration::from_secs(86400),
+        )
+    }
+
+    #[test]
+    fn access_and_refresh_tokens_are_not_interchangeable() {
+        let k = keys("k1", &[7; 32]);
+        let user = Uuid::now_v7();
+        let access = k.issue_access(user).unwrap();
+        let refresh = k.issue_refresh(user).unwrap();
+        assert_eq!(k.verify_access(&access).unwrap(), user);
+        assert_eq!(k.verify_refresh(&refresh).unwrap(), user);
+        assert!(k.verify_access(&refresh).is_err());
+        assert!(k.verify_refresh(&access).is_err());
+    }
+
+    #[test]
+    fn a_rotated_key_still_verifies_and_an_unknown_one_does_not() {
+        let old = keys("old", &[1; 32]);
+        let token = old.issue_access(Uuid::now_v7()).unwrap();
+        let rotated = TokenKeys::new(
+            vec![
+                SigningKey::new("new", &[2; 32]).unwrap(),
+                SigningKey::new("old", &[1; 32]).unwrap(),
+            ],
+            Duration::from_secs(3600),
+            Duration::from_secs(86400),
+        );
+        assert!(rotated.verify_access(&token).is_ok());
+        let stranger = keys("old", &[3; 32]);
+        assert!(
+            stranger.verify_access(&token).is_err(),
+            "same kid, other secret"
+        );
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let k = TokenKeys::new(
+            vec![SigningKey::new("k", &[9; 32]).unwrap()],
+            Duration::from_secs(0),
+            Duration::from_secs(0),
+        );
+        let mut token = k.issue_access(Uuid::now_v7()).unwrap();
+        // exp = iat: only the 5 s leeway keeps it alive; forge one clearly expired.
+        let claims = Claims {
+            sub: Uuid::now_v7(),
+            iat: 0,
+            exp: 1,
+            typ: ACCESS.into(),
+            jti: Uuid::now_v7(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k".into());
+        token.clear();
+        token.push_str(&encode(&header, &claims, &EncodingKey::from_secret(&[9; 32])).unwrap());
+        assert!(k.verify_access(&token).is_err());
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(SigningKey::new("k", b"too short").is_err());
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_only_with_the_right_password() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(verify_password("correct horse".into(), hash.clone())
+            .await
+            .unwrap());
+        assert!(!verify_password("wrong horse".into(), hash).await.unwrap());
+    }
+}

@@ -1,0 +1,378 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use parley_domain::ids::read_marker_id;
+use parley_domain::message::{Message, MessageCommand, MessageEvent};
+use parley_domain::read_marker::{ReadMarker, ReadMarkerCommand};
+use parley_domain::values::{Emoji, MessageBody};
+use parley_event_log::ConsistencyToken;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::engine::{decide, stream, Accepted, CommitError, Decision, Loaded};
+use crate::json::{ApiJson, ApiPath};
+use crate::meta::RequestMeta;
+use crate::problem::{ApiError, Problem};
+use crate::routes::on_aggregate;
+use crate::AppState;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct SendMessageRequest {
+    /// 1 to 4,000 characters.
+    pub body: String,
+    /// A message of the same room this one answers.
+    pub reply_to: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct EditMessageRequest {
+    /// 1 to 4,000 characters.
+    pub body: String,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct ReadMarkerRequest {
+    /// The last message the caller has read.
+    pub message_id: Uuid,
+}
+
+/// Loads a message and checks it belongs to `room_id` (404 otherwise).
+async fn message_in_room(
+    state: &AppState,
+    room_id: Uuid,
+    message_id: Uuid,
+) -> Result<Loaded<Message>, ApiError> {
+    let message = state.engine.load::<Message>(message_id).await?;
+    if !message.state.exists() || message.state.room_id() != Some(room_id) {
+        return Err(ApiError::NotFound(format!(
+            "message {message_id} not found in this room"
+        )));
+    }
+    Ok(message)
+}
+
+/// Sends a message with a client-chosen id: a retry returns the first answer (200)
+/// and appends nothing.
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
+    request_body = SendMessageRequest, security(("bearer" = [])),
+    params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path, description = "Chosen by the client (UUIDv7 recommended)")),
+    responses(
+    (status = 201, description = "Sent", body = crate::openapi::MessageAccepted),
+    (status = 200, description = "Already sent by this caller: the first answer", body = crate::openapi::MessageAccepted),
+    (status = 403, description = "Not a member", body = Problem),
+    (status = 404, description = "No such room", body = Problem),
+    (status = 409, description = "The message id is taken by another message", body = Problem),
+    (status = 413, description = "Body over 64 KiB", body = Problem),
+    (status = 422, description = "Invalid body or reply", body = Problem)))]
+pub async fn send(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(request): ApiJson<SendMessageRequest>,
+) -> Result<Accepted, ApiError> {
+    let body = MessageBody::parse(request.body.clone())?;
+    let mut ctx = meta.context(Some(me), &request);
+    // The message id is the idempotency key of a send.
+    ctx.idempotency = None;
+    let room = state.engine.room_for_check(room_id).await?;
+    if !room.state.exists() {
+        return Err(ApiError::NotFound(format!("room {room_id} not found")));
+    }
+    let reply_in_room = match request.reply_to {
+        Some(reply) => message_in_room(&state, room_id, reply).await.is_ok(),
+        None => true,
+    };
+    let fresh = Loaded {
+        id: message_id,
+        state: Message::default(),
+        version: 0,
+    };
+    let (_, events) = decide(
+        &fresh,
+        MessageCommand::SendMessage {
+            message_id,
+            room_id,
+            sender_id: me,
+            body,
+            reply_to: request.reply_to,
+            sender_is_member: room.state.is_member(me),
+            reply_in_room,
+            at: ctx.now,
+        },
+    )
+    .await?;
+    let decision = Decision {
+        streams: vec![stream(&fresh, &events)],
+        status: StatusCode::CREATED,
+        result: json!({}),
+        head: None,
+        room: None,
+    };
+    match state.engine.commit(&ctx, decision).await {
+        Ok(mut accepted) => {
+            let first = accepted.appended[0];
+            accepted.result = json!({
+                "message_id": message_id, "room_id": room_id,
+                "sequence": first.sequence, "position": first.position,
+            });
+            Ok(accepted)
+        }
+        Err(CommitError::Conflict) => first_answer(&state, me, room_id, message_id).await,
+        Err(CommitError::Duplicate) => Err(ApiError::internal(anyhow::anyhow!("no key was given"))),
+        Err(CommitError::Api(e)) => Err(e),
+    }
+}
+
+/// The answer a send first got, for a retry of the same send.
+async fn first_answer(
+    state: &AppState,
+    me: Uuid,
+    room_id: Uuid,
+    message_id: Uuid,
+) -> Result<Accepted, ApiError> {
+    let events = state.engine.log().load_stream(message_id, 0).await?;
+    let first = events
+        .first()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("conflict on an empty stream")))?;
+    let sent = match parley_domain::codec::EventCodec::from_payload(
+        &first.event_type,
+        first.event_version as u32,
+        first.payload.clone(),
+    ) {
+        Ok(MessageEvent::MessageSent(sent)) => sent,
+        _ => {
+            return Err(ApiError::Conflict(format!(
+                "message id {message_id} is already used"
+            )))
+        }
+    };
+    if sent.sender_id != me || sent.room_id != room_id {
+        return Err(ApiError::Conflict(format!(
+            "message id {message_id} is already used"
+        )));
+    }
+    Ok(Accepted {
+        status: StatusCode::OK,
+        result: json!({
+            "message_id": message_id, "room_id": room_id,
+            "sequence": first.sequence, "position": first.position,
+        }),
+        appended: vec![parley_event_log::AppendedEvent {
+            event_id: first.event_id,
+            aggregate_id: first.aggregate_id,
+            sequence: first.sequence,
+            position: first.position,
+            tx_id: first.tx_id,
+        }],
+        token: Some(ConsistencyToken {
+            cursor: first.cursor(),
+            aggregate_id: first.aggregate_id,
+            sequence: first.sequence,
+        }),
+    })
+}
+
+/// Runs a command on a message of a room, with the caller's membership looked up.
+async fn on_message<F>(
+    state: &AppState,
+    meta: RequestMeta,
+    me: Uuid,
+    room_id: Uuid,
+    message_id: Uuid,
+    body: &impl Serialize,
+    make: F,
+) -> Result<Accepted, ApiError>
+where
+    F: Fn(Option<parley_domain::values::Role>, chrono::DateTime<chrono::Utc>) -> MessageCommand,
+{
+    let room = state.engine.room_for_check(room_id).await?;
+    if !room.state.exists() {
+        return Err(ApiError::NotFound(format!("room {room_id} not found")));
+    }
+    message_in_room(state, room_id, message_id).await?;
+    let ctx = meta.context(Some(me), body);
+    let role = room.state.role_of(me);
+    let now = ctx.now;
+    on_aggregate::<Message, _>(
+        state,
+        &ctx,
+        message_id,
+        StatusCode::OK,
+        json!({"message_id": message_id, "room_id": room_id}),
+        |_| Ok(make(role, now)),
+    )
+    .await
+}
+
+/// Edits a message (its author only).
+#[utoipa::path(patch, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
+    request_body = EditMessageRequest, security(("bearer" = [])),
+    params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses(
+    (status = 200, description = "Edited", body = crate::openapi::MessageRef),
+    (status = 403, description = "Not the author", body = Problem),
+    (status = 404, description = "No such message", body = Problem),
+    (status = 422, description = "Invalid body, or the message was redacted", body = Problem)))]
+pub async fn edit(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
+    ApiJson(request): ApiJson<EditMessageRequest>,
+) -> Result<Accepted, ApiError> {
+    let body = MessageBody::parse(request.body.clone())?;
+    on_message(
+        &state,
+        meta,
+        me,
+        room_id,
+        message_id,
+        &request,
+        |role, at| MessageCommand::EditMessage {
+            editor_id: me,
+            body: body.clone(),
+            editor_is_member: role.is_some(),
+            at,
+        },
+    )
+    .await
+}
+
+/// Redacts a message (its author, or a room moderator): the body is gone, a
+/// tombstone stays.
+#[utoipa::path(delete, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses(
+    (status = 200, description = "Redacted (already or now)", body = crate::openapi::MessageRef),
+    (status = 403, description = "Neither the author nor a moderator", body = Problem),
+    (status = 404, description = "No such message", body = Problem)))]
+pub async fn redact(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Accepted, ApiError> {
+    on_message(
+        &state,
+        meta,
+        me,
+        room_id,
+        message_id,
+        &json!({}),
+        |role, at| MessageCommand::RedactMessage {
+            actor_id: me,
+            actor_role: role,
+            at,
+        },
+    )
+    .await
+}
+
+/// Adds the caller's reaction to a message.
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path)),
+    responses(
+    (status = 200, description = "Reaction present", body = crate::openapi::MessageRef),
+    (status = 403, description = "Not a member", body = Problem),
+    (status = 404, description = "No such message", body = Problem),
+    (status = 422, description = "Invalid emoji", body = Problem)))]
+pub async fn react(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, message_id, emoji)): ApiPath<(Uuid, Uuid, String)>,
+) -> Result<Accepted, ApiError> {
+    let emoji = Emoji::parse(emoji)?;
+    on_message(
+        &state,
+        meta,
+        me,
+        room_id,
+        message_id,
+        &json!({"emoji": emoji.as_str()}),
+        |role, at| MessageCommand::AddReaction {
+            user_id: me,
+            emoji: emoji.clone(),
+            user_is_member: role.is_some(),
+            at,
+        },
+    )
+    .await
+}
+
+/// Removes the caller's reaction from a message.
+#[utoipa::path(delete, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path)),
+    responses(
+    (status = 200, description = "Reaction absent", body = crate::openapi::MessageRef),
+    (status = 403, description = "Not a member", body = Problem),
+    (status = 404, description = "No such message", body = Problem)))]
+pub async fn unreact(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, message_id, emoji)): ApiPath<(Uuid, Uuid, String)>,
+) -> Result<Accepted, ApiError> {
+    let emoji = Emoji::parse(emoji)?;
+    on_message(
+        &state,
+        meta,
+        me,
+        room_id,
+        message_id,
+        &json!({"emoji": emoji.as_str()}),
+        |role, at| MessageCommand::RemoveReaction {
+            user_id: me,
+            emoji: emoji.clone(),
+            user_is_member: role.is_some(),
+            at,
+        },
+    )
+    .await
+}
+
+/// Moves the caller's read marker in a room (drives unread counts).
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/read-marker", tag = "messages",
+    request_body = ReadMarkerRequest, security(("bearer" = [])), params(("room_id" = Uuid, Path)),
+    responses(
+    (status = 200, description = "Marker set", body = crate::openapi::MessageRef),
+    (status = 403, description = "Not a member", body = Problem),
+    (status = 404, description = "No such room or message", body = Problem)))]
+pub async fn read_marker(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath(room_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<ReadMarkerRequest>,
+) -> Result<Accepted, ApiError> {
+    let room = state.engine.room_for_check(room_id).await?;
+    if !room.state.exists() {
+        return Err(ApiError::NotFound(format!("room {room_id} not found")));
+    }
+    let message_in_room = message_in_room(&state, room_id, request.message_id)
+        .await
+        .is_ok();
+    let ctx = meta.context(Some(me), &request);
+    let now = ctx.now;
+    let is_member = room.state.is_member(me);
+    let message_id = request.message_id;
+    on_aggregate::<ReadMarker, _>(
+        &state,
+        &ctx,
+        read_marker_id(room_id, me),
+        StatusCode::OK,
+        json!({"room_id": room_id, "message_id": message_id}),
+        |_| {
+            Ok(ReadMarkerCommand::MoveReadMarker {
+                room_id,
+                user_id: me,
+                message_id,
+                user_is_member: is_member,
+                message_in_room,
+                at: now,
+            })
+        },
+    )
+    .await
+}

@@ -1,0 +1,63 @@
+//! HTTP handlers, one module per resource.
+
+pub mod friends;
+pub mod health;
+pub mod messages;
+pub mod presence;
+pub mod rooms;
+pub mod users;
+
+use axum::http::StatusCode;
+use cqrs_es::Aggregate;
+use parley_domain::codec::EventCodec;
+use parley_domain::error::DomainError;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::engine::{decide, stream, Accepted, CommandContext, Decision, Loaded};
+use crate::problem::ApiError;
+use crate::AppState;
+
+/// Unknown routes answer with a problem too.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+/// A known path with a method it does not serve (axum adds the `Allow` header).
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed("this endpoint does not support that method".into())
+}
+
+/// Runs a command against one aggregate (loaded from the log under its lock),
+/// answering `status` with `result`.
+pub(crate) async fn on_aggregate<A, F>(
+    state: &AppState,
+    ctx: &CommandContext,
+    id: Uuid,
+    status: StatusCode,
+    result: Value,
+    make: F,
+) -> Result<Accepted, ApiError>
+where
+    A: Aggregate<Services = (), Error = DomainError> + Clone,
+    A::Event: EventCodec,
+    F: Fn(&Loaded<A>) -> Result<A::Command, ApiError>,
+{
+    let engine = &*state.engine;
+    let make = &make;
+    let result = &result;
+    engine
+        .run(ctx, Some(id), move || async move {
+            let loaded = engine.load::<A>(id).await?;
+            let command = make(&loaded)?;
+            let (next, events) = decide(&loaded, command).await?;
+            Ok(Decision {
+                streams: vec![stream(&loaded, &events)],
+                status,
+                result: result.clone(),
+                head: Some((id, next.version)),
+                room: None,
+            })
+        })
+        .await
+}

@@ -1,0 +1,64 @@
+use axum::extract::State;
+use axum::http::StatusCode;
+use parley_domain::ids::presence_id;
+use parley_domain::presence::{Presence, PresenceCommand};
+use parley_domain::values::{PresenceStatus, StatusMessage};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::auth::AuthUser;
+use crate::engine::Accepted;
+use crate::json::ApiJson;
+use crate::meta::RequestMeta;
+use crate::problem::{ApiError, Problem};
+use crate::routes::on_aggregate;
+use crate::AppState;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct PresenceRequest {
+    /// `online`, `away` or `offline`.
+    pub status: String,
+    /// Up to 140 characters.
+    pub status_message: Option<String>,
+}
+
+/// Sets the caller's presence; sending the same status again is a heartbeat
+/// (recorded at most every 30 s).
+#[utoipa::path(put, path = "/v1/presence", tag = "presence", request_body = PresenceRequest,
+    security(("bearer" = [])), responses(
+    (status = 200, description = "Presence recorded", body = crate::openapi::PresenceAccepted),
+    (status = 422, description = "Invalid status", body = Problem)))]
+pub async fn set(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<PresenceRequest>,
+) -> Result<Accepted, ApiError> {
+    let status: PresenceStatus = body.status.parse().map_err(|_| {
+        ApiError::unprocessable("status", "must be \"online\", \"away\" or \"offline\"")
+    })?;
+    let message = body
+        .status_message
+        .clone()
+        .map(StatusMessage::parse)
+        .transpose()?;
+    let ctx = meta.context(Some(me), &body);
+    let now = ctx.now;
+    on_aggregate::<Presence, _>(
+        &state,
+        &ctx,
+        presence_id(me),
+        StatusCode::OK,
+        json!({"user_id": me, "status": status}),
+        |_| {
+            Ok(PresenceCommand::SetPresence {
+                user_id: me,
+                status,
+                status_message: message.clone(),
+                at: now,
+            })
+        },
+    )
+    .await
+}

@@ -1,0 +1,145 @@
+//! Invariant 1 on the server: concurrent commands never both commit against one
+//! version, and conflicts are retried on the server instead of reaching clients.
+//!
+//! The users here hold access tokens issued by the app's own keys without
+//! registering: these commands never look users up, and 70 argon2 hashes in a
+//! debug build would cost about a minute per backend.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestApp};
+
+backend_tests!(
+    fifty_members_send_at_once_and_all_commit,
+    twenty_users_join_one_room_at_once,
+    concurrent_reactions_on_one_message_all_commit,
+);
+
+async fn fifty_members_send_at_once_and_all_commit(backend: Backend) {
+    let app = Arc::new(TestApp::spawn(backend).await);
+    let (_, owner) = app.register("owner").await;
+    let room_id = app.create_room(&owner, "public").await;
+    let users: Vec<(Uuid, String)> = (0..50).map(|_| app.mint_access_token()).collect();
+    for (_, token) in &users {
+        app.join(token, room_id).await.assert_status(200);
+    }
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(users.len()));
+    let tasks: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, (_, token))| {
+            let (app, barrier, token) = (app.clone(), barrier.clone(), token.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.send_message(&token, room_id, &format!("message {i}"))
+                    .await
+            })
+        })
+        .collect();
+    let mut sent = BTreeSet::new();
+    let mut positions = BTreeSet::new();
+    for task in futures::future::join_all(tasks).await {
+        let (message_id, response) = task.unwrap();
+        response.assert_status(201);
+        sent.insert(message_id);
+        positions.insert(response.body["position"].as_i64().unwrap());
+    }
+    assert_eq!(positions.len(), 50, "every message got its own position");
+
+    // 2 room-creation events + 50 joins + 50 messages (+ the owner's registration).
+    let events = app.events_at_least(2 + 2 + 50 + 50).await;
+    assert_eq!(events.len(), 104);
+    let logged: BTreeSet<Uuid> = events
+        .iter()
+        .filter(|e| e.event_type == "MessageSent")
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event_type == "MessageSent")
+            .count(),
+        50
+    );
+    assert_eq!(logged, sent);
+}
+
+async fn twenty_users_join_one_room_at_once(backend: Backend) {
+    let app = Arc::new(TestApp::spawn(backend).await);
+    let (_, owner) = app.register("owner").await;
+    let room_id = app.create_room(&owner, "public").await;
+    let users: Vec<(Uuid, String)> = (0..20).map(|_| app.mint_access_token()).collect();
+
+    let barrier = Arc::new(tokio::sync::Barrier::new(users.len()));
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|(_, token)| {
+            let (app, barrier, token) = (app.clone(), barrier.clone(), token.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                app.join(&token, room_id).await
+            })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        let response = task.unwrap();
+        response.assert_status(200);
+        assert_eq!(response.positions().len(), 1, "{}", response.body);
+    }
+
+    let stream = app.stream(room_id).await;
+    assert_eq!(stream.last().unwrap().sequence, 2 + 20);
+    let sequences: Vec<i64> = stream.iter().map(|e| e.sequence).collect();
+    assert_eq!(sequences, (1..=22).collect::<Vec<_>>());
+    let joined: BTreeSet<String> = stream[2..]
+        .iter()
+        .map(|e| {
+            assert_eq!(e.event_type, "MemberJoined");
+            e.payload["user_id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let expected: BTreeSet<String> = users.iter().map(|(id, _)| id.to_string()).collect();
+    assert_eq!(joined, expected);
+}
+
+async fn concurrent_reactions_on_one_message_all_commit(backend: Backend) {
+    // Many commands on one message aggregate at once: each lands on its own version.
+    let app = Arc::new(TestApp::spawn(backend).await);
+    let (_, owner) = app.register("owner").await;
+    let room_id = app.create_room(&owner, "public").await;
+    let (message_id, sent) = app.send_message(&owner, room_id, "react!").await;
+    sent.assert_status(201);
+    let users: Vec<(Uuid, String)> = (0..10).map(|_| app.mint_access_token()).collect();
+    for (_, token) in &users {
+        app.join(token, room_id).await.assert_status(200);
+    }
+    let tasks: Vec<_> = users
+        .iter()
+        .map(|(_, token)| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move {
+                app.put_empty(
+                    &format!("/v1/rooms/{room_id}/messages/{message_id}/reactions/ok"),
+                    &token,
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.unwrap().assert_status(200);
+    }
+    let stream = app.stream(message_id).await;
+    assert_eq!(stream.len(), 11);
+    assert_eq!(
+        stream
+            .iter()
+            .filter(|e| e.event_type == "ReactionAdded")
+            .count(),
+        10
+    );
+}
