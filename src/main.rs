@@ -1,1 +1,35 @@
-fn main() {}
+//! `parley`: one binary, one subcommand per service.
+
+// mimalloc returns freed memory to the OS; with the system allocator, argon2's
+// 19 MiB blocks stayed resident per thread arena (20 logins: 225 MB RSS).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod bench;
+mod cli;
+mod serve;
+mod telemetry;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    telemetry::init(cli.log_format());
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    match cli.command {
+        cli::Task::Dev(args) => serve::dev(args).await,
+        cli::Task::CommandApi(args) => serve::command_api(args).await,
+        cli::Task::Migrate(args) => serve::migrate(args).await,
+        cli::Task::Bench(bench) => bench::run(bench).await,
+    }
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every crate's tests against the real
+# PostgreSQL at 127.0.0.1:5432 (each test makes its own database) and SQLite files
+# in temp folders. `.ci/run` calls this script; so can you.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PARLEY_TEST_DATABASE_URL="${PARLEY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "checking PostgreSQL at ${PARLEY_TEST_DATABASE_URL%%\?*}"
+if command -v pg_isready >/dev/null 2>&1; then
+  for _ in $(seq 1 30); do
+    pg_isready -d "$PARLEY_TEST_DATABASE_URL" -q && break
+    sleep 1
+  done
+  pg_isready -d "$PARLEY_TEST_DATABASE_URL" || {
+    echo "PostgreSQL does not answer at $PARLEY_TEST_DATABASE_URL (set PARLEY_TEST_DATABASE_URL)" >&2
+    exit 1
+  }
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked

@@ -1,0 +1,330 @@
+//! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+use crate::cli::{BenchCommand, BenchCommandsArgs};
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Commands(args) => commands(args).await,
+    }
+}
+
+/// A command API started for the benchmark, on its own fresh database.
+struct Server {
+    child: Child,
+    base: String,
+    admin_url: String,
+    database: String,
+}
+
+impl Server {
+    async fn start(args: &BenchCommandsArgs) -> anyhow::Result<Self> {
+        let database = format!("parley_bench_{}", uuid::Uuid::new_v4().simple());
+        admin_exec(&args.admin_url, &format!("CREATE DATABASE {database}")).await?;
+        let url = swap_database(&args.admin_url, &database);
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let child = Command::new(std::env::current_exe()?)
+            .args([
+                "command-api",
+                "--migrate",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("PARLEY_DATABASE_URL", &url)
+            .env("PARLEY_DB_POOL_SIZE", args.db_pool_size.to_string())
+            .env(
+                "PARLEY_JWT_SECRET",
+                "bench-secret-bench-secret-bench-secret-0123",
+            )
+            .env("PARLEY_RATE_LIMIT_PER_SEC", "0")
+            .env("PARLEY_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the command api")?;
+        let server = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            admin_url: args.admin_url.clone(),
+            database,
+        };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client
+                .get(format!("{}/health/ready", server.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("the command api did not become ready within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(server)
+    }
+
+    /// Peak resident set size of the server process (VmHWM), in KiB.
+    fn peak_rss_kib(&self) -> Option<u64> {
+        self.proc_status("VmHWM:")
+    }
+
+    /// Current resident set size of the server process, in KiB.
+    fn rss_kib(&self) -> Option<u64> {
+        self.proc_status("VmRSS:")
+    }
+
+    fn proc_status(&self, field: &str) -> Option<u64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        admin_exec(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs one statement on the Postgres server the benchmark uses.
+async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .with_context(|| format!("connecting to {}", parley_event_log::redact_url(admin_url)))?;
+    sqlx::raw_sql(sql).execute(&mut conn).await?;
+    Ok(())
+}
+
+fn swap_database(url: &str, name: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if i > url.find("://").map_or(0, |j| j + 2) => format!("{}/{name}", &url[..i]),
+        _ => format!("{url}/{name}"),
+    }
+}
+
+async fn expect_json(response: reqwest::Response, what: &str) -> anyhow::Result<Value> {
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{what}: {status} {body}");
+    }
+    Ok(body)
+}
+
+async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
+    if args.clients == 0 || args.rooms == 0 || args.seconds == 0 {
+        bail!("--clients, --rooms and --seconds must be at least 1");
+    }
+    let server = match &args.target {
+        Some(_) => None,
+        None => Some(Server::start(&args).await?),
+    };
+    let base = match (&args.target, &server) {
+        (Some(t), _) => t.trim_end_matches('/').to_string(),
+        (None, Some(s)) => s.base.clone(),
+        _ => unreachable!(),
+    };
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients * 2)
+        .tcp_nodelay(true)
+        .build()?;
+
+    eprintln!(
+        "setting up: {} users, {} rooms ...",
+        args.clients, args.rooms
+    );
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let mut tokens = Vec::with_capacity(args.clients);
+    let mut setups = Vec::new();
+    for i in 0..args.clients {
+        let http = http.clone();
+        let base = base.clone();
+        let username = format!("bench{}_{i}", &run_id[..8]);
+        setups.push(tokio::spawn(async move {
+            let creds = json!({"username": username, "password": "bench-password"});
+            expect_json(
+                http.post(format!("{base}/v1/users"))
+                    .json(&creds)
+                    .send()
+                    .await?,
+                "register",
+            )
+            .await?;
+            let session = expect_json(
+                http.post(format!("{base}/v1/sessions"))
+                    .json(&creds)
+                    .send()
+                    .await?,
+                "login",
+            )
+            .await?;
+            Ok::<_, anyhow::Error>(
+                session["access_token"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }));
+    }
+    for s in setups {
+        tokens.push(s.await??);
+    }
+    let mut rooms = Vec::with_capacity(args.rooms);
+    for r in 0..args.rooms {
+        let body = expect_json(
+            http.post(format!("{base}/v1/rooms"))
+                .bearer_auth(&tokens[0])
+                .json(&json!({"name": format!("bench room {r}"), "visibility": "public"}))
+                .send()
+                .await?,
+            "create room",
+        )
+        .await?;
+        rooms.push(body["room_id"].as_str().unwrap_or_default().to_string());
+    }
+    let rooms = Arc::new(rooms);
+    let mut joins = Vec::new();
+    for token in tokens.iter().skip(1) {
+        let (http, base, rooms, token) = (http.clone(), base.clone(), rooms.clone(), token.clone());
+        joins.push(tokio::spawn(async move {
+            for room in rooms.iter() {
+                expect_json(
+                    http.post(format!("{base}/v1/rooms/{room}/join"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await?,
+                    "join",
+                )
+                .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for j in joins {
+        j.await??;
+    }
+
+    let setup_rss = server.as_ref().and_then(|s| s.rss_kib());
+    eprintln!(
+        "running: {} clients sending into {} rooms for {} s (+{} s warm-up) ...",
+        args.clients, args.rooms, args.seconds, args.warmup
+    );
+    let start = Instant::now();
+    let measure_from = start + Duration::from_secs(args.warmup);
+    let end = measure_from + Duration::from_secs(args.seconds);
+    let mut workers = Vec::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (http, base, rooms) = (http.clone(), base.clone(), rooms.clone());
+        workers.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+            let mut errors = 0u64;
+            let body = json!({"body": format!("hello from bench client {i}")});
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let room = &rooms[rand::thread_rng().gen_range(0..rooms.len())];
+                let message_id = uuid::Uuid::now_v7();
+                let sent = Instant::now();
+                let result = http
+                    .put(format!("{base}/v1/rooms/{room}/messages/{message_id}"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
+                let ok = match result {
+                    Ok(r) => {
+                        let ok = r.status().as_u16() == 201;
+                        let _ = r.bytes().await;
+                        ok
+                    }
+                    Err(_) => false,
+                };
+                if sent >= measure_from {
+                    if ok {
+                        let _ = hist.record(sent.elapsed().as_micros() as u64);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (hist, errors)
+        }));
+    }
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for w in workers {
+        let (h, e) = w.await?;
+        hist.add(h)?;
+        errors += e;
+    }
+    let rss = server.as_ref().and_then(|s| s.peak_rss_kib());
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!("parley bench commands");
+    println!(
+        "  target            {}",
+        if args.target.is_some() {
+            base.as_str()
+        } else {
+            "command-api child process on a fresh Postgres database"
+        }
+    );
+    println!("  clients           {}", args.clients);
+    println!("  rooms             {}", args.rooms);
+    println!(
+        "  measured          {} s (after {} s warm-up)",
+        args.seconds, args.warmup
+    );
+    println!("  durable sends     {} (201 Created)", hist.len());
+    println!("  errors            {errors}");
+    println!(
+        "  throughput        {:.0} sends/s",
+        hist.len() as f64 / args.seconds as f64
+    );
+    println!("  latency p50       {:.2} ms", ms(0.50));
+    println!("  latency p90       {:.2} ms", ms(0.90));
+    println!("  latency p99       {:.2} ms", ms(0.99));
+    println!("  latency max       {:.2} ms", hist.max() as f64 / 1000.0);
+    let mib = |kib: Option<u64>| match kib {
+        Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
+        None => "n/a (external target)".to_string(),
+    };
+    println!("  server RSS setup  {}", mib(setup_rss));
+    println!(
+        "  server RSS end    {}",
+        mib(server.as_ref().and_then(|s| s.rss_kib()))
+    );
+    println!("  server peak RSS   {}", mib(rss));
+    if let Some(server) = server {
+        server.stop().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! Command-line options. Every option can also come from a `PARLEY_*` environment
+//! variable (shown in `--help`); a flag wins over the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "parley",
+    version,
+    about = "Parley: an event-sourced CQRS chat backend",
+    long_about = "Parley: an event-sourced CQRS chat backend.\n\n\
+        Start with `parley dev`: the whole backend in one process on one port, \
+        with a SQLite file as its store. In production each service runs on its own \
+        (`parley command-api`, ...) against PostgreSQL."
+)]
+pub struct Cli {
+    /// Log format: `pretty` for people, `json` for log collectors (default: pretty
+    /// for `dev`, json otherwise).
+    #[arg(long, global = true, env = "PARLEY_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    #[command(subcommand)]
+    pub command: Task,
+}
+
+impl Cli {
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(match self.command {
+            Task::Dev(_) | Task::Bench(_) | Task::Migrate(_) => LogFormat::Pretty,
+            _ => LogFormat::Json,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Run everything in one process on one port, on a SQLite file (no Postgres, no Kafka).
+    Dev(DevArgs),
+    /// Run the command API (HTTP commands in, events into the log).
+    CommandApi(ServiceArgs),
+    /// Apply the event log's database migrations, then exit.
+    Migrate(MigrateArgs),
+    /// Benchmarks: commands that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder for the SQLite database and the generated JWT secret.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Event log database: postgres://user:password@host:5432/db (or sqlite://file.db).
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Database connections in the pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Apply migrations at start-up (otherwise run `parley migrate` first).
+    #[arg(long, env = "PARLEY_MIGRATE", default_value_t = false)]
+    pub migrate: bool,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Secret that signs access and refresh tokens (HS256), at least 32 bytes.
+    /// Required outside `dev`, where one is generated into the data folder.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Key id written into tokens signed with `--jwt-secret`.
+    #[arg(long, env = "PARLEY_JWT_KEY_ID", default_value = "k1")]
+    pub jwt_key_id: String,
+    /// A previous secret that still verifies tokens during a key rotation.
+    #[arg(long, env = "PARLEY_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// Key id of `--jwt-previous-secret`.
+    #[arg(long, env = "PARLEY_JWT_PREVIOUS_KEY_ID", default_value = "k0")]
+    pub jwt_previous_key_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Requests per second per user before 429 (0 turns limiting off).
+    #[arg(long, env = "PARLEY_RATE_LIMIT_PER_SEC", default_value_t = 50.0)]
+    pub rate_limit_per_sec: f64,
+    /// Burst size of the per-user rate limit.
+    #[arg(long, env = "PARLEY_RATE_LIMIT_BURST", default_value_t = 100.0)]
+    pub rate_limit_burst: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// Database to migrate: postgres://... or sqlite://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Drive the HTTP command API on Postgres with concurrent senders; print
+    /// throughput, latency percentiles and the server's peak RSS.
+    Commands(BenchCommandsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCommandsArgs {
+    /// Concurrent clients (each its own user and keep-alive connection).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Rooms the messages are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Postgres server to create the benchmark database on (its own database, dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
+    /// Command API to drive instead of starting one (its RSS is then not reported).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Connections of the server's database pool.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: u32,
+}

@@ -1,0 +1,155 @@
+//! Starting the services: open the store, build the state, serve until SIGTERM.
+
+use std::path::Path;
+
+use anyhow::Context;
+use parley_command_api::{default_token_keys, router, AppState, Settings, SigningKey};
+use tokio::net::TcpListener;
+
+use crate::cli::{AuthArgs, DevArgs, LimitArgs, MigrateArgs, ServiceArgs};
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
+    let db = args.data_dir.join("parley.db");
+    let url = format!("sqlite://{}", db.display());
+    let log = parley_event_log::open(&url, 4)
+        .await
+        .with_context(|| format!("opening {}", db.display()))?;
+    let secret = match &args.auth.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => dev_secret(&args.data_dir)?,
+    };
+    let settings = settings(&args.auth, Some(secret), &args.limits)?;
+    let app = router(AppState::new(log, settings));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        database = %db.display(),
+        "parley dev is up: try GET /health, or the walkthrough in README.md"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
+    let log = if args.migrate {
+        parley_event_log::open(&args.database_url, args.db_pool_size).await
+    } else {
+        open_without_migrating(&args.database_url, args.db_pool_size).await
+    }
+    .with_context(|| {
+        format!(
+            "opening the event log at {}",
+            parley_event_log::redact_url(&args.database_url)
+        )
+    })?;
+    let app = router(AppState::new(log, settings));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "command api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn open_without_migrating(
+    url: &str,
+    pool: u32,
+) -> Result<parley_event_log::SharedLog, parley_event_log::LogError> {
+    if url.starts_with("sqlite:") {
+        // SQLite is a local file: migrating on open is always safe.
+        return parley_event_log::open(url, pool).await;
+    }
+    Ok(std::sync::Arc::new(
+        parley_event_log::pg::PgLog::connect(url, pool).await?,
+    ))
+}
+
+pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    parley_event_log::open(&args.database_url, 2)
+        .await
+        .with_context(|| {
+            format!(
+                "migrating {}",
+                parley_event_log::redact_url(&args.database_url)
+            )
+        })?;
+    println!("migrations applied");
+    Ok(())
+}
+
+fn settings(
+    auth: &AuthArgs,
+    secret: Option<String>,
+    limits: &LimitArgs,
+) -> anyhow::Result<Settings> {
+    let secret = secret.context(
+        "PARLEY_JWT_SECRET (or --jwt-secret) is required: at least 32 bytes, e.g. `openssl rand -hex 32`",
+    )?;
+    let mut keys = vec![SigningKey::new(auth.jwt_key_id.clone(), secret.as_bytes())
+        .map_err(|e| anyhow::anyhow!("PARLEY_JWT_SECRET: {e}"))?];
+    if let Some(previous) = &auth.jwt_previous_secret {
+        keys.push(
+            SigningKey::new(auth.jwt_previous_key_id.clone(), previous.as_bytes())
+                .map_err(|e| anyhow::anyhow!("PARLEY_JWT_PREVIOUS_SECRET: {e}"))?,
+        );
+    }
+    if limits.rate_limit_per_sec < 0.0 || limits.rate_limit_burst < 0.0 {
+        anyhow::bail!("PARLEY_RATE_LIMIT_PER_SEC and PARLEY_RATE_LIMIT_BURST must not be negative");
+    }
+    let mut settings = Settings::new(default_token_keys(keys));
+    settings.rate_limit_per_sec = limits.rate_limit_per_sec;
+    settings.rate_limit_burst = limits.rate_limit_burst;
+    Ok(settings)
+}
+
+/// The dev secret lives in the data folder so sessions survive a restart.
+fn dev_secret(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("jwt-secret");
+    if let Ok(secret) = std::fs::read_to_string(&path) {
+        return Ok(secret.trim().to_string());
+    }
+    let secret = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(secret)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}
