@@ -109,6 +109,14 @@ pub struct LimitArgs {
     /// Burst size of the per-user rate limit.
     #[arg(long, env = "PARLEY_RATE_LIMIT_BURST", default_value_t = 100.0)]
     pub rate_limit_burst: f64,
+    /// Login attempts per second per username before 429, against password
+    /// guessing (0 turns login throttling off).
+    #[arg(long, env = "PARLEY_LOGIN_RATE_PER_SEC", default_value_t = 1.0)]
+    pub login_rate_per_sec: f64,
+    /// Login attempts a username may make at once before being throttled
+    /// (0 turns login throttling off).
+    #[arg(long, env = "PARLEY_LOGIN_BURST", default_value_t = 10.0)]
+    pub login_burst: f64,
 }
 
 #[derive(Debug, Args)]

@@ -105,9 +105,14 @@ fn settings(
     if limits.rate_limit_per_sec < 0.0 || limits.rate_limit_burst < 0.0 {
         anyhow::bail!("PARLEY_RATE_LIMIT_PER_SEC and PARLEY_RATE_LIMIT_BURST must not be negative");
     }
+    if limits.login_rate_per_sec < 0.0 || limits.login_burst < 0.0 {
+        anyhow::bail!("PARLEY_LOGIN_RATE_PER_SEC and PARLEY_LOGIN_BURST must not be negative");
+    }
     let mut settings = Settings::new(default_token_keys(keys));
     settings.rate_limit_per_sec = limits.rate_limit_per_sec;
     settings.rate_limit_burst = limits.rate_limit_burst;
+    settings.login_rate_per_sec = limits.login_rate_per_sec;
+    settings.login_burst = limits.login_burst;
     Ok(settings)
 }
 

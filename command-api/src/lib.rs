@@ -36,6 +36,11 @@ pub struct Settings {
     /// Requests per second per user (0 disables limiting).
     pub rate_limit_per_sec: f64,
     pub rate_limit_burst: f64,
+    /// Login attempts per second per username, against password guessing
+    /// (0 here or in `login_burst` disables login throttling).
+    pub login_rate_per_sec: f64,
+    /// Login attempts a username may make at once before being throttled.
+    pub login_burst: f64,
     /// Server-side retries of a command that hit a version conflict.
     pub command_retries: u32,
 }
@@ -46,6 +51,8 @@ impl Settings {
             keys,
             rate_limit_per_sec: 50.0,
             rate_limit_burst: 100.0,
+            login_rate_per_sec: 1.0,
+            login_burst: 10.0,
             command_retries: 8,
         }
     }
@@ -66,6 +73,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub keys: Arc<TokenKeys>,
     pub limiter: Arc<RateLimiter>,
+    /// Login attempts, keyed by [`ratelimit::username_key`].
+    pub login_limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -77,6 +86,11 @@ impl AppState {
                 settings.rate_limit_per_sec,
                 settings.rate_limit_burst,
             )),
+            login_limiter: Arc::new(if settings.login_burst > 0.0 {
+                RateLimiter::new(settings.login_rate_per_sec, settings.login_burst)
+            } else {
+                RateLimiter::disabled()
+            }),
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use axum::Json;
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -61,6 +63,73 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers that every operation of a kind can give, added where an annotation
+/// does not already document them (an annotation's own wording wins):
+/// - behind the bearer scheme: 401 (no or bad token) and 429 (the per-user rate limit);
+/// - with a request body: 400 (malformed JSON), 413 (over 64 KiB), 415 (not
+///   `application/json`) and 422 (a field fails validation).
+struct StandardProblems;
+
+const SECURED_PROBLEMS: &[(&str, &str)] = &[
+    ("401", "Missing, invalid or expired access token"),
+    ("429", "Rate limit exceeded; see the Retry-After header"),
+];
+
+const BODY_PROBLEMS: &[(&str, &str)] = &[
+    ("400", "Malformed JSON"),
+    ("413", "Request body over 64 KiB"),
+    ("415", "Content-Type is not application/json"),
+    ("422", "A field fails validation"),
+];
+
+impl StandardProblems {
+    fn add(operation: &mut Operation, problems: &[(&str, &str)]) {
+        for (status, description) in problems {
+            operation
+                .responses
+                .responses
+                .entry((*status).to_string())
+                .or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description(*description)
+                            .content(
+                                "application/problem+json",
+                                Content::new(Some(Ref::from_schema_name("Problem"))),
+                            )
+                            .build(),
+                    )
+                });
+        }
+    }
+}
+
+impl Modify for StandardProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                if operation.security.iter().flatten().any(|r| *r == bearer) {
+                    Self::add(operation, SECURED_PROBLEMS);
+                }
+                if operation.request_body.is_some() {
+                    Self::add(operation, BODY_PROBLEMS);
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Parley command API", version = "1", description = "Commands of Parley's v1 HTTP API. Every accepted command answers with its events' positions and a consistency token. Errors are RFC 9457 problem+json."),
@@ -70,15 +139,17 @@ impl Modify for BearerAuth {
         messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker,
         friends::request, friends::accept, friends::decline, friends::cancel, friends::unfriend, friends::block, friends::unblock,
         presence::set,
-        health::live, health::ready,
+        health::live, health::ready, serve,
     ),
     components(schemas(crate::problem::Problem, CommandReceipt)),
-    modifiers(&BearerAuth),
-    tags((name = "users"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"))
+    modifiers(&BearerAuth, &StandardProblems),
+    tags((name = "users"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
 )]
 pub struct CommandApiDoc;
 
-/// `GET /openapi.json`
+/// This OpenAPI document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses(
+    (status = 200, description = "The command API's OpenAPI 3.1 document", body = Object)))]
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(CommandApiDoc::openapi())
 }

@@ -1,4 +1,5 @@
-//! A token bucket per user: `rate` requests per second, bursts up to `burst`.
+//! A token bucket per key (a user, or a username being logged into): `rate`
+//! requests per second, bursts up to `burst`.
 
 use std::time::Instant;
 
@@ -22,6 +23,16 @@ struct Bucket {
 /// costs nothing to recreate).
 const MAX_BUCKETS: usize = 200_000;
 
+/// Namespace of [`username_key`]'s UUIDv5s.
+const USERNAME_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_2a8e_7d1b_4c3a_9e6f_1b2d_3c4e_5a6b);
+
+/// The bucket key of a username being logged into: a UUIDv5 of its lowercase
+/// form, so the key has a fixed size whatever the client sends and `Alice` and
+/// `alice` share one bucket.
+pub fn username_key(username: &str) -> Uuid {
+    Uuid::new_v5(&USERNAME_NAMESPACE, username.to_lowercase().as_bytes())
+}
+
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64) -> Self {
         Self {
@@ -31,9 +42,15 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one token for `user`, or answers 429 with how long to wait.
-    pub fn check(&self, user: Uuid) -> Result<(), ApiError> {
-        self.check_at(user, Instant::now())
+    /// A limiter that lets everything through.
+    pub fn disabled() -> Self {
+        Self::new(0.0, 0.0)
+    }
+
+    /// Takes one token for `key` (a user id, or a [`username_key`]), or answers
+    /// 429 with how long to wait.
+    pub fn check(&self, key: Uuid) -> Result<(), ApiError> {
+        self.check_at(key, Instant::now())
     }
 
     fn check_at(&self, user: Uuid, now: Instant) -> Result<(), ApiError> {
@@ -92,6 +109,13 @@ mod tests {
         assert!(limiter
             .check_at(user, t0 + Duration::from_millis(500))
             .is_err());
+    }
+
+    #[test]
+    fn username_keys_ignore_case_only() {
+        assert_eq!(username_key("Alice"), username_key("alice"));
+        assert_ne!(username_key("alice"), username_key("alice2"));
+        assert_ne!(username_key("alice"), username_key(" alice"));
     }
 
     #[test]

@@ -38,19 +38,28 @@ pub struct ReadMarkerRequest {
     pub message_id: Uuid,
 }
 
+/// Loads a message of `room_id`: `None` when there is no such message or it
+/// belongs to another room. A failure to load it (storage, decoding) is an error,
+/// never a `None`.
+async fn find_in_room(
+    state: &AppState,
+    room_id: Uuid,
+    message_id: Uuid,
+) -> Result<Option<Loaded<Message>>, ApiError> {
+    let message = state.engine.load::<Message>(message_id).await?;
+    let in_room = message.state.exists() && message.state.room_id() == Some(room_id);
+    Ok(in_room.then_some(message))
+}
+
 /// Loads a message and checks it belongs to `room_id` (404 otherwise).
 async fn message_in_room(
     state: &AppState,
     room_id: Uuid,
     message_id: Uuid,
 ) -> Result<Loaded<Message>, ApiError> {
-    let message = state.engine.load::<Message>(message_id).await?;
-    if !message.state.exists() || message.state.room_id() != Some(room_id) {
-        return Err(ApiError::NotFound(format!(
-            "message {message_id} not found in this room"
-        )));
-    }
-    Ok(message)
+    find_in_room(state, room_id, message_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("message {message_id} not found in this room")))
 }
 
 /// Sends a message with a client-chosen id: a retry returns the first answer (200)
@@ -82,7 +91,7 @@ pub async fn send(
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
     }
     let reply_in_room = match request.reply_to {
-        Some(reply) => message_in_room(&state, room_id, reply).await.is_ok(),
+        Some(reply) => find_in_room(&state, room_id, reply).await?.is_some(),
         None => true,
     };
     let fresh = Loaded {
@@ -350,9 +359,9 @@ pub async fn read_marker(
     if !room.state.exists() {
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
     }
-    let message_in_room = message_in_room(&state, room_id, request.message_id)
-        .await
-        .is_ok();
+    let message_in_room = find_in_room(&state, room_id, request.message_id)
+        .await?
+        .is_some();
     let ctx = meta.context(Some(me), &request);
     let now = ctx.now;
     let is_member = room.state.is_member(me);

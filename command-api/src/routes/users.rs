@@ -122,14 +122,20 @@ fn session(state: &AppState, user_id: Uuid) -> Result<Json<Session>, ApiError> {
     }))
 }
 
-/// Logs in: an access token (1 hour) and a refresh token.
+/// Logs in: an access token (1 hour) and a refresh token. Attempts are
+/// throttled per username (by default 1 per second, bursts of 10).
 #[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = LoginRequest, responses(
     (status = 200, description = "Logged in", body = Session),
-    (status = 401, description = "Wrong username or password", body = Problem)))]
+    (status = 401, description = "Wrong username or password", body = Problem),
+    (status = 429, description = "Too many login attempts for this username; see the Retry-After header", body = Problem)))]
 pub async fn login(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Json<Session>, ApiError> {
+    // Before any lookup or password hashing: guessing costs the guesser time, not us CPU.
+    state
+        .login_limiter
+        .check(crate::ratelimit::username_key(&body.username))?;
     let username = Username::parse(body.username).map_err(|_| invalid_login())?;
     let claim = state
         .engine

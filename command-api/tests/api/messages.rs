@@ -1,5 +1,7 @@
 //! Messages: send, edit, redact, reactions, read markers.
 
+use chrono::Utc;
+use parley_event_log::{AppendRequest, Metadata, NewEvent, StreamWrite};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -10,6 +12,8 @@ backend_tests!(
     send_refuses_non_members_and_unknown_rooms,
     send_validates_the_body,
     send_checks_that_a_reply_is_in_the_room,
+    a_reply_to_another_room_or_an_unknown_message_is_422,
+    a_reply_or_read_marker_that_fails_to_load_is_500_not_a_verdict,
     the_author_edits_and_nobody_else,
     edit_of_an_unknown_message_is_404,
     the_author_or_an_admin_redacts,
@@ -123,6 +127,70 @@ async fn send_checks_that_a_reply_is_in_the_room(backend: Backend) {
         .await
         .assert_status(201);
     assert_eq!(app.stream(reply).await[0].payload["reply_to"], json!(first));
+}
+
+async fn a_reply_to_another_room_or_an_unknown_message_is_422(backend: Backend) {
+    let (app, room_id, owner, _, bob_token) = room_with_member(backend).await;
+    // A room bob is not in, with a message of its own.
+    let private = app.create_room(&owner, "public").await;
+    let (elsewhere, sent) = app.send_message(&owner, private, "not here").await;
+    sent.assert_status(201);
+
+    for reply_to in [elsewhere, Uuid::now_v7()] {
+        let reply = Uuid::now_v7();
+        app.put(
+            &format!("/v1/rooms/{room_id}/messages/{reply}"),
+            &bob_token,
+            &json!({"body": "answer", "reply_to": reply_to}),
+        )
+        .await
+        .assert_invalid("reply_to");
+        assert!(app.stream(reply).await.is_empty());
+    }
+}
+
+/// A message stream that cannot be decoded: loading it fails the way a storage
+/// error does. The reply and read-marker checks must pass that failure on (500),
+/// not turn it into "no such message" (422 / 404).
+async fn a_reply_or_read_marker_that_fails_to_load_is_500_not_a_verdict(backend: Backend) {
+    let (app, room_id, _, _, bob_token) = room_with_member(backend).await;
+    let broken = Uuid::now_v7();
+    app.log
+        .append(AppendRequest {
+            streams: vec![StreamWrite {
+                aggregate_type: "message".into(),
+                aggregate_id: broken,
+                expected_version: 0,
+                events: vec![NewEvent {
+                    event_type: "MessageSent".into(),
+                    event_version: 1,
+                    payload: json!({"not": "a message"}),
+                }],
+            }],
+            metadata: Metadata::default(),
+            recorded_at: Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .expect("append the undecodable event");
+
+    let reply = Uuid::now_v7();
+    app.put(
+        &format!("/v1/rooms/{room_id}/messages/{reply}"),
+        &bob_token,
+        &json!({"body": "answer", "reply_to": broken}),
+    )
+    .await
+    .assert_problem(500);
+    assert!(app.stream(reply).await.is_empty());
+
+    app.post(
+        &format!("/v1/rooms/{room_id}/read-marker"),
+        &bob_token,
+        &json!({"message_id": broken}),
+    )
+    .await
+    .assert_problem(500);
 }
 
 async fn the_author_edits_and_nobody_else(backend: Backend) {

@@ -11,6 +11,7 @@ backend_tests!(
     register_validates_username_and_password,
     login_answers_a_bearer_session_of_one_hour,
     login_refuses_a_wrong_password_or_unknown_user_with_401,
+    login_attempts_are_throttled_per_username,
     refresh_trades_a_refresh_token_for_a_new_session,
 );
 
@@ -110,6 +111,46 @@ async fn login_refuses_a_wrong_password_or_unknown_user_with_401(backend: Backen
         .assert_problem(401);
     app.login("nobody", PASSWORD).await.assert_problem(401);
     app.login("NOT VALID!", PASSWORD).await.assert_problem(401);
+}
+
+async fn login_attempts_are_throttled_per_username(backend: Backend) {
+    let mut settings = crate::helpers::settings();
+    settings.login_rate_per_sec = 0.01;
+    settings.login_burst = 3.0;
+    let app = TestApp::with_settings(backend, settings).await;
+    app.register_raw("alice", PASSWORD).await.assert_status(201);
+    app.register_raw("bob", PASSWORD).await.assert_status(201);
+
+    for _ in 0..3 {
+        app.login("alice", "wrong password")
+            .await
+            .assert_problem(401);
+    }
+    let throttled = app.login("alice", "wrong password").await;
+    throttled.assert_problem(429);
+    let retry_after: u64 = throttled
+        .header("retry-after")
+        .expect("a Retry-After header")
+        .parse()
+        .expect("Retry-After in whole seconds");
+    // One attempt per 100 s refills.
+    assert!(
+        (50..=100).contains(&retry_after),
+        "Retry-After {retry_after}"
+    );
+    // Throttled means throttled: the right password does not get through, nor
+    // does the same username in another case.
+    app.login("alice", PASSWORD).await.assert_problem(429);
+    app.login("ALICE", PASSWORD).await.assert_problem(429);
+
+    // Another username has a bucket of its own.
+    app.login("bob", "wrong password").await.assert_problem(401);
+    app.login("bob", PASSWORD).await.assert_status(200);
+    // Unknown usernames are throttled the same way (no hint that they are unknown).
+    for _ in 0..3 {
+        app.login("nobody", PASSWORD).await.assert_problem(401);
+    }
+    app.login("nobody", PASSWORD).await.assert_problem(429);
 }
 
 async fn refresh_trades_a_refresh_token_for_a_new_session(backend: Backend) {
