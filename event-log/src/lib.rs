@@ -46,6 +46,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// moves its cursor to the last event returned never misses a later commit.
     async fn read_after(&self, cursor: Cursor, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
 
+    /// The highest position handed out so far (0 for an empty log): the head a
+    /// reader's lag is measured against.
+    async fn last_position(&self) -> Result<i64, LogError>;
+
     /// The stored result of a command sent with an idempotency key.
     async fn command_result(&self, scope: &str) -> Result<Option<CommandResult>, LogError>;
 
@@ -54,6 +58,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// Stores a snapshot unless a newer one is already there.
     async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), LogError>;
+
+    /// Ticks after appends become visible: in this process at once, and on
+    /// Postgres also after other processes' appends (LISTEN/NOTIFY). Tailers wait
+    /// on it instead of polling.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64>;
 
     /// Checks that the storage answers (readiness probes).
     async fn ping(&self) -> Result<(), LogError>;

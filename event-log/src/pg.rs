@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, PgConnection, PgPool, Row};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use uuid::Uuid;
 
 use crate::error::classify;
@@ -31,7 +31,12 @@ const COMMIT_WORKERS: usize = 3;
 pub struct PgLog {
     pool: PgPool,
     committer: Option<mpsc::Sender<Pending>>,
+    appended: Arc<watch::Sender<u64>>,
+    listening: Arc<std::sync::Once>,
 }
+
+/// The channel appends announce themselves on.
+const CHANNEL: &str = "parley_events";
 
 struct Pending {
     request: AppendRequest,
@@ -57,12 +62,15 @@ impl PgLog {
     pub fn with_pool(pool: PgPool) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
+        let appended = Arc::new(watch::channel(0).0);
         for _ in 0..COMMIT_WORKERS {
-            tokio::spawn(commit_worker(pool.clone(), rx.clone()));
+            tokio::spawn(commit_worker(pool.clone(), rx.clone(), appended.clone()));
         }
         Self {
             pool,
             committer: Some(tx),
+            appended,
+            listening: Arc::new(std::sync::Once::new()),
         }
     }
 
@@ -71,6 +79,8 @@ impl PgLog {
         Self {
             pool,
             committer: None,
+            appended: Arc::new(watch::channel(0).0),
+            listening: Arc::new(std::sync::Once::new()),
         }
     }
 
@@ -87,7 +97,38 @@ impl PgLog {
     }
 
     async fn append_alone(&self, request: &AppendRequest) -> Result<Vec<AppendedEvent>, LogError> {
-        append_alone(&self.pool, request).await
+        let result = append_alone(&self.pool, request).await;
+        if result.is_ok() {
+            self.appended.send_modify(|n| *n += 1);
+        }
+        result
+    }
+}
+
+/// Turns other processes' NOTIFYs into ticks, reconnecting when the link drops.
+async fn listen(pool: PgPool, appended: Arc<watch::Sender<u64>>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            // Whatever was appended while we were away: wake readers once.
+            appended.send_modify(|n| *n += 1);
+            loop {
+                listener.recv().await?;
+                appended.send_modify(|n| *n += 1);
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        if let Err(e) = listener.await {
+            tracing::warn!(error = %e, "event notifications lost, reconnecting");
+        }
+        if appended.is_closed() {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
@@ -103,7 +144,11 @@ async fn append_alone(
     Ok(out.pop().unwrap_or_default())
 }
 
-async fn commit_worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+async fn commit_worker(
+    pool: PgPool,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    appended: Arc<watch::Sender<u64>>,
+) {
     loop {
         let mut batch = Vec::new();
         {
@@ -120,6 +165,7 @@ async fn commit_worker(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
             }
         }
         commit_batch(&pool, batch).await;
+        appended.send_modify(|n| *n += 1);
     }
 }
 
@@ -262,6 +308,13 @@ async fn insert_requests(
         results.push(appended);
     }
 
+    // One notification per transaction, delivered at commit: wakes tailers in
+    // other processes (LISTEN parley_events).
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+
     let mut scopes = Vec::new();
     let mut fingerprints = Vec::new();
     let mut statuses = Vec::new();
@@ -372,6 +425,14 @@ impl EventLog for PgLog {
         rows.iter().map(envelope).collect()
     }
 
+    async fn last_position(&self) -> Result<i64, LogError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
     async fn command_result(&self, scope: &str) -> Result<Option<CommandResult>, LogError> {
         let row = sqlx::query(
             "SELECT fingerprint, status, body, appended FROM command_results WHERE scope = $1",
@@ -425,6 +486,14 @@ impl EventLog for PgLog {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    fn appended(&self) -> watch::Receiver<u64> {
+        let (pool, appended) = (self.pool.clone(), self.appended.clone());
+        self.listening.call_once(move || {
+            tokio::spawn(listen(pool, appended));
+        });
+        self.appended.subscribe()
     }
 
     async fn ping(&self) -> Result<(), LogError> {

@@ -26,6 +26,7 @@ use crate::{
 pub struct SqliteLog {
     writer: SqlitePool,
     reader: SqlitePool,
+    appended: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 text, so they sort as text.
@@ -51,7 +52,11 @@ impl SqliteLog {
             .max_connections(4)
             .connect_with(options.read_only(false))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            appended: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        })
     }
 
     /// The pool that writes (one connection).
@@ -158,9 +163,17 @@ fn envelope(row: &SqliteRow) -> Result<EventEnvelope, LogError> {
 #[async_trait]
 impl EventLog for SqliteLog {
     async fn append(&self, request: AppendRequest) -> Result<Vec<AppendedEvent>, LogError> {
-        self.try_append(&request)
+        let appended = self
+            .try_append(&request)
             .await
-            .map_err(|e| classify(e, &request))
+            .map_err(|e| classify(e, &request))?;
+        self.appended.send_modify(|n| *n += 1);
+        Ok(appended)
+    }
+
+    /// In-process only: SQLite is the embedded mode, one process.
+    fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
     }
 
     async fn load_stream(
@@ -192,6 +205,14 @@ impl EventLog for SqliteLog {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(envelope).collect()
+    }
+
+    async fn last_position(&self) -> Result<i64, LogError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")
+                .fetch_one(&self.reader)
+                .await?,
+        )
     }
 
     async fn command_result(&self, scope: &str) -> Result<Option<CommandResult>, LogError> {
