@@ -1,1 +1,16 @@
+//! Parley's read side: a projector runtime and the read models it maintains.
+//!
+//! A [`Projector`] takes an ordered [`Feed`] of event envelopes (the event log
+//! today; Kafka partitions in the scaled mode) and applies them in batches to one
+//! [`Projection`], writing its checkpoint in the same transaction as the
+//! read-model changes (invariant 4). Events it cannot apply are parked in a
+//! dead-letter table with the reason, and the projector moves on (invariant 8).
 
+pub mod models;
+mod projection;
+mod runtime;
+pub mod store;
+
+pub use projection::{ApplyError, Projection};
+pub use runtime::{dead_letters, BatchOutcome, DeadLetter, Feed, LogFeed, Projector, BATCH_SIZE};
+pub use store::{Backend, ReadStore, StoreError};

@@ -1,0 +1,372 @@
+//! History: each room's messages with edits, redactions (body gone, tombstone
+//! kept), reactions and reply references, paged by cursor both ways.
+//!
+//! Every row remembers the last sequence of its message aggregate that was applied;
+//! an event at or below it changes nothing, so replays and duplicate deliveries
+//! are harmless.
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use parley_domain::codec::EventCodec;
+use parley_domain::message::MessageEvent;
+use parley_event_log::EventEnvelope;
+use serde::Serialize;
+use sqlx::{AnyConnection, AnyPool, Row};
+use uuid::Uuid;
+
+use crate::projection::{ApplyError, Projection};
+use crate::store::{from_micros, micros};
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: i64 = 200;
+
+/// The history read model; `suffix` names a second set of tables for rebuilds.
+pub struct History {
+    messages: String,
+    reactions: String,
+    suffix: String,
+}
+
+impl History {
+    pub const NAME: &'static str = "history";
+
+    pub fn new() -> Self {
+        Self::with_suffix("")
+    }
+
+    /// The same model over tables named with `suffix` (used by rebuilds).
+    pub fn with_suffix(suffix: &str) -> Self {
+        Self {
+            messages: format!("history_messages{suffix}"),
+            reactions: format!("history_reactions{suffix}"),
+            suffix: suffix.to_string(),
+        }
+    }
+
+    /// Marks the message's aggregate as applied up to `sequence`; false when the
+    /// event was applied before (a replay or a duplicate delivery).
+    async fn advance(
+        &self,
+        conn: &mut AnyConnection,
+        message_id: Uuid,
+        sequence: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(&format!(
+            "UPDATE {} SET last_sequence = $1 WHERE message_id = $2 AND last_sequence < $3",
+            self.messages
+        ))
+        .bind(sequence)
+        .bind(message_id.to_string())
+        .bind(sequence)
+        .execute(&mut *conn)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl Projection for History {
+    fn name(&self) -> &'static str {
+        Self::NAME
+    }
+
+    fn schema(&self) -> Vec<String> {
+        let (m, r, s) = (&self.messages, &self.reactions, &self.suffix);
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {m} (
+                    message_id    TEXT   PRIMARY KEY,
+                    room_id       TEXT   NOT NULL,
+                    position      BIGINT NOT NULL,
+                    last_sequence BIGINT NOT NULL,
+                    sender_id     TEXT   NOT NULL,
+                    body          TEXT,
+                    reply_to      TEXT,
+                    sent_at       BIGINT NOT NULL,
+                    edited_at     BIGINT,
+                    redacted      BIGINT NOT NULL DEFAULT 0
+                )"
+            ),
+            format!(
+                "CREATE INDEX IF NOT EXISTS history_messages_room{s} ON {m} (room_id, position)"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {r} (
+                    message_id TEXT NOT NULL,
+                    emoji      TEXT NOT NULL,
+                    user_id    TEXT NOT NULL,
+                    PRIMARY KEY (message_id, emoji, user_id)
+                )"
+            ),
+        ]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &EventEnvelope,
+    ) -> Result<(), ApplyError> {
+        if event.aggregate_type != "message" {
+            return Ok(());
+        }
+        let decoded = MessageEvent::from_payload(
+            &event.event_type,
+            event.event_version as u32,
+            event.payload.clone(),
+        )
+        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let (m, r) = (&self.messages, &self.reactions);
+        match decoded {
+            MessageEvent::MessageSent(e) => {
+                sqlx::query(&format!(
+                    "INSERT INTO {m} (message_id, room_id, position, last_sequence, sender_id, body, reply_to, sent_at, redacted)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)
+                     ON CONFLICT (message_id) DO NOTHING"
+                ))
+                .bind(e.message_id.to_string())
+                .bind(e.room_id.to_string())
+                .bind(event.position)
+                .bind(event.sequence)
+                .bind(e.sender_id.to_string())
+                .bind(e.body.as_str().to_string())
+                .bind(e.reply_to.map(|id| id.to_string()))
+                .bind(micros(&e.sent_at))
+                .execute(&mut *conn)
+                .await?;
+            }
+            MessageEvent::MessageEdited(e) => {
+                if self.advance(conn, e.message_id, event.sequence).await? {
+                    sqlx::query(&format!("UPDATE {m} SET body = $1, edited_at = $2 WHERE message_id = $3 AND redacted = 0"))
+                        .bind(e.body.as_str().to_string())
+                        .bind(micros(&e.edited_at))
+                        .bind(e.message_id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            MessageEvent::MessageRedacted(e) => {
+                if self.advance(conn, e.message_id, event.sequence).await? {
+                    sqlx::query(&format!(
+                        "UPDATE {m} SET body = NULL, redacted = 1 WHERE message_id = $1"
+                    ))
+                    .bind(e.message_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                    sqlx::query(&format!("DELETE FROM {r} WHERE message_id = $1"))
+                        .bind(e.message_id.to_string())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+            }
+            MessageEvent::ReactionAdded(e) => {
+                if self.advance(conn, e.message_id, event.sequence).await? {
+                    sqlx::query(&format!(
+                        "INSERT INTO {r} (message_id, emoji, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
+                    ))
+                    .bind(e.message_id.to_string())
+                    .bind(e.emoji.as_str().to_string())
+                    .bind(e.user_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            MessageEvent::ReactionRemoved(e) => {
+                if self.advance(conn, e.message_id, event.sequence).await? {
+                    sqlx::query(&format!(
+                        "DELETE FROM {r} WHERE message_id = $1 AND emoji = $2 AND user_id = $3"
+                    ))
+                    .bind(e.message_id.to_string())
+                    .bind(e.emoji.as_str().to_string())
+                    .bind(e.user_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A reaction and how many members chose it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i64,
+    /// Whether the caller is among them.
+    pub me: bool,
+}
+
+/// A message as the history API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageView {
+    pub message_id: Uuid,
+    pub room_id: Uuid,
+    pub sender_id: Uuid,
+    /// Null once redacted.
+    pub body: Option<String>,
+    pub sent_at: chrono::DateTime<chrono::Utc>,
+    pub edited_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub redacted: bool,
+    pub reactions: Vec<ReactionCount>,
+    pub reply_to: Option<Uuid>,
+    /// The global log position of the send: the page order.
+    pub position: i64,
+}
+
+/// One page of history, oldest first, with cursors for the pages around it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryPage {
+    pub messages: Vec<MessageView>,
+    /// Cursor for the next older page (null at the oldest end).
+    pub before: Option<String>,
+    /// Cursor for the next newer page (null at the newest end).
+    pub after: Option<String>,
+}
+
+/// Which page to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageRequest {
+    Newest,
+    Before(i64),
+    After(i64),
+}
+
+/// Encodes a page cursor (opaque to clients).
+pub fn encode_cursor(position: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("p{position}"))
+}
+
+/// Decodes a page cursor; `None` when it is not one of ours.
+pub fn decode_cursor(cursor: &str) -> Option<i64> {
+    let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let raw = std::str::from_utf8(&raw).ok()?;
+    raw.strip_prefix('p')?.parse().ok()
+}
+
+fn parse_uuid(s: &str) -> Result<Uuid, sqlx::Error> {
+    s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+/// Reads a page of a room's history for `viewer`.
+pub async fn page(
+    pool: &AnyPool,
+    room_id: Uuid,
+    request: PageRequest,
+    limit: i64,
+    viewer: Uuid,
+) -> Result<HistoryPage, sqlx::Error> {
+    let limit = limit.clamp(1, MAX_PAGE);
+    let columns =
+        "message_id, room_id, position, sender_id, body, reply_to, sent_at, edited_at, redacted";
+    let (sql, bound) = match request {
+        PageRequest::Newest => (
+            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 ORDER BY position DESC LIMIT $2"),
+            None,
+        ),
+        PageRequest::Before(p) => (
+            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 AND position < $2 ORDER BY position DESC LIMIT $3"),
+            Some(p),
+        ),
+        PageRequest::After(p) => (
+            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 AND position > $2 ORDER BY position ASC LIMIT $3"),
+            Some(p),
+        ),
+    };
+    let mut query = sqlx::query(&sql).bind(room_id.to_string());
+    if let Some(p) = bound {
+        query = query.bind(p);
+    }
+    let rows = query.bind(limit + 1).fetch_all(pool).await?;
+    let more = rows.len() as i64 > limit;
+    let mut messages = rows
+        .iter()
+        .take(limit as usize)
+        .map(|r| {
+            Ok(MessageView {
+                message_id: parse_uuid(&r.try_get::<String, _>("message_id")?)?,
+                room_id: parse_uuid(&r.try_get::<String, _>("room_id")?)?,
+                sender_id: parse_uuid(&r.try_get::<String, _>("sender_id")?)?,
+                body: r.try_get("body")?,
+                sent_at: from_micros(r.try_get("sent_at")?),
+                edited_at: r.try_get::<Option<i64>, _>("edited_at")?.map(from_micros),
+                redacted: r.try_get::<i64, _>("redacted")? != 0,
+                reactions: Vec::new(),
+                reply_to: r
+                    .try_get::<Option<String>, _>("reply_to")?
+                    .map(|s| parse_uuid(&s))
+                    .transpose()?,
+                position: r.try_get("position")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    if !matches!(request, PageRequest::After(_)) {
+        messages.reverse();
+    }
+    attach_reactions(pool, &mut messages, viewer).await?;
+
+    let oldest = messages.first().map(|m| m.position);
+    let newest = messages.last().map(|m| m.position);
+    let (before, after) = match request {
+        PageRequest::Newest => (if more { oldest } else { None }, None),
+        PageRequest::Before(_) => (if more { oldest } else { None }, newest),
+        PageRequest::After(p) => (
+            oldest.or(Some(p + 1)).filter(|_| !messages.is_empty()),
+            if more { newest } else { None },
+        ),
+    };
+    Ok(HistoryPage {
+        messages,
+        before: before.map(encode_cursor),
+        after: after.map(encode_cursor),
+    })
+}
+
+async fn attach_reactions(
+    pool: &AnyPool,
+    messages: &mut [MessageView],
+    viewer: Uuid,
+) -> Result<(), sqlx::Error> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (0..messages.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "SELECT message_id, emoji, COUNT(*) AS n, MAX(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS me
+         FROM history_reactions WHERE message_id IN ({}) GROUP BY message_id, emoji ORDER BY message_id, emoji",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(viewer.to_string());
+    for m in messages.iter() {
+        query = query.bind(m.message_id.to_string());
+    }
+    for row in query.fetch_all(pool).await? {
+        let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
+        if let Some(m) = messages.iter_mut().find(|m| m.message_id == id) {
+            m.reactions.push(ReactionCount {
+                emoji: row.try_get("emoji")?,
+                count: row.try_get("n")?,
+                me: row.try_get::<i64, _>("me")? != 0,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        assert_eq!(decode_cursor(&encode_cursor(42)), Some(42));
+        assert_eq!(decode_cursor("nonsense!"), None);
+        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("x12")), None);
+    }
+}

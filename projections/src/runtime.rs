@@ -1,0 +1,322 @@
+//! The projector runtime: feeds ordered events to a projection in batches, writing
+//! the checkpoint in the same transaction as the read-model changes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use parley_event_log::{Cursor, EventEnvelope, SharedLog};
+use sqlx::AnyConnection;
+use tokio::sync::watch;
+
+use crate::projection::{ApplyError, Projection};
+use crate::store::{micros, save_checkpoint, ReadStore};
+
+/// Events applied per transaction at most.
+pub const BATCH_SIZE: i64 = 500;
+
+/// An ordered source of events: the log itself, or (later) a Kafka partition set.
+#[async_trait]
+pub trait Feed: Send + Sync + 'static {
+    /// Up to `limit` events after `cursor`, in order.
+    async fn read_after(&self, cursor: Cursor, limit: i64) -> anyhow::Result<Vec<EventEnvelope>>;
+    /// Returns when new events may be there, or after `timeout`.
+    async fn wait(&self, timeout: Duration);
+}
+
+/// The event log as a feed, woken by appends (in-process, or LISTEN/NOTIFY on Postgres).
+pub struct LogFeed {
+    log: SharedLog,
+    appended: tokio::sync::Mutex<watch::Receiver<u64>>,
+}
+
+impl LogFeed {
+    pub fn new(log: SharedLog) -> Self {
+        let appended = tokio::sync::Mutex::new(log.appended());
+        Self { log, appended }
+    }
+}
+
+#[async_trait]
+impl Feed for LogFeed {
+    async fn read_after(&self, cursor: Cursor, limit: i64) -> anyhow::Result<Vec<EventEnvelope>> {
+        Ok(self.log.read_after(cursor, limit).await?)
+    }
+
+    async fn wait(&self, timeout: Duration) {
+        let mut rx = self.appended.lock().await;
+        let _ = tokio::time::timeout(timeout, rx.changed()).await;
+    }
+}
+
+/// Runs one projection over a feed.
+pub struct Projector {
+    projection: Arc<dyn Projection>,
+    store: ReadStore,
+    feed: Arc<dyn Feed>,
+    applied: watch::Sender<Cursor>,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub applied: usize,
+    pub parked: usize,
+}
+
+impl Projector {
+    pub fn new(projection: Arc<dyn Projection>, store: ReadStore, feed: Arc<dyn Feed>) -> Self {
+        let (applied, _) = watch::channel(Cursor::START);
+        Self {
+            projection,
+            store,
+            feed,
+            applied,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// The cursor this projector has committed, as it moves.
+    pub fn subscribe(&self) -> watch::Receiver<Cursor> {
+        self.applied.subscribe()
+    }
+
+    /// Creates the projection's tables if they are missing.
+    pub async fn prepare(&self) -> Result<(), sqlx::Error> {
+        // On the pool, not on an acquired connection: `raw_sql` over a reborrowed
+        // `&mut AnyConnection` made `run`'s future impossible to prove `Send` for
+        // every lifetime, and a projector could not be spawned.
+        for statement in self.projection.schema() {
+            sqlx::raw_sql(&statement).execute(self.store.pool()).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies everything the feed has now, then returns the checkpoint.
+    pub async fn catch_up(&self) -> anyhow::Result<Cursor> {
+        let mut cursor = self.store.checkpoint(self.name()).await?;
+        loop {
+            let batch = self.feed.read_after(cursor, BATCH_SIZE).await?;
+            let Some(last) = batch.last() else {
+                return Ok(cursor);
+            };
+            let last = last.cursor();
+            self.apply_batch(&batch).await?;
+            cursor = last;
+        }
+    }
+
+    /// Runs until `shutdown` turns true, finishing the batch in hand first.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.prepare().await?;
+        let mut cursor = self.store.checkpoint(self.name()).await?;
+        self.applied.send_replace(cursor);
+        let mut backoff = Duration::from_millis(100);
+        tracing::info!(
+            projection = self.name(),
+            position = cursor.position,
+            "projector started"
+        );
+        while !*shutdown.borrow() {
+            let batch = match self.feed.read_after(cursor, BATCH_SIZE).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, "feed unavailable, retrying");
+                    sleep_or_shutdown(backoff, &mut shutdown).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            let Some(last) = batch.last().map(EventEnvelope::cursor) else {
+                tokio::select! {
+                    _ = self.feed.wait(Duration::from_secs(1)) => {},
+                    _ = shutdown.changed() => {},
+                }
+                continue;
+            };
+            match self.apply_batch(&batch).await {
+                Ok(outcome) => {
+                    cursor = last;
+                    backoff = Duration::from_millis(100);
+                    tracing::debug!(
+                        projection = self.name(),
+                        position = cursor.position,
+                        applied = outcome.applied,
+                        parked = outcome.parked,
+                        "batch applied"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(projection = self.name(), error = %e, "read store unavailable, retrying batch");
+                    sleep_or_shutdown(backoff, &mut shutdown).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracing::info!(
+            projection = self.name(),
+            position = cursor.position,
+            "projector stopped"
+        );
+        Ok(())
+    }
+
+    /// Applies a batch in one transaction with its checkpoint. If the store rejects
+    /// an event mid-batch (Postgres then aborts the transaction), the batch is
+    /// re-run one event per transaction so that only the bad event is parked.
+    pub async fn apply_batch(&self, batch: &[EventEnvelope]) -> Result<BatchOutcome, sqlx::Error> {
+        let Some(last) = batch.last() else {
+            return Ok(BatchOutcome::default());
+        };
+        let pool = self.store.pool();
+        let together = async {
+            let mut tx = pool.begin().await?;
+            let mut outcome = BatchOutcome::default();
+            for event in batch {
+                match self.projection.apply(&mut tx, event).await {
+                    Ok(()) => outcome.applied += 1,
+                    Err(ApplyError::Poison(reason)) => {
+                        park(&mut tx, self.name(), event, &reason).await?;
+                        outcome.parked += 1;
+                    }
+                    Err(ApplyError::Store(e)) => return Err(e),
+                }
+            }
+            save_checkpoint(&mut tx, self.name(), last.cursor()).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(outcome)
+        }
+        .await;
+        let outcome = match together {
+            Ok(outcome) => outcome,
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => {
+                tracing::warn!(projection = self.name(), error = %e, "batch failed, isolating the bad event");
+                self.apply_one_by_one(batch).await?
+            }
+        };
+        self.applied.send_replace(last.cursor());
+        Ok(outcome)
+    }
+
+    async fn apply_one_by_one(&self, batch: &[EventEnvelope]) -> Result<BatchOutcome, sqlx::Error> {
+        let mut outcome = BatchOutcome::default();
+        for event in batch {
+            let mut tx = self.store.pool().begin().await?;
+            let result = self.projection.apply(&mut tx, event).await;
+            match result {
+                Ok(()) => {
+                    save_checkpoint(&mut tx, self.name(), event.cursor()).await?;
+                    tx.commit().await?;
+                    outcome.applied += 1;
+                }
+                Err(ApplyError::Store(e)) if is_transient(&e) => return Err(e),
+                Err(err) => {
+                    tx.rollback().await?;
+                    let mut tx = self.store.pool().begin().await?;
+                    park(&mut tx, self.name(), event, &err.to_string()).await?;
+                    save_checkpoint(&mut tx, self.name(), event.cursor()).await?;
+                    tx.commit().await?;
+                    outcome.parked += 1;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {},
+        _ = shutdown.changed() => {},
+    }
+}
+
+/// Errors worth retrying as they are: the store is away or busy, not the event bad.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                // SQLSTATE classes 08 (connection), 40 (serialization failure, deadlock),
+                // 53 (insufficient resources), 57 (shutdown, cancel); 55P03 lock not available.
+                let code = pg.code();
+                return ["08", "40", "53", "57"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+                    || code == "55P03";
+            }
+            // SQLite: BUSY (5) and LOCKED (6), with their extended codes.
+            db.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+        }
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::TypeNotFound { .. } => false,
+        _ => true,
+    }
+}
+
+/// Parks an event in the dead-letter table with the reason (idempotent).
+async fn park(
+    conn: &mut AnyConnection,
+    projection: &str,
+    event: &EventEnvelope,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(projection, event_id = %event.event_id, event_type = %event.event_type, position = event.position, reason, "event parked");
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, event_id, position, event_type, error, envelope, parked_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
+         ON CONFLICT (projection, event_id) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(event.event_id.to_string())
+    .bind(event.position)
+    .bind(&event.event_type)
+    .bind(reason)
+    .bind(serde_json::to_string(event).unwrap_or_default())
+    .bind(micros(&Utc::now()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A parked event, as `parley projections dead-letters` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadLetter {
+    pub projection: String,
+    pub event_id: String,
+    pub position: i64,
+    pub event_type: String,
+    pub error: String,
+    pub parked_at: chrono::DateTime<Utc>,
+}
+
+/// Parked events, oldest first.
+pub async fn dead_letters(store: &ReadStore, limit: i64) -> Result<Vec<DeadLetter>, sqlx::Error> {
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "SELECT projection, event_id, position, event_type, error, parked_at
+         FROM projection_dead_letters ORDER BY parked_at, position LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(store.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                projection: r.try_get("projection")?,
+                event_id: r.try_get("event_id")?,
+                position: r.try_get("position")?,
+                event_type: r.try_get("event_type")?,
+                error: r.try_get("error")?,
+                parked_at: crate::store::from_micros(r.try_get("parked_at")?),
+            })
+        })
+        .collect()
+}
