@@ -31,7 +31,9 @@ pub struct Cli {
 impl Cli {
     pub fn log_format(&self) -> LogFormat {
         self.log_format.unwrap_or(match self.command {
-            Task::Dev(_) | Task::Bench(_) | Task::Migrate(_) => LogFormat::Pretty,
+            Task::Dev(_) | Task::Bench(_) | Task::Migrate(_) | Task::Projections(_) => {
+                LogFormat::Pretty
+            }
             _ => LogFormat::Json,
         })
     }
@@ -43,6 +45,13 @@ pub enum Task {
     Dev(DevArgs),
     /// Run the command API (HTTP commands in, events into the log).
     CommandApi(ServiceArgs),
+    /// Run the read API (queries over the read models, with read-your-writes).
+    ReadApi(ReadApiArgs),
+    /// Run projectors: apply the event log to the read models, continuously.
+    Projector(ProjectorArgs),
+    /// Inspect projections.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
     /// Apply the event log's database migrations, then exit.
     Migrate(MigrateArgs),
     /// Benchmarks: commands that print figures.
@@ -117,6 +126,61 @@ pub struct LimitArgs {
     /// (0 turns login throttling off).
     #[arg(long, env = "PARLEY_LOGIN_BURST", default_value_t = 10.0)]
     pub login_burst: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8082")]
+    pub listen: SocketAddr,
+    /// Read-model database: postgres://... (or sqlite://file.db).
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: String,
+    /// Event log database, optional: lets readiness report each projection's lag.
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Database connections in the pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectorArgs {
+    /// Event log database the projectors tail: postgres://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Read-model database the projectors write: postgres://...
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: String,
+    /// Run only this projection (history, rooms, users, presence, friends); all by default.
+    #[arg(long, env = "PARLEY_PROJECTION")]
+    pub projection: Option<String>,
+    /// Database connections in each pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// List events the projectors could not apply (parked with the reason).
+    DeadLetters(DeadLetterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    /// Read-model database.
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: String,
+    /// At most this many, oldest first.
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod read_side;
 mod serve;
 mod telemetry;
 
@@ -29,6 +30,11 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         cli::Task::Dev(args) => serve::dev(args).await,
         cli::Task::CommandApi(args) => serve::command_api(args).await,
+        cli::Task::ReadApi(args) => serve::read_api(args).await,
+        cli::Task::Projector(args) => serve::projector(args).await,
+        cli::Task::Projections(cli::ProjectionsCommand::DeadLetters(args)) => {
+            serve::dead_letters(args).await
+        }
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
     }

@@ -6,7 +6,12 @@ use anyhow::Context;
 use parley_command_api::{default_token_keys, router, AppState, Settings, SigningKey};
 use tokio::net::TcpListener;
 
-use crate::cli::{AuthArgs, DevArgs, LimitArgs, MigrateArgs, ServiceArgs};
+use crate::cli::{
+    AuthArgs, DeadLetterArgs, DevArgs, LimitArgs, MigrateArgs, ProjectorArgs, ReadApiArgs,
+    ServiceArgs,
+};
+use crate::read_side::RunningProjectors;
+use parley_projections::ReadStore;
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -20,19 +25,125 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         Some(secret) => secret.clone(),
         None => dev_secret(&args.data_dir)?,
     };
+    let read_db = args.data_dir.join("parley-read.db");
+    let store = ReadStore::open(&format!("sqlite://{}", read_db.display()), 1)
+        .await
+        .with_context(|| format!("opening {}", read_db.display()))?;
     let settings = settings(&args.auth, Some(secret), &args.limits)?;
-    let app = router(AppState::new(log, settings));
+    let read_settings = read_settings(&settings);
+    let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
+    let app = router(AppState::new(log.clone(), settings)).merge(parley_read_api::v1_routes(
+        parley_read_api::ReadState::new(store, Some(log), read_settings),
+    ));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
     tracing::info!(
         address = %listener.local_addr()?,
-        database = %db.display(),
+        events = %db.display(),
+        read_models = %read_db.display(),
         "parley dev is up: try GET /health, or the walkthrough in README.md"
     );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    projectors.stop().await
+}
+
+fn read_settings(settings: &Settings) -> parley_read_api::Settings {
+    let mut read = parley_read_api::Settings::new(settings.keys.clone());
+    read.rate_limit_per_sec = settings.rate_limit_per_sec;
+    read.rate_limit_burst = settings.rate_limit_burst;
+    read
+}
+
+pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
+    let store = ReadStore::open(&args.read_database_url, args.db_pool_size)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the read store at {}",
+                parley_event_log::redact_url(&args.read_database_url)
+            )
+        })?;
+    let log = match &args.database_url {
+        Some(url) => Some(open_without_migrating(url, 2).await.with_context(|| {
+            format!(
+                "opening the event log at {}",
+                parley_event_log::redact_url(url)
+            )
+        })?),
+        None => None,
+    };
+    let app = parley_read_api::router(parley_read_api::ReadState::new(
+        store,
+        log,
+        read_settings(&settings),
+    ));
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "read api listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
+    let log = open_without_migrating(&args.database_url, args.db_pool_size)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the event log at {}",
+                parley_event_log::redact_url(&args.database_url)
+            )
+        })?;
+    let store = ReadStore::open(&args.read_database_url, args.db_pool_size)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the read store at {}",
+                parley_event_log::redact_url(&args.read_database_url)
+            )
+        })?;
+    let mut projectors = RunningProjectors::start(log, store, args.projection.as_deref()).await?;
+    tokio::select! {
+        _ = shutdown_signal() => projectors.stop().await,
+        failed = projectors.until_one_fails() => failed,
+    }
+}
+
+pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
+    let store = ReadStore::open(&args.read_database_url, 1)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the read store at {}",
+                parley_event_log::redact_url(&args.read_database_url)
+            )
+        })?;
+    let parked = parley_projections::dead_letters(&store, args.limit).await?;
+    if args.json {
+        for letter in &parked {
+            println!("{}", serde_json::to_string(letter)?);
+        }
+    } else if parked.is_empty() {
+        println!("no dead letters");
+    } else {
+        println!(
+            "{:<10} {:>10} {:<22} {:<36} error",
+            "projection", "position", "event type", "event id"
+        );
+        for l in &parked {
+            println!(
+                "{:<10} {:>10} {:<22} {:<36} {}",
+                l.projection, l.position, l.event_type, l.event_id, l.error
+            );
+        }
+        println!("{} parked event(s)", parked.len());
+    }
     Ok(())
 }
 

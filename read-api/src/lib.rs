@@ -1,1 +1,96 @@
+//! Parley's query API: the read models over HTTP.
+//!
+//! Room data is for members only: a non-member gets 404, not the room's existence.
+//! A request carrying a command's `X-Consistency-Token` waits (up to
+//! [`Settings::consistency_wait`]) until the read models have applied that write.
 
+mod auth;
+mod consistency;
+pub mod error;
+pub mod openapi;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use parley_command_api::{RateLimiter, TokenKeys};
+use parley_event_log::SharedLog;
+use parley_projections::ReadStore;
+
+pub use error::ReadError;
+
+/// Tunables of the read API.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub keys: TokenKeys,
+    /// How long a query with a consistency token may wait for the read models.
+    pub consistency_wait: Duration,
+    pub rate_limit_per_sec: f64,
+    pub rate_limit_burst: f64,
+}
+
+impl Settings {
+    pub fn new(keys: TokenKeys) -> Self {
+        Self {
+            keys,
+            consistency_wait: Duration::from_secs(5),
+            rate_limit_per_sec: 50.0,
+            rate_limit_burst: 100.0,
+        }
+    }
+}
+
+/// Everything a query handler needs.
+#[derive(Clone)]
+pub struct ReadState {
+    pub store: ReadStore,
+    /// The event log, when reachable: readiness reports how far behind each
+    /// projection is.
+    pub log: Option<SharedLog>,
+    pub keys: Arc<TokenKeys>,
+    pub limiter: Arc<RateLimiter>,
+    pub consistency_wait: Duration,
+}
+
+impl ReadState {
+    pub fn new(store: ReadStore, log: Option<SharedLog>, settings: Settings) -> Self {
+        Self {
+            store,
+            log,
+            keys: Arc::new(settings.keys),
+            limiter: Arc::new(RateLimiter::new(
+                settings.rate_limit_per_sec,
+                settings.rate_limit_burst,
+            )),
+            consistency_wait: settings.consistency_wait,
+        }
+    }
+}
+
+/// The read API with `/health`, `/health/ready` and `/openapi.json` (no socket:
+/// tests call it directly).
+pub fn router(state: ReadState) -> Router {
+    v1_routes(state.clone()).merge(
+        Router::new()
+            .route("/health", get(routes::live))
+            .route("/health/ready", get(routes::ready))
+            .route("/openapi.json", get(openapi::serve))
+            .with_state(state),
+    )
+}
+
+/// Only the `/v1` query routes, for merging into another service's router
+/// (`parley dev` serves them beside the command API).
+pub fn v1_routes(state: ReadState) -> Router {
+    Router::new()
+        .route("/v1/rooms", get(routes::my_rooms))
+        .route("/v1/rooms/{room_id}", get(routes::room))
+        .route("/v1/rooms/{room_id}/messages", get(routes::history))
+        .route("/v1/friends", get(routes::friends))
+        .route("/v1/friend-requests", get(routes::friend_requests))
+        .route("/v1/blocks", get(routes::blocks))
+        .route("/v1/presence", get(routes::presence))
+        .with_state(state)
+}

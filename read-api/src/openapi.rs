@@ -1,0 +1,39 @@
+//! The read API's OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Parley read API", version = "1", description = "Queries of Parley's v1 HTTP API. Send a command's `X-Consistency-Token` to read your own write (the query waits up to 5 s, then answers 504). Errors are RFC 9457 problem+json."),
+    paths(routes::my_rooms, routes::room, routes::history, routes::friends, routes::friend_requests, routes::blocks, routes::presence, routes::live, routes::ready),
+    components(schemas(parley_command_api::problem::Problem, routes::MemberView)),
+    modifiers(&BearerAuth),
+    tags((name = "rooms"), (name = "friends"), (name = "presence"), (name = "health"))
+)]
+pub struct ReadApiDoc;
+
+/// `GET /openapi.json`
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ReadApiDoc::openapi())
+}

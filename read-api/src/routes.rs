@@ -1,0 +1,348 @@
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use parley_projections::models::{friends, history, presence, rooms, users};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::consistency::{wait_for, Consistency};
+use crate::error::ReadError;
+use crate::ReadState;
+
+fn not_found(room_id: Uuid) -> ReadError {
+    ReadError::NotFound(format!("room {room_id} not found"))
+}
+
+/// The caller's rooms, most recent activity first, with unread counts.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), responses(
+    (status = 200, description = "`{rooms: [...]}`"),
+    (status = 401, description = "No valid token"),
+    (status = 504, description = "The read model did not catch up with the consistency token in time")))]
+pub async fn my_rooms(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+) -> Result<Json<Value>, ReadError> {
+    wait_for(
+        &state.store,
+        token,
+        &[rooms::Rooms::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let list = rooms::rooms_of(state.store.pool(), me).await?;
+    Ok(Json(json!({ "rooms": list })))
+}
+
+/// A member of a room, with the name they go by.
+#[derive(Serialize, ToSchema)]
+pub struct MemberView {
+    pub user_id: Uuid,
+    pub username: Option<String>,
+    pub display_name: Option<String>,
+    pub role: String,
+    pub joined_at: chrono::DateTime<Utc>,
+}
+
+/// A room's details and members (members only: others get 404).
+#[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = Uuid, Path)), responses(
+    (status = 200, description = "Room details with members"),
+    (status = 404, description = "No such room, or not a member")))]
+pub async fn room(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+    Path(room_id): Path<Uuid>,
+) -> Result<Json<Value>, ReadError> {
+    wait_for(
+        &state.store,
+        token,
+        &[rooms::Rooms::NAME, users::Users::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let pool = state.store.pool();
+    if !rooms::is_member(pool, room_id, me).await? {
+        return Err(not_found(room_id));
+    }
+    let details = rooms::room(pool, room_id)
+        .await?
+        .ok_or_else(|| not_found(room_id))?;
+    let ids: Vec<Uuid> = details.members.iter().map(|m| m.user_id).collect();
+    let names = users::lookup(pool, &ids).await?;
+    let members: Vec<MemberView> = details
+        .members
+        .iter()
+        .map(|m| MemberView {
+            user_id: m.user_id,
+            username: names.get(&m.user_id).map(|u| u.username.clone()),
+            display_name: names.get(&m.user_id).map(|u| u.display_name.clone()),
+            role: m.role.clone(),
+            joined_at: m.joined_at,
+        })
+        .collect();
+    let mut body = serde_json::to_value(&details).map_err(ReadError::internal)?;
+    body["members"] = serde_json::to_value(members).map_err(ReadError::internal)?;
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Cursor from a page's `before`: the next older page.
+    pub before: Option<String>,
+    /// Cursor from a page's `after`: the next newer page.
+    pub after: Option<String>,
+    /// Messages per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+}
+
+/// A page of a room's history (oldest first), with cursors both ways.
+#[utoipa::path(get, path = "/v1/rooms/{room_id}/messages", tag = "rooms", security(("bearer" = [])),
+    params(("room_id" = Uuid, Path), HistoryQuery), responses(
+    (status = 200, description = "`{messages: [...], before, after}`"),
+    (status = 400, description = "Bad cursor, or both `before` and `after`"),
+    (status = 404, description = "No such room, or not a member")))]
+pub async fn history(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+    Path(room_id): Path<Uuid>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<history::HistoryPage>, ReadError> {
+    let cursor = |s: &str, name: &str| {
+        history::decode_cursor(s)
+            .ok_or_else(|| ReadError::BadRequest(format!("`{name}` is not a valid cursor")))
+    };
+    let request = match (q.before.as_deref(), q.after.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(ReadError::BadRequest(
+                "give `before` or `after`, not both".into(),
+            ))
+        }
+        (Some(b), None) => history::PageRequest::Before(cursor(b, "before")?),
+        (None, Some(a)) => history::PageRequest::After(cursor(a, "after")?),
+        (None, None) => history::PageRequest::Newest,
+    };
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=history::MAX_PAGE).contains(&limit) {
+        return Err(ReadError::BadRequest(format!(
+            "`limit` must be between 1 and {}",
+            history::MAX_PAGE
+        )));
+    }
+    wait_for(
+        &state.store,
+        token,
+        &[history::History::NAME, rooms::Rooms::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let pool = state.store.pool();
+    if !rooms::is_member(pool, room_id, me).await? {
+        return Err(not_found(room_id));
+    }
+    Ok(Json(
+        history::page(pool, room_id, request, limit, me).await?,
+    ))
+}
+
+fn with_names<T: Serialize>(
+    items: &[T],
+    id: impl Fn(&T) -> Uuid,
+    names: &HashMap<Uuid, users::UserView>,
+) -> Result<Vec<Value>, ReadError> {
+    items
+        .iter()
+        .map(|item| {
+            let mut v = serde_json::to_value(item).map_err(ReadError::internal)?;
+            if let Some(u) = names.get(&id(item)) {
+                v["username"] = json!(u.username);
+                v["display_name"] = json!(u.display_name);
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+/// The caller's friends.
+#[utoipa::path(get, path = "/v1/friends", tag = "friends", security(("bearer" = [])), responses(
+    (status = 200, description = "`{friends: [{user_id, since, username, display_name}]}`")))]
+pub async fn friends(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+) -> Result<Json<Value>, ReadError> {
+    wait_for(
+        &state.store,
+        token,
+        &[friends::Friends::NAME, users::Users::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let pool = state.store.pool();
+    let list = friends::friends_of(pool, me).await?;
+    let ids: Vec<Uuid> = list.iter().map(|f| f.user_id).collect();
+    let names = users::lookup(pool, &ids).await?;
+    Ok(Json(
+        json!({ "friends": with_names(&list, |f| f.user_id, &names)? }),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct RequestsQuery {
+    /// `incoming` (default) or `outgoing`.
+    pub direction: Option<String>,
+}
+
+/// The caller's pending friend requests.
+#[utoipa::path(get, path = "/v1/friend-requests", tag = "friends", security(("bearer" = [])),
+    params(RequestsQuery), responses(
+    (status = 200, description = "`{requests: [{request_id, from_user_id, to_user_id, sent_at}]}`"),
+    (status = 400, description = "Unknown direction")))]
+pub async fn friend_requests(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+    Query(q): Query<RequestsQuery>,
+) -> Result<Json<Value>, ReadError> {
+    let direction = match q.direction.as_deref().unwrap_or("incoming") {
+        "incoming" => friends::Direction::Incoming,
+        "outgoing" => friends::Direction::Outgoing,
+        other => {
+            return Err(ReadError::BadRequest(format!(
+                "direction must be incoming or outgoing, not {other:?}"
+            )))
+        }
+    };
+    wait_for(
+        &state.store,
+        token,
+        &[friends::Friends::NAME, users::Users::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let pool = state.store.pool();
+    let list = friends::requests_of(pool, me, direction).await?;
+    let ids: Vec<Uuid> = list
+        .iter()
+        .map(|r| {
+            if r.from_user_id == me {
+                r.to_user_id
+            } else {
+                r.from_user_id
+            }
+        })
+        .collect();
+    let names = users::lookup(pool, &ids).await?;
+    let other = |r: &friends::FriendRequestView| {
+        if r.from_user_id == me {
+            r.to_user_id
+        } else {
+            r.from_user_id
+        }
+    };
+    Ok(Json(
+        json!({ "requests": with_names(&list, other, &names)? }),
+    ))
+}
+
+/// Users the caller blocked.
+#[utoipa::path(get, path = "/v1/blocks", tag = "friends", security(("bearer" = [])), responses(
+    (status = 200, description = "`{blocks: [{user_id, since}]}`")))]
+pub async fn blocks(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    Consistency(token): Consistency,
+) -> Result<Json<Value>, ReadError> {
+    wait_for(
+        &state.store,
+        token,
+        &[friends::Friends::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let list = friends::blocks_of(state.store.pool(), me).await?;
+    Ok(Json(json!({ "blocks": list })))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PresenceQuery {
+    /// One or more user ids, comma-separated (at most 100).
+    pub user_id: String,
+}
+
+/// Status and last-seen time of users; a user silent for 2 minutes is offline.
+#[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
+    params(PresenceQuery), responses(
+    (status = 200, description = "`{presence: [{user_id, status, status_message, last_seen_at}]}`"),
+    (status = 400, description = "Missing or malformed user ids")))]
+pub async fn presence(
+    State(state): State<ReadState>,
+    Caller(_me): Caller,
+    Consistency(token): Consistency,
+    Query(q): Query<PresenceQuery>,
+) -> Result<Json<Value>, ReadError> {
+    let ids = q
+        .user_id
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<Uuid>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ReadError::BadRequest("user_id must be UUIDs, comma-separated".into()))?;
+    if ids.is_empty() || ids.len() > 100 {
+        return Err(ReadError::BadRequest("give 1 to 100 user ids".into()));
+    }
+    wait_for(
+        &state.store,
+        token,
+        &[presence::PresenceModel::NAME],
+        state.consistency_wait,
+    )
+    .await?;
+    let list = presence::presence_of(state.store.pool(), &ids, Utc::now()).await?;
+    Ok(Json(json!({ "presence": list })))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Alive")))]
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the read store answers; each projection's position and lag.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    (status = 200, description = "Ready"), (status = 503, description = "The read store does not answer")))]
+pub async fn ready(State(state): State<ReadState>) -> (StatusCode, Json<Value>) {
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness: read store down");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "checks": {"read_store": "down"}})),
+        );
+    }
+    let head = match &state.log {
+        Some(log) => log.last_position().await.ok(),
+        None => None,
+    };
+    let mut projections = serde_json::Map::new();
+    for p in parley_projections::models::all() {
+        let cursor = state.store.checkpoint(p.name()).await.unwrap_or_default();
+        projections.insert(
+            p.name().to_string(),
+            json!({"position": cursor.position, "lag": head.map(|h| (h - cursor.position).max(0))}),
+        );
+    }
+    (
+        StatusCode::OK,
+        Json(
+            json!({"status": "ready", "checks": {"read_store": "up"}, "projections": projections}),
+        ),
+    )
+}

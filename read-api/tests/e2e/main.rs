@@ -1,0 +1,28 @@
+//! End to end over HTTP: command API + projectors + read API, wired as `parley dev`
+//! wires them, on both backends (Postgres, and SQLite files).
+
+mod app;
+mod read_your_writes;
+mod visibility;
+
+macro_rules! both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::app::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::app::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use both_backends;

@@ -1,0 +1,121 @@
+//! Room data is for members only: a non-member gets 404, not the room's existence.
+
+use axum::http::StatusCode;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::app::{Backend, TestApp};
+
+crate::both_backends!(
+    non_members_cannot_read_a_room,
+    queries_need_a_token,
+    bad_paging_arguments_are_400
+);
+
+async fn non_members_cannot_read_a_room(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (_, mallory) = app.user("mallory").await;
+    let (room, _) = app.room(&alice, "secret", "private").await;
+    let sent = app
+        .call(
+            "PUT",
+            &format!("/v1/rooms/{room}/messages/{}", Uuid::now_v7()),
+            Some(&alice),
+            None,
+            Some(json!({"body": "hush"})),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::CREATED);
+    let t = sent.token.as_deref();
+    let history = app
+        .call(
+            "GET",
+            &format!("/v1/rooms/{room}/messages"),
+            Some(&mallory),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(history.status, StatusCode::NOT_FOUND);
+    let details = app
+        .call("GET", &format!("/v1/rooms/{room}"), Some(&mallory), t, None)
+        .await;
+    assert_eq!(details.status, StatusCode::NOT_FOUND);
+    let unknown = app
+        .call(
+            "GET",
+            &format!("/v1/rooms/{}", Uuid::now_v7()),
+            Some(&mallory),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(
+        unknown.status,
+        StatusCode::NOT_FOUND,
+        "an unknown room looks the same"
+    );
+    assert_eq!(details.body["type"], unknown.body["type"]);
+    assert_eq!(details.body["status"], unknown.body["status"]);
+    let mine = app.call("GET", "/v1/rooms", Some(&mallory), t, None).await;
+    assert_eq!(mine.body["rooms"], json!([]));
+    // Alice, a member, reads it.
+    let history = app
+        .call(
+            "GET",
+            &format!("/v1/rooms/{room}/messages"),
+            Some(&alice),
+            t,
+            None,
+        )
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert_eq!(history.body["messages"][0]["body"], json!("hush"));
+}
+
+async fn queries_need_a_token(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    for path in [
+        "/v1/rooms",
+        "/v1/friends",
+        "/v1/friend-requests",
+        "/v1/blocks",
+        "/v1/presence?user_id=00000000-0000-0000-0000-000000000000",
+    ] {
+        let answer = app.call("GET", path, None, None, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+        let answer = app.call("GET", path, Some("garbage"), None, None).await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+async fn bad_paging_arguments_are_400(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (room, token) = app.room(&alice, "general", "public").await;
+    for query in [
+        "limit=0",
+        "limit=201",
+        "before=zzz",
+        "after=%%%",
+        "before=cDE&after=cDE",
+        "limit=abc",
+    ] {
+        let answer = app
+            .call(
+                "GET",
+                &format!("/v1/rooms/{room}/messages?{query}"),
+                Some(&alice),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {:?}",
+            answer.body
+        );
+    }
+}
