@@ -168,6 +168,24 @@ pub struct ProjectorArgs {
 pub enum ProjectionsCommand {
     /// List events the projectors could not apply (parked with the reason).
     DeadLetters(DeadLetterArgs),
+    /// Rebuild one read model from the event log into fresh tables, then swap it in
+    /// atomically; the live model keeps serving (and being fed) meanwhile.
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The read model: history, rooms, users, presence or friends.
+    pub name: String,
+    /// Event log database: postgres://... or sqlite://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Read-model database: postgres://... or sqlite://...
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: String,
+    /// No progress bar (for logs and scripts).
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +213,60 @@ pub enum BenchCommand {
     /// Drive the HTTP command API on Postgres with concurrent senders; print
     /// throughput, latency percentiles and the server's peak RSS.
     Commands(BenchCommandsArgs),
+    /// Seed a fresh Postgres log and time `projections rebuild` of one read model.
+    Rebuild(BenchRebuildArgs),
+    /// Seed a fresh log, project it, and drive history pages through the HTTP read
+    /// API; print throughput, latency percentiles and the server's peak RSS.
+    Queries(BenchQueriesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRebuildArgs {
+    /// The read model to rebuild.
+    #[arg(long, default_value = "history")]
+    pub projection: String,
+    /// Events to seed the log with.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Postgres server for the benchmark's own databases (dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchQueriesArgs {
+    /// Events to seed the log with (nearly all of them messages).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Rooms the messages are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Messages per page.
+    #[arg(long, default_value_t = 50)]
+    pub page: i64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Warm-up seconds, not measured.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u64,
+    /// Connections of the read API's database pool.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Postgres server for the benchmark's own databases (dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
 }
 
 #[derive(Debug, Args)]

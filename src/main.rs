@@ -35,6 +35,9 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Projections(cli::ProjectionsCommand::DeadLetters(args)) => {
             serve::dead_letters(args).await
         }
+        cli::Task::Projections(cli::ProjectionsCommand::Rebuild(args)) => {
+            read_side::rebuild(args).await
+        }
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
     }

@@ -69,3 +69,56 @@ impl RunningProjectors {
         }
     }
 }
+
+/// `parley projections rebuild NAME`.
+pub async fn rebuild(args: crate::cli::RebuildArgs) -> anyhow::Result<()> {
+    let log = parley_event_log::open(&args.database_url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the event log at {}",
+                parley_event_log::redact_url(&args.database_url)
+            )
+        })?;
+    let store = ReadStore::open(&args.read_database_url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the read store at {}",
+                parley_event_log::redact_url(&args.read_database_url)
+            )
+        })?;
+    let head = log.last_position().await?;
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(head.max(1) as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} positions, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("rebuilding {}", args.name));
+    let report = parley_projections::rebuild::rebuild(
+        &store,
+        Arc::new(LogFeed::new(log)),
+        &args.name,
+        |_, cursor| {
+            bar.set_position(cursor.position.max(0) as u64);
+        },
+    )
+    .await?;
+    bar.finish_and_clear();
+    println!("rebuilt {} and swapped it in", report.projection);
+    println!("  events read     {}", report.events);
+    println!("  elapsed         {:.2} s", report.elapsed.as_secs_f64());
+    println!("  rate            {:.0} events/s", report.events_per_sec());
+    println!("  position        {}", report.cursor.position);
+    for (table, rows) in parley_projections::rebuild::row_counts(&store, &args.name).await? {
+        println!("  {table:<16}{rows} rows");
+    }
+    Ok(())
+}

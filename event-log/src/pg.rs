@@ -106,26 +106,39 @@ impl PgLog {
 }
 
 /// Turns other processes' NOTIFYs into ticks, reconnecting when the link drops.
-async fn listen(pool: PgPool, appended: Arc<watch::Sender<u64>>) {
+/// Holds the sender weakly: once the log is dropped, the task ends.
+async fn listen(pool: PgPool, appended: std::sync::Weak<watch::Sender<u64>>) {
+    let tick = |appended: &std::sync::Weak<watch::Sender<u64>>| match appended.upgrade() {
+        Some(sender) => {
+            sender.send_modify(|n| *n += 1);
+            true
+        }
+        None => false,
+    };
     let mut backoff = Duration::from_millis(200);
     loop {
-        let listener = async {
+        let session = async {
             let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
             listener.listen(CHANNEL).await?;
             // Whatever was appended while we were away: wake readers once.
-            appended.send_modify(|n| *n += 1);
+            if !tick(&appended) {
+                return Ok::<(), sqlx::Error>(());
+            }
             loop {
                 listener.recv().await?;
-                appended.send_modify(|n| *n += 1);
+                if !tick(&appended) {
+                    return Ok(());
+                }
             }
-            #[allow(unreachable_code)]
-            Ok::<(), sqlx::Error>(())
         };
-        if let Err(e) = listener.await {
-            tracing::warn!(error = %e, "event notifications lost, reconnecting");
-        }
-        if appended.is_closed() {
-            return;
+        match session.await {
+            Ok(()) => return,
+            Err(e) => {
+                if appended.strong_count() == 0 {
+                    return;
+                }
+                tracing::warn!(error = %e, "event notifications lost, reconnecting");
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -491,7 +504,7 @@ impl EventLog for PgLog {
     fn appended(&self) -> watch::Receiver<u64> {
         let (pool, appended) = (self.pool.clone(), self.appended.clone());
         self.listening.call_once(move || {
-            tokio::spawn(listen(pool, appended));
+            tokio::spawn(listen(pool, Arc::downgrade(&appended)));
         });
         self.appended.subscribe()
     }

@@ -8,6 +8,7 @@
 
 pub mod models;
 mod projection;
+pub mod rebuild;
 mod runtime;
 pub mod store;
 

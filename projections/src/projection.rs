@@ -36,4 +36,24 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError>;
+
+    /// Applies a batch in order; per event, `None` when applied and `Some(reason)`
+    /// when it is poison. A store error fails the whole batch (the runtime then
+    /// retries event by event). Models override this to write runs of similar
+    /// events with one statement.
+    async fn apply_many(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[EventEnvelope],
+    ) -> Result<Vec<Option<String>>, sqlx::Error> {
+        let mut outcome = Vec::with_capacity(events.len());
+        for event in events {
+            match self.apply(conn, event).await {
+                Ok(()) => outcome.push(None),
+                Err(ApplyError::Poison(reason)) => outcome.push(Some(reason)),
+                Err(ApplyError::Store(e)) => return Err(e),
+            }
+        }
+        Ok(outcome)
+    }
 }

@@ -56,6 +56,9 @@ pub struct Projector {
     store: ReadStore,
     feed: Arc<dyn Feed>,
     applied: watch::Sender<Cursor>,
+    /// The checkpoint row this projector owns: the projection's name, or a
+    /// rebuild's own key while it fills fresh tables.
+    checkpoint_key: String,
 }
 
 /// What a batch did.
@@ -67,13 +70,30 @@ pub struct BatchOutcome {
 
 impl Projector {
     pub fn new(projection: Arc<dyn Projection>, store: ReadStore, feed: Arc<dyn Feed>) -> Self {
+        let key = projection.name().to_string();
+        Self::with_checkpoint_key(projection, store, feed, key)
+    }
+
+    /// A projector that keeps its checkpoint under `key` (rebuilds use their own).
+    pub fn with_checkpoint_key(
+        projection: Arc<dyn Projection>,
+        store: ReadStore,
+        feed: Arc<dyn Feed>,
+        key: String,
+    ) -> Self {
         let (applied, _) = watch::channel(Cursor::START);
         Self {
             projection,
             store,
             feed,
             applied,
+            checkpoint_key: key,
         }
+    }
+
+    /// The checkpoint row this projector writes.
+    pub fn checkpoint_key(&self) -> &str {
+        &self.checkpoint_key
     }
 
     pub fn name(&self) -> &'static str {
@@ -98,7 +118,7 @@ impl Projector {
 
     /// Applies everything the feed has now, then returns the checkpoint.
     pub async fn catch_up(&self) -> anyhow::Result<Cursor> {
-        let mut cursor = self.store.checkpoint(self.name()).await?;
+        let mut cursor = self.store.checkpoint(&self.checkpoint_key).await?;
         loop {
             let batch = self.feed.read_after(cursor, BATCH_SIZE).await?;
             let Some(last) = batch.last() else {
@@ -113,7 +133,7 @@ impl Projector {
     /// Runs until `shutdown` turns true, finishing the batch in hand first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.prepare().await?;
-        let mut cursor = self.store.checkpoint(self.name()).await?;
+        let mut cursor = self.store.checkpoint(&self.checkpoint_key).await?;
         self.applied.send_replace(cursor);
         let mut backoff = Duration::from_millis(100);
         tracing::info!(
@@ -176,17 +196,17 @@ impl Projector {
         let together = async {
             let mut tx = pool.begin().await?;
             let mut outcome = BatchOutcome::default();
-            for event in batch {
-                match self.projection.apply(&mut tx, event).await {
-                    Ok(()) => outcome.applied += 1,
-                    Err(ApplyError::Poison(reason)) => {
+            let results = self.projection.apply_many(&mut tx, batch).await?;
+            for (event, result) in batch.iter().zip(results) {
+                match result {
+                    None => outcome.applied += 1,
+                    Some(reason) => {
                         park(&mut tx, self.name(), event, &reason).await?;
                         outcome.parked += 1;
                     }
-                    Err(ApplyError::Store(e)) => return Err(e),
                 }
             }
-            save_checkpoint(&mut tx, self.name(), last.cursor()).await?;
+            save_checkpoint(&mut tx, &self.checkpoint_key, last.cursor()).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(outcome)
         }
@@ -210,7 +230,7 @@ impl Projector {
             let result = self.projection.apply(&mut tx, event).await;
             match result {
                 Ok(()) => {
-                    save_checkpoint(&mut tx, self.name(), event.cursor()).await?;
+                    save_checkpoint(&mut tx, &self.checkpoint_key, event.cursor()).await?;
                     tx.commit().await?;
                     outcome.applied += 1;
                 }
@@ -219,7 +239,7 @@ impl Projector {
                     tx.rollback().await?;
                     let mut tx = self.store.pool().begin().await?;
                     park(&mut tx, self.name(), event, &err.to_string()).await?;
-                    save_checkpoint(&mut tx, self.name(), event.cursor()).await?;
+                    save_checkpoint(&mut tx, &self.checkpoint_key, event.cursor()).await?;
                     tx.commit().await?;
                     outcome.parked += 1;
                 }
@@ -262,7 +282,7 @@ fn is_transient(e: &sqlx::Error) -> bool {
 }
 
 /// Parks an event in the dead-letter table with the reason (idempotent).
-async fn park(
+pub(crate) async fn park(
     conn: &mut AnyConnection,
     projection: &str,
     event: &EventEnvelope,

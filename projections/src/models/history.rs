@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use parley_domain::codec::EventCodec;
-use parley_domain::message::MessageEvent;
+use parley_domain::message::{MessageEvent, MessageSent};
 use parley_event_log::EventEnvelope;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -65,6 +65,58 @@ impl History {
     }
 }
 
+/// Rows per multi-row insert (8 parameters each, well under both backends' limits).
+const INSERT_ROWS: usize = 400;
+
+impl History {
+    /// Inserts sent messages with one statement; a message already there is kept.
+    async fn insert_sent(
+        &self,
+        conn: &mut AnyConnection,
+        run: &[(&EventEnvelope, MessageSent)],
+    ) -> Result<(), sqlx::Error> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<String> = (0..run.len())
+            .map(|r| {
+                let p = r * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 0)",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6,
+                    p + 7,
+                    p + 8
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} (message_id, room_id, position, last_sequence, sender_id, body, reply_to, sent_at, redacted)
+             VALUES {} ON CONFLICT (message_id) DO NOTHING",
+            self.messages,
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, e) in run {
+            query = query
+                .bind(e.message_id.to_string())
+                .bind(e.room_id.to_string())
+                .bind(event.position)
+                .bind(event.sequence)
+                .bind(e.sender_id.to_string())
+                .bind(e.body.as_str().to_string())
+                .bind(e.reply_to.map(|id| id.to_string()))
+                .bind(micros(&e.sent_at));
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
 impl Default for History {
     fn default() -> Self {
         Self::new()
@@ -106,6 +158,49 @@ impl Projection for History {
                 )"
             ),
         ]
+    }
+
+    /// Runs of `MessageSent` (nearly all of a busy log) go in as one multi-row
+    /// insert; everything else is applied one by one, in order.
+    async fn apply_many(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[EventEnvelope],
+    ) -> Result<Vec<Option<String>>, sqlx::Error> {
+        let mut outcome = vec![None; events.len()];
+        let mut run: Vec<(&EventEnvelope, MessageSent)> = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            if event.aggregate_type == "message" && event.event_type == "MessageSent" {
+                match MessageEvent::from_payload(
+                    &event.event_type,
+                    event.event_version as u32,
+                    event.payload.clone(),
+                ) {
+                    Ok(MessageEvent::MessageSent(sent)) => {
+                        run.push((event, sent));
+                        if run.len() == INSERT_ROWS {
+                            self.insert_sent(conn, &run).await?;
+                            run.clear();
+                        }
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        outcome[i] = Some(e.to_string());
+                        continue;
+                    }
+                }
+            }
+            self.insert_sent(conn, &run).await?;
+            run.clear();
+            match self.apply(conn, event).await {
+                Ok(()) => {}
+                Err(ApplyError::Poison(reason)) => outcome[i] = Some(reason),
+                Err(ApplyError::Store(e)) => return Err(e),
+            }
+        }
+        self.insert_sent(conn, &run).await?;
+        Ok(outcome)
     }
 
     async fn apply(

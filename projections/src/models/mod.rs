@@ -21,6 +21,19 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// The read model called `name`, over tables named with `suffix` ("" for the
+/// live tables); `None` for an unknown name.
+pub fn by_name(name: &str, suffix: &str) -> Option<Arc<dyn Projection>> {
+    Some(match name {
+        history::History::NAME => Arc::new(history::History::with_suffix(suffix)),
+        users::Users::NAME => Arc::new(users::Users::with_suffix(suffix)),
+        rooms::Rooms::NAME => Arc::new(rooms::Rooms::with_suffix(suffix)),
+        presence::PresenceModel::NAME => Arc::new(presence::PresenceModel::with_suffix(suffix)),
+        friends::Friends::NAME => Arc::new(friends::Friends::with_suffix(suffix)),
+        _ => return None,
+    })
+}
+
 /// Reads a UUID stored as TEXT.
 pub(crate) fn parse_uuid(s: &str) -> Result<uuid::Uuid, sqlx::Error> {
     s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))

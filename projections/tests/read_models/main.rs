@@ -30,5 +30,6 @@ mod friends;
 mod history;
 mod invariants;
 mod presence;
+mod rebuild;
 mod rooms;
 mod users;

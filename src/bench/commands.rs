@@ -1,4 +1,4 @@
-//! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
+//! `parley bench commands`: durable sends through the HTTP command API.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -10,58 +10,73 @@ use rand::Rng;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::cli::{BenchCommand, BenchCommandsArgs};
+use crate::cli::BenchCommandsArgs;
 
-pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Commands(args) => commands(args).await,
+/// The JWT secret every benchmark server signs with.
+pub const BENCH_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
+
+/// A database made for one benchmark run, dropped by [`TempDb::drop_now`].
+pub struct TempDb {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TempDb {
+    pub async fn create(admin_url: &str) -> anyhow::Result<Self> {
+        let name = format!("parley_bench_{}", uuid::Uuid::new_v4().simple());
+        admin_exec(admin_url, &format!("CREATE DATABASE {name}")).await?;
+        Ok(Self {
+            url: swap_database(admin_url, &name),
+            admin_url: admin_url.to_string(),
+            name,
+        })
+    }
+
+    pub async fn drop_now(self) -> anyhow::Result<()> {
+        admin_exec(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        )
+        .await
     }
 }
 
-/// A command API started for the benchmark, on its own fresh database.
-struct Server {
+/// A `parley` service started as a child process for a benchmark.
+pub struct Server {
     child: Child,
-    base: String,
-    admin_url: String,
-    database: String,
+    pub base: String,
 }
 
 impl Server {
-    async fn start(args: &BenchCommandsArgs) -> anyhow::Result<Self> {
-        let database = format!("parley_bench_{}", uuid::Uuid::new_v4().simple());
-        admin_exec(&args.admin_url, &format!("CREATE DATABASE {database}")).await?;
-        let url = swap_database(&args.admin_url, &database);
+    /// Starts `parley <args>` on a free port (`--listen` is added) with the given
+    /// environment, and waits until `/health/ready` answers 200.
+    pub async fn spawn(args: &[&str], env: &[(&str, String)]) -> anyhow::Result<Self> {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
         };
-        let child = Command::new(std::env::current_exe()?)
-            .args([
-                "command-api",
-                "--migrate",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env("PARLEY_DATABASE_URL", &url)
-            .env("PARLEY_DB_POOL_SIZE", args.db_pool_size.to_string())
-            .env(
-                "PARLEY_JWT_SECRET",
-                "bench-secret-bench-secret-bench-secret-0123",
-            )
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(args)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("PARLEY_JWT_SECRET", BENCH_SECRET)
             .env("PARLEY_RATE_LIMIT_PER_SEC", "0")
             .env("PARLEY_LOG", "warn")
             .stdout(Stdio::null())
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command
             .spawn()
-            .context("starting the command api")?;
+            .with_context(|| format!("starting parley {}", args.join(" ")))?;
         let server = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            admin_url: args.admin_url.clone(),
-            database,
         };
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(r) = client
                 .get(format!("{}/health/ready", server.base))
@@ -69,24 +84,23 @@ impl Server {
                 .await
             {
                 if r.status().is_success() {
-                    break;
+                    return Ok(server);
                 }
             }
             if Instant::now() > deadline {
-                bail!("the command api did not become ready within 30 s");
+                bail!("parley {} did not become ready within 60 s", args.join(" "));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(server)
     }
 
     /// Peak resident set size of the server process (VmHWM), in KiB.
-    fn peak_rss_kib(&self) -> Option<u64> {
+    pub fn peak_rss_kib(&self) -> Option<u64> {
         self.proc_status("VmHWM:")
     }
 
     /// Current resident set size of the server process, in KiB.
-    fn rss_kib(&self) -> Option<u64> {
+    pub fn rss_kib(&self) -> Option<u64> {
         self.proc_status("VmRSS:")
     }
 
@@ -100,20 +114,14 @@ impl Server {
             .and_then(|v| v.parse().ok())
     }
 
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;
-        admin_exec(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database),
-        )
-        .await?;
-        Ok(())
     }
 }
 
 /// Runs one statement on the Postgres server the benchmark uses.
-async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
+pub async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await
@@ -122,10 +130,28 @@ async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn swap_database(url: &str, name: &str) -> String {
+/// `url` with its database name replaced by `name`.
+pub fn swap_database(url: &str, name: &str) -> String {
     match url.rfind('/') {
         Some(i) if i > url.find("://").map_or(0, |j| j + 2) => format!("{}/{name}", &url[..i]),
         _ => format!("{url}/{name}"),
+    }
+}
+
+/// Prints a histogram of microseconds as p50/p90/p99/max in milliseconds.
+pub fn print_latency(hist: &Histogram<u64>) {
+    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
+    println!("  latency p50       {:.2} ms", ms(0.50));
+    println!("  latency p90       {:.2} ms", ms(0.90));
+    println!("  latency p99       {:.2} ms", ms(0.99));
+    println!("  latency max       {:.2} ms", hist.max() as f64 / 1000.0);
+}
+
+/// Formats KiB as MiB, or says the figure is not available.
+pub fn mib(kib: Option<u64>) -> String {
+    match kib {
+        Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
+        None => "n/a (external target)".to_string(),
     }
 }
 
@@ -138,13 +164,24 @@ async fn expect_json(response: reqwest::Response, what: &str) -> anyhow::Result<
     Ok(body)
 }
 
-async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
+pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.rooms == 0 || args.seconds == 0 {
         bail!("--clients, --rooms and --seconds must be at least 1");
     }
-    let server = match &args.target {
-        Some(_) => None,
-        None => Some(Server::start(&args).await?),
+    let (server, db) = match &args.target {
+        Some(_) => (None, None),
+        None => {
+            let db = TempDb::create(&args.admin_url).await?;
+            let server = Server::spawn(
+                &["command-api", "--migrate"],
+                &[
+                    ("PARLEY_DATABASE_URL", db.url.clone()),
+                    ("PARLEY_DB_POOL_SIZE", args.db_pool_size.to_string()),
+                ],
+            )
+            .await?;
+            (Some(server), Some(db))
+        }
     };
     let base = match (&args.target, &server) {
         (Some(t), _) => t.trim_end_matches('/').to_string(),
@@ -287,7 +324,6 @@ async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
         errors += e;
     }
     let rss = server.as_ref().and_then(|s| s.peak_rss_kib());
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     println!("parley bench commands");
     println!(
         "  target            {}",
@@ -309,14 +345,7 @@ async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
         "  throughput        {:.0} sends/s",
         hist.len() as f64 / args.seconds as f64
     );
-    println!("  latency p50       {:.2} ms", ms(0.50));
-    println!("  latency p90       {:.2} ms", ms(0.90));
-    println!("  latency p99       {:.2} ms", ms(0.99));
-    println!("  latency max       {:.2} ms", hist.max() as f64 / 1000.0);
-    let mib = |kib: Option<u64>| match kib {
-        Some(kib) => format!("{:.1} MiB", kib as f64 / 1024.0),
-        None => "n/a (external target)".to_string(),
-    };
+    print_latency(&hist);
     println!("  server RSS setup  {}", mib(setup_rss));
     println!(
         "  server RSS end    {}",
@@ -324,7 +353,10 @@ async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     );
     println!("  server peak RSS   {}", mib(rss));
     if let Some(server) = server {
-        server.stop().await?;
+        server.stop().await;
+    }
+    if let Some(db) = db {
+        db.drop_now().await?;
     }
     Ok(())
 }

@@ -1,0 +1,15 @@
+//! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
+
+mod commands;
+mod read;
+mod seed;
+
+use crate::cli::BenchCommand;
+
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Commands(args) => commands::commands(args).await,
+        BenchCommand::Rebuild(args) => read::rebuild(args).await,
+        BenchCommand::Queries(args) => read::queries(args).await,
+    }
+}
