@@ -17,6 +17,8 @@ pub enum ReadError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("the read model has not caught up with this write within {waited_ms} ms; retry")]
     NotCaughtUp { waited_ms: u64 },
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -33,6 +35,7 @@ impl ReadError {
             ReadError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
             ReadError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ReadError::NotCaughtUp { .. } => (StatusCode::GATEWAY_TIMEOUT, "not-caught-up"),
+            ReadError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ReadError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -3,12 +3,15 @@
 //! Room data is for members only: a non-member gets 404, not the room's existence.
 //! A request carrying a command's `X-Consistency-Token` waits (up to
 //! [`Settings::consistency_wait`]) until the read models have applied that write.
+//! `GET /v1/stream` follows the caller's rooms and friends live (Server-Sent Events,
+//! see [`stream`]).
 
 mod auth;
 mod consistency;
 pub mod error;
 pub mod openapi;
 mod routes;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +23,7 @@ use parley_event_log::SharedLog;
 use parley_projections::ReadStore;
 
 pub use error::ReadError;
+pub use stream::StreamHub;
 
 /// Tunables of the read API.
 #[derive(Debug, Clone)]
@@ -29,6 +33,9 @@ pub struct Settings {
     pub consistency_wait: Duration,
     pub rate_limit_per_sec: f64,
     pub rate_limit_burst: f64,
+    /// Events `/v1/stream` keeps for a slow subscriber before closing its stream
+    /// (it resumes with `Last-Event-ID`).
+    pub stream_capacity: usize,
 }
 
 impl Settings {
@@ -38,6 +45,7 @@ impl Settings {
             consistency_wait: Duration::from_secs(5),
             rate_limit_per_sec: 50.0,
             rate_limit_burst: 100.0,
+            stream_capacity: stream::DEFAULT_CAPACITY,
         }
     }
 }
@@ -52,13 +60,20 @@ pub struct ReadState {
     pub keys: Arc<TokenKeys>,
     pub limiter: Arc<RateLimiter>,
     pub consistency_wait: Duration,
+    /// Feeds `/v1/stream`; there only with the event log.
+    pub stream: Option<StreamHub>,
 }
 
 impl ReadState {
+    /// The stream hub's task starts with the first `/v1/stream` request.
     pub fn new(store: ReadStore, log: Option<SharedLog>, settings: Settings) -> Self {
+        let stream = log
+            .as_ref()
+            .map(|log| StreamHub::new(log.clone(), store.clone(), settings.stream_capacity));
         Self {
             store,
             log,
+            stream,
             keys: Arc::new(settings.keys),
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_sec,
@@ -92,5 +107,6 @@ pub fn v1_routes(state: ReadState) -> Router {
         .route("/v1/friend-requests", get(routes::friend_requests))
         .route("/v1/blocks", get(routes::blocks))
         .route("/v1/presence", get(routes::presence))
+        .route("/v1/stream", get(stream::stream))
         .with_state(state)
 }

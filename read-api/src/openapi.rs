@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes;
+use crate::{routes, stream};
 
 struct BearerAuth;
 
@@ -25,11 +25,11 @@ impl Modify for BearerAuth {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Parley read API", version = "1", description = "Queries of Parley's v1 HTTP API. Send a command's `X-Consistency-Token` to read your own write (the query waits up to 5 s, then answers 504). Errors are RFC 9457 problem+json."),
-    paths(routes::my_rooms, routes::room, routes::history, routes::friends, routes::friend_requests, routes::blocks, routes::presence, routes::live, routes::ready),
+    info(title = "Parley read API", version = "1", description = "Queries of Parley's v1 HTTP API. Send a command's `X-Consistency-Token` to read your own write (the query waits up to 5 s, then answers 504). `GET /v1/stream` sends live updates as Server-Sent Events, resumable with `Last-Event-ID`. Errors are RFC 9457 problem+json."),
+    paths(routes::my_rooms, routes::room, routes::history, routes::friends, routes::friend_requests, routes::blocks, routes::presence, stream::stream, routes::live, routes::ready),
     components(schemas(parley_command_api::problem::Problem, routes::MemberView)),
     modifiers(&BearerAuth),
-    tags((name = "rooms"), (name = "friends"), (name = "presence"), (name = "health"))
+    tags((name = "rooms"), (name = "friends"), (name = "presence"), (name = "stream"), (name = "health"))
 )]
 pub struct ReadApiDoc;
 

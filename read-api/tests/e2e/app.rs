@@ -20,6 +20,9 @@ pub enum Backend {
 
 pub struct TestApp {
     pub router: Router,
+    /// The read side's state (its stream hub, its store).
+    pub read: parley_read_api::ReadState,
+    pub log: parley_event_log::SharedLog,
     _shutdown: watch::Sender<bool>,
     _dir: tempfile::TempDir,
 }
@@ -37,6 +40,15 @@ impl TestApp {
 
     /// `projectors: false` leaves the read models unfed (to test the 504 path).
     pub async fn start_with(backend: Backend, projectors: bool) -> Self {
+        Self::start_custom(backend, projectors, |_| {}).await
+    }
+
+    /// Like [`TestApp::start_with`], with the read API's settings adjusted.
+    pub async fn start_custom(
+        backend: Backend,
+        projectors: bool,
+        adjust: impl FnOnce(&mut parley_read_api::Settings),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (log_url, read_url) = match backend {
             Backend::Postgres => {
@@ -73,15 +85,14 @@ impl TestApp {
         if !projectors {
             read.consistency_wait = Duration::from_millis(300);
         }
-        let router = parley_command_api::router(AppState::new(log.clone(), settings)).merge(
-            parley_read_api::v1_routes(parley_read_api::ReadState::new(
-                store.clone(),
-                Some(log.clone()),
-                read,
-            )),
-        );
+        adjust(&mut read);
+        let read = parley_read_api::ReadState::new(store.clone(), Some(log.clone()), read);
+        let router = parley_command_api::router(AppState::new(log.clone(), settings))
+            .merge(parley_read_api::v1_routes(read.clone()));
         Self {
             router,
+            read,
+            log,
             _shutdown: shutdown,
             _dir: dir,
         }

@@ -3,6 +3,7 @@
 
 mod app;
 mod read_your_writes;
+mod stream;
 mod visibility;
 
 macro_rules! both_backends {

@@ -1,0 +1,781 @@
+//! Live updates: `GET /v1/stream`, Server-Sent Events of what concerns the caller.
+//!
+//! One [`StreamHub`] per read API tails the event log and broadcasts each event once
+//! every projection a client could query about it has applied it (the slowest
+//! checkpoint of history, rooms, friends and presence), so an event seen on the
+//! stream is already visible to queries. Each connection filters the broadcast for
+//! its caller: events of the caller's rooms, friend events involving the caller, and
+//! presence changes of the caller and their friends.
+//!
+//! The SSE id of an event is its log cursor, `"{tx_id}.{position}"`. A client that
+//! reconnects with `Last-Event-ID` first subscribes to the broadcast, then gets the
+//! backlog from the log after that cursor, then the live events, skipping everything
+//! at or below the last cursor it has passed: every missed event exactly once.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use parley_domain::codec::EventCodec;
+use parley_domain::friendship::{FriendRequestCancelled, FriendRequestDeclined, FriendRequestSent};
+use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
+use parley_event_log::{Cursor, EventEnvelope, SharedLog};
+use parley_projections::models::{friends, history, presence, rooms};
+use parley_projections::ReadStore;
+use serde::Deserialize;
+use tokio::sync::{broadcast, watch};
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ReadError;
+use crate::ReadState;
+
+/// Events the hub keeps for slow subscribers before they lag (and are closed).
+pub const DEFAULT_CAPACITY: usize = 4096;
+
+/// The projections an event must have reached before it is streamed.
+pub const STREAMED_PROJECTIONS: [&str; 4] = [
+    history::History::NAME,
+    rooms::Rooms::NAME,
+    friends::Friends::NAME,
+    presence::PresenceModel::NAME,
+];
+
+/// Events read from the log at once.
+const READ_BATCH: i64 = 500;
+/// The reconnection delay suggested to clients.
+const RETRY: Duration = Duration::from_millis(1000);
+/// Between keep-alive comments.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a new subscriber waits for a hub that is starting.
+const START_WAIT: Duration = Duration::from_secs(5);
+/// Polling of the checkpoints while the projections are behind the log.
+const MIN_PAUSE: Duration = Duration::from_millis(2);
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+/// The longest the hub sleeps without an append notification (another process's
+/// appends, or projectors that moved while nothing was appended).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// The SSE id of a log cursor.
+pub fn format_cursor(cursor: Cursor) -> String {
+    format!("{}.{}", cursor.tx_id, cursor.position)
+}
+
+/// Parses an SSE id made by [`format_cursor`].
+pub fn parse_cursor(raw: &str) -> Option<Cursor> {
+    let (tx, position) = raw.trim().split_once('.')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(tx) || !digits(position) {
+        return None;
+    }
+    Some(Cursor {
+        tx_id: tx.parse().ok()?,
+        position: position.parse().ok()?,
+    })
+}
+
+/// Tails the log and broadcasts every event the read models have applied.
+#[derive(Clone)]
+pub struct StreamHub {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    log: SharedLog,
+    store: ReadStore,
+    /// The broadcast and the cursor of the last event sent on it, changed together
+    /// so that a subscriber learns exactly where its receiver starts.
+    state: Mutex<HubState>,
+    started: std::sync::Once,
+    ready: watch::Sender<bool>,
+}
+
+struct HubState {
+    position: Cursor,
+    sender: broadcast::Sender<Arc<EventEnvelope>>,
+}
+
+/// A receiver of the broadcast and where it starts: it gets every event after
+/// `position` (until it lags).
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Arc<EventEnvelope>>,
+    pub position: Cursor,
+}
+
+impl StreamHub {
+    /// A hub over `log`, keeping `capacity` events for slow subscribers. Its tailing
+    /// task starts with the first subscriber (inside the tokio runtime).
+    pub fn new(log: SharedLog, store: ReadStore, capacity: usize) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        let (ready, _) = watch::channel(false);
+        Self {
+            shared: Arc::new(Shared {
+                log,
+                store,
+                state: Mutex::new(HubState {
+                    position: Cursor::START,
+                    sender,
+                }),
+                started: std::sync::Once::new(),
+                ready,
+            }),
+        }
+    }
+
+    /// The cursor of the last event broadcast (or skipped with no one listening).
+    pub fn position(&self) -> Cursor {
+        self.shared.state.lock().expect("hub lock").position
+    }
+
+    /// Subscribes to the broadcast, starting the hub if needed.
+    pub async fn subscribe(&self) -> Result<Subscription, ReadError> {
+        self.shared.started.call_once(|| {
+            tokio::spawn(run_hub(Arc::downgrade(&self.shared)));
+        });
+        let mut ready = self.shared.ready.subscribe();
+        match tokio::time::timeout(START_WAIT, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Err(ReadError::Unavailable(
+                    "live updates are starting; retry".into(),
+                ))
+            }
+        }
+        let state = self.shared.state.lock().expect("hub lock");
+        Ok(Subscription {
+            receiver: state.sender.subscribe(),
+            position: state.position,
+        })
+    }
+}
+
+impl Shared {
+    fn publish(&self, event: EventEnvelope) {
+        let mut state = self.state.lock().expect("hub lock");
+        state.position = event.cursor();
+        // No receiver is no error: nobody is listening.
+        let _ = state.sender.send(Arc::new(event));
+    }
+
+    /// With no subscriber there is nothing to send: the hub jumps to `to`.
+    fn skip_if_alone(&self, to: Cursor) -> Option<Cursor> {
+        let mut state = self.state.lock().expect("hub lock");
+        if state.sender.receiver_count() > 0 {
+            return None;
+        }
+        state.position = state.position.max(to);
+        Some(state.position)
+    }
+}
+
+/// The slowest checkpoint among [`STREAMED_PROJECTIONS`].
+async fn visible_up_to(store: &ReadStore) -> Result<Cursor, sqlx::Error> {
+    let mut lowest: Option<Cursor> = None;
+    for name in STREAMED_PROJECTIONS {
+        let cursor = store.checkpoint(name).await?;
+        lowest = Some(lowest.map_or(cursor, |l| l.min(cursor)));
+    }
+    Ok(lowest.unwrap_or(Cursor::START))
+}
+
+enum Step {
+    /// Nothing new in the log: wait for an append.
+    Idle,
+    /// Sent what was there; there may be more.
+    Progress,
+    /// The log has events the projections have not applied yet.
+    Behind,
+}
+
+async fn run_hub(shared: Weak<Shared>) {
+    let Some((log, store)) = shared.upgrade().map(|s| (s.log.clone(), s.store.clone())) else {
+        return;
+    };
+    let mut appended = log.appended();
+    let mut cursor = loop {
+        match visible_up_to(&store).await {
+            Ok(cursor) => break cursor,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream hub: read store unavailable, retrying");
+                if shared.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(IDLE_WAIT).await;
+            }
+        }
+    };
+    match shared.upgrade() {
+        Some(s) => {
+            s.state.lock().expect("hub lock").position = cursor;
+            s.ready.send_replace(true);
+        }
+        None => return,
+    }
+    tracing::info!(position = cursor.position, "stream hub started");
+    let mut pending = VecDeque::new();
+    let mut pause = MIN_PAUSE;
+    loop {
+        let Some(hub) = shared.upgrade() else { return };
+        appended.borrow_and_update();
+        let step = step(&hub, &log, &store, &mut cursor, &mut pending).await;
+        drop(hub);
+        match step {
+            Ok(Step::Progress) => pause = MIN_PAUSE,
+            Ok(Step::Idle) => {
+                pause = MIN_PAUSE;
+                if let Ok(Err(_)) = tokio::time::timeout(IDLE_WAIT, appended.changed()).await {
+                    // The log's notifier is gone: poll.
+                    tokio::time::sleep(IDLE_WAIT).await;
+                }
+            }
+            Ok(Step::Behind) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MAX_PAUSE);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
+                tokio::time::sleep(IDLE_WAIT).await;
+            }
+        }
+    }
+}
+
+async fn step(
+    hub: &Shared,
+    log: &SharedLog,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Step> {
+    let visible = visible_up_to(store).await?;
+    if pending.is_empty() {
+        if let Some(to) = hub.skip_if_alone(visible) {
+            *cursor = (*cursor).max(to);
+            return Ok(Step::Idle);
+        }
+        pending.extend(log.read_after(*cursor, READ_BATCH).await?);
+        if pending.is_empty() {
+            return Ok(Step::Idle);
+        }
+    }
+    while pending.front().is_some_and(|e| e.cursor() <= visible) {
+        let event = pending.pop_front().expect("front checked");
+        *cursor = event.cursor();
+        hub.publish(event);
+    }
+    Ok(if pending.is_empty() {
+        Step::Progress
+    } else {
+        Step::Behind
+    })
+}
+
+/// A change to the caller's rooms or friends, with the state before and after.
+#[derive(Debug, Clone, Copy)]
+struct Change {
+    set: Set,
+    key: Uuid,
+    before: bool,
+    after: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Set {
+    Rooms,
+    Friends,
+}
+
+/// What an event is to one caller.
+enum Class {
+    /// Of a room: for its members.
+    Room(Uuid),
+    /// Involves the caller directly; may change their rooms or friends.
+    Mine(Option<Change>),
+    /// A user's presence: for the user and their friends.
+    Presence(Uuid),
+    /// Not for this caller.
+    Other,
+}
+
+fn decode<E: EventCodec>(event: &EventEnvelope) -> Option<E> {
+    match E::from_payload(
+        &event.event_type,
+        event.event_version as u32,
+        event.payload.clone(),
+    ) {
+        Ok(decoded) => Some(decoded),
+        Err(e) => {
+            tracing::debug!(event_id = %event.event_id, error = %e, "stream: undecodable event skipped");
+            None
+        }
+    }
+}
+
+fn classify(me: Uuid, event: &EventEnvelope) -> Class {
+    let room = |key, before, after| Change {
+        set: Set::Rooms,
+        key,
+        before,
+        after,
+    };
+    let friend = |key, before, after| Change {
+        set: Set::Friends,
+        key,
+        before,
+        after,
+    };
+    let other_of = |a: Uuid, b: Uuid| if a == me { b } else { a };
+    match event.aggregate_type.as_str() {
+        "message" => match decode::<MessageEvent>(event) {
+            Some(MessageEvent::MessageSent(e)) => Class::Room(e.room_id),
+            Some(MessageEvent::MessageEdited(e)) => Class::Room(e.room_id),
+            Some(MessageEvent::MessageRedacted(e)) => Class::Room(e.room_id),
+            Some(MessageEvent::ReactionAdded(e)) => Class::Room(e.room_id),
+            Some(MessageEvent::ReactionRemoved(e)) => Class::Room(e.room_id),
+            None => Class::Other,
+        },
+        "room" => match decode::<RoomEvent>(event) {
+            Some(RoomEvent::RoomCreated(e)) if e.creator_id == me => Class::Mine(None),
+            Some(RoomEvent::DirectRoomCreated(e)) if e.user_ids.contains(&me) => Class::Mine(None),
+            Some(RoomEvent::MemberInvited(e)) if e.user_id == me || e.invited_by == me => {
+                Class::Mine(None)
+            }
+            Some(RoomEvent::MemberJoined(e)) if e.user_id == me => {
+                Class::Mine(Some(room(e.room_id, false, true)))
+            }
+            Some(RoomEvent::MemberLeft(e)) if e.user_id == me => {
+                Class::Mine(Some(room(e.room_id, true, false)))
+            }
+            Some(RoomEvent::MemberKicked(e)) if e.user_id == me => {
+                Class::Mine(Some(room(e.room_id, true, false)))
+            }
+            Some(RoomEvent::MemberJoined(e)) => Class::Room(e.room_id),
+            Some(RoomEvent::MemberLeft(e)) => Class::Room(e.room_id),
+            Some(RoomEvent::MemberKicked(e)) => Class::Room(e.room_id),
+            Some(RoomEvent::MemberRoleChanged(e)) => Class::Room(e.room_id),
+            _ => Class::Other,
+        },
+        "friendship" => match decode::<FriendshipEvent>(event) {
+            Some(
+                FriendshipEvent::FriendRequestSent(FriendRequestSent {
+                    from_user_id,
+                    to_user_id,
+                    ..
+                })
+                | FriendshipEvent::FriendRequestDeclined(FriendRequestDeclined {
+                    from_user_id,
+                    to_user_id,
+                    ..
+                })
+                | FriendshipEvent::FriendRequestCancelled(FriendRequestCancelled {
+                    from_user_id,
+                    to_user_id,
+                    ..
+                }),
+            ) if from_user_id == me || to_user_id == me => Class::Mine(None),
+            Some(FriendshipEvent::FriendRequestAccepted(e))
+                if e.from_user_id == me || e.to_user_id == me =>
+            {
+                let other = other_of(e.from_user_id, e.to_user_id);
+                Class::Mine(Some(friend(other, false, true)))
+            }
+            Some(FriendshipEvent::FriendRemoved(e)) if e.user_id == me || e.friend_id == me => {
+                let other = other_of(e.user_id, e.friend_id);
+                Class::Mine(Some(friend(other, true, false)))
+            }
+            // Whether they were friends before a block is not in the event: rewinding
+            // assumes not (and so streams less, never more).
+            Some(FriendshipEvent::UserBlocked(e)) if e.blocker_id == me || e.blocked_id == me => {
+                let other = other_of(e.blocker_id, e.blocked_id);
+                Class::Mine(Some(friend(other, false, false)))
+            }
+            Some(FriendshipEvent::UserUnblocked(e)) if e.blocker_id == me || e.blocked_id == me => {
+                Class::Mine(None)
+            }
+            _ => Class::Other,
+        },
+        "presence" => match decode::<PresenceEvent>(event) {
+            Some(PresenceEvent::PresenceChanged(e)) => Class::Presence(e.user_id),
+            // Heartbeats repeat the status: not a change.
+            _ => Class::Other,
+        },
+        _ => Class::Other,
+    }
+}
+
+/// The caller's rooms and friends, as of the event being filtered.
+struct Interest {
+    me: Uuid,
+    rooms: HashSet<Uuid>,
+    friends: HashSet<Uuid>,
+}
+
+impl Interest {
+    fn set(&mut self, which: Set) -> &mut HashSet<Uuid> {
+        match which {
+            Set::Rooms => &mut self.rooms,
+            Set::Friends => &mut self.friends,
+        }
+    }
+
+    fn apply(&mut self, change: Change) {
+        let set = self.set(change.set);
+        if change.after {
+            set.insert(change.key);
+        } else {
+            set.remove(&change.key);
+        }
+    }
+
+    /// Whether the caller gets `event`; follows the caller's own changes.
+    fn route(&mut self, event: &EventEnvelope) -> bool {
+        match classify(self.me, event) {
+            Class::Room(room) => self.rooms.contains(&room),
+            Class::Mine(change) => {
+                if let Some(change) = change {
+                    self.apply(change);
+                }
+                true
+            }
+            Class::Presence(user) => user == self.me || self.friends.contains(&user),
+            Class::Other => false,
+        }
+    }
+
+    /// The caller's rooms and friends just after `start`: read from the read models,
+    /// then wound back (or forward) over the caller's own changes in the log between
+    /// the models' checkpoints and `start`.
+    async fn load(
+        store: &ReadStore,
+        log: &SharedLog,
+        me: Uuid,
+        start: Cursor,
+    ) -> Result<Self, ReadError> {
+        let pool = store.pool();
+        let (rooms_at, room_ids) =
+            stable_read(store, rooms::Rooms::NAME, || rooms::room_ids_of(pool, me)).await?;
+        let (friends_at, friend_list) = stable_read(store, friends::Friends::NAME, || {
+            friends::friends_of(pool, me)
+        })
+        .await?;
+        let mut interest = Interest {
+            me,
+            rooms: room_ids.into_iter().collect(),
+            friends: friend_list.into_iter().map(|f| f.user_id).collect(),
+        };
+        let low = start.min(rooms_at).min(friends_at);
+        let high = start.max(rooms_at).max(friends_at);
+        if low == high {
+            return Ok(interest);
+        }
+        let mut changes = Vec::new();
+        let mut cursor = low;
+        'scan: loop {
+            let batch = log
+                .read_after(cursor, READ_BATCH)
+                .await
+                .map_err(ReadError::internal)?;
+            let full = batch.len() as i64 == READ_BATCH;
+            for event in &batch {
+                if event.cursor() > high {
+                    break 'scan;
+                }
+                cursor = event.cursor();
+                if let Class::Mine(Some(change)) = classify(me, event) {
+                    changes.push((cursor, change));
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        for (which, at) in [(Set::Rooms, rooms_at), (Set::Friends, friends_at)] {
+            let mine = changes.iter().filter(|(_, c)| c.set == which);
+            if at > start {
+                // Wind back: the state before the first change of each key.
+                let mut decided = HashSet::new();
+                for (_, change) in mine.filter(|(c, _)| *c > start && *c <= at) {
+                    if decided.insert(change.key) {
+                        let set = interest.set(which);
+                        if change.before {
+                            set.insert(change.key);
+                        } else {
+                            set.remove(&change.key);
+                        }
+                    }
+                }
+            } else {
+                for (_, change) in mine.filter(|(c, _)| *c > at && *c <= start) {
+                    interest.apply(*change);
+                }
+            }
+        }
+        Ok(interest)
+    }
+}
+
+/// Reads a projection's data between two equal readings of its checkpoint, so the
+/// data is the projection's state at that checkpoint.
+async fn stable_read<T, F, Fut>(
+    store: &ReadStore,
+    projection: &str,
+    read: F,
+) -> Result<(Cursor, T), ReadError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        let before = store.checkpoint(projection).await?;
+        let data = read().await?;
+        let after = store.checkpoint(projection).await?;
+        attempt += 1;
+        if before == after || attempt == 5 {
+            // After five moving readings: the latest, at most a batch off.
+            return Ok((after, data));
+        }
+    }
+}
+
+enum Phase {
+    Backlog {
+        up_to: Cursor,
+        buffer: VecDeque<EventEnvelope>,
+        exhausted: bool,
+    },
+    Live,
+    Closed,
+}
+
+/// One client's stream.
+struct Connection {
+    log: SharedLog,
+    receiver: broadcast::Receiver<Arc<EventEnvelope>>,
+    interest: Interest,
+    phase: Phase,
+    /// Every event at or below this cursor was sent or filtered out.
+    seen: Cursor,
+    /// Whether the first frame (`retry`, and the id the stream starts after) is out.
+    greeted: bool,
+}
+
+fn sse_event(event: &EventEnvelope) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    Event::default()
+        .id(format_cursor(event.cursor()))
+        .event(&event.event_type)
+        .data(data)
+}
+
+impl Connection {
+    /// A comment that ends the stream, with where to resume.
+    fn goodbye(&mut self, why: &str) -> Event {
+        self.phase = Phase::Closed;
+        Event::default()
+            .comment(why)
+            .retry(RETRY)
+            .id(format_cursor(self.seen))
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        if !self.greeted {
+            self.greeted = true;
+            return Some(Event::default().retry(RETRY).id(format_cursor(self.seen)));
+        }
+        loop {
+            match &mut self.phase {
+                Phase::Backlog {
+                    up_to,
+                    buffer,
+                    exhausted,
+                } => {
+                    if let Some(event) = buffer.pop_front() {
+                        self.seen = event.cursor();
+                        if self.interest.route(&event) {
+                            return Some(sse_event(&event));
+                        }
+                        continue;
+                    }
+                    if *exhausted {
+                        self.seen = self.seen.max(*up_to);
+                        self.phase = Phase::Live;
+                        continue;
+                    }
+                    let up_to = *up_to;
+                    match self.log.read_after(self.seen, READ_BATCH).await {
+                        Ok(batch) => {
+                            let Phase::Backlog {
+                                buffer, exhausted, ..
+                            } = &mut self.phase
+                            else {
+                                unreachable!("still in the backlog");
+                            };
+                            *exhausted = (batch.len() as i64) < READ_BATCH;
+                            for event in batch {
+                                if event.cursor() > up_to {
+                                    *exhausted = true;
+                                    break;
+                                }
+                                buffer.push_back(event);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "stream: reading the backlog failed");
+                            return Some(
+                                self.goodbye("the event log is unavailable; reconnect to resume"),
+                            );
+                        }
+                    }
+                }
+                Phase::Live => match self.receiver.recv().await {
+                    Ok(event) => {
+                        if event.cursor() <= self.seen {
+                            continue;
+                        }
+                        self.seen = event.cursor();
+                        if self.interest.route(&event) {
+                            return Some(sse_event(&event));
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "stream: subscriber lagged, closing");
+                        return Some(self.goodbye(&format!(
+                            "lagged behind by {missed} events; reconnect with Last-Event-ID to resume"
+                        )));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                Phase::Closed => return None,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StreamQuery {
+    /// Resume after this event id (for clients that cannot set the
+    /// `Last-Event-ID` header; the header wins).
+    pub last_event_id: Option<String>,
+}
+
+/// Live updates of the caller's rooms, friends and friends' presence.
+///
+/// Server-Sent Events: `id` is the event's log cursor (`"{tx_id}.{position}"`),
+/// `event` its type, `data` the event envelope as JSON. The first frame carries
+/// `retry` and the id the stream starts after. Reconnect with `Last-Event-ID` to get
+/// every missed event exactly once. An event arrives once queries can see it.
+#[utoipa::path(get, path = "/v1/stream", tag = "stream", security(("bearer" = [])),
+    params(StreamQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses(
+    (status = 200, description = "`text/event-stream` of event envelopes", content_type = "text/event-stream"),
+    (status = 400, description = "Malformed Last-Event-ID"),
+    (status = 401, description = "No valid token"),
+    (status = 503, description = "No event log configured, or the stream is starting")))]
+pub async fn stream(
+    State(state): State<ReadState>,
+    Caller(me): Caller,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Result<Response, ReadError> {
+    let (Some(hub), Some(log)) = (&state.stream, &state.log) else {
+        return Err(ReadError::Unavailable(
+            "live updates need the event log".into(),
+        ));
+    };
+    let raw = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ReadError::BadRequest("malformed Last-Event-ID".into()))?
+                .to_string(),
+        ),
+        None => q.last_event_id.clone(),
+    }
+    // An empty id is what an EventSource that saw no id would have: none.
+    .filter(|raw| !raw.trim().is_empty());
+    let resume = match raw.as_deref() {
+        None => None,
+        Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
+            ReadError::BadRequest(format!(
+                "malformed Last-Event-ID {raw:?}: expected \"{{tx_id}}.{{position}}\""
+            ))
+        })?),
+    };
+    // Subscribe first: whatever is broadcast from now on reaches this receiver, and
+    // everything up to `position` is in the log for the backlog.
+    let Subscription { receiver, position } = hub.subscribe().await?;
+    let start = resume.unwrap_or(position);
+    let interest = Interest::load(&state.store, log, me, start).await?;
+    let phase = if start < position {
+        Phase::Backlog {
+            up_to: position,
+            buffer: VecDeque::new(),
+            exhausted: false,
+        }
+    } else {
+        Phase::Live
+    };
+    let connection = Connection {
+        log: log.clone(),
+        receiver,
+        interest,
+        phase,
+        seen: start,
+        greeted: false,
+    };
+    let events = futures::stream::unfold(connection, |mut c| async move {
+        c.next().await.map(|e| (Ok::<_, Infallible>(e), c))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor {
+            tx_id: 7812,
+            position: 42,
+        };
+        assert_eq!(format_cursor(c), "7812.42");
+        assert_eq!(parse_cursor("7812.42"), Some(c));
+        assert_eq!(
+            parse_cursor(" 0.3 "),
+            Some(Cursor {
+                tx_id: 0,
+                position: 3
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_ids() {
+        for bad in [
+            "",
+            "1",
+            "1.",
+            ".1",
+            "a.b",
+            "-1.2",
+            "1.-2",
+            "1.2.3",
+            "+1.2",
+            "99999999999999999999.1",
+        ] {
+            assert_eq!(parse_cursor(bad), None, "{bad}");
+        }
+    }
+}
