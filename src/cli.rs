@@ -218,6 +218,29 @@ pub enum BenchCommand {
     /// Seed a fresh log, project it, and drive history pages through the HTTP read
     /// API; print throughput, latency percentiles and the server's peak RSS.
     Queries(BenchQueriesArgs),
+    /// Send at a steady rate and time each message's arrival on an SSE stream
+    /// and in a history page, from the moment its send was answered.
+    Freshness(BenchFreshnessArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFreshnessArgs {
+    /// Sends per second, paced.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Probe the history query for one send in this many.
+    #[arg(long, default_value_t = 20)]
+    pub history_every: u64,
+    /// Postgres server for the benchmark's own databases (dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
 
 mod commands;
+mod freshness;
 mod read;
 mod seed;
 
@@ -11,5 +12,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Commands(args) => commands::commands(args).await,
         BenchCommand::Rebuild(args) => read::rebuild(args).await,
         BenchCommand::Queries(args) => read::queries(args).await,
+        BenchCommand::Freshness(args) => freshness::freshness(args).await,
     }
 }

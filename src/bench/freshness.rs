@@ -1,0 +1,229 @@
+//! `parley bench freshness`: how long after a send's HTTP response the message
+//! reaches an SSE stream and a history query (the scaled mode on Postgres: a
+//! command API, a projector and a read API, each its own process).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::commands::{print_latency, Server, TempDb};
+use crate::cli::BenchFreshnessArgs;
+
+type Sent = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
+    if args.rate == 0 || args.seconds == 0 {
+        bail!("--rate and --seconds must be at least 1");
+    }
+    let log_db = TempDb::create(&args.admin_url).await?;
+    let read_db = TempDb::create(&args.admin_url).await?;
+    let urls = [
+        ("PARLEY_DATABASE_URL", log_db.url.clone()),
+        ("PARLEY_READ_DATABASE_URL", read_db.url.clone()),
+    ];
+    let command_api = Server::spawn(&["command-api", "--migrate"], &urls).await?;
+    let read_api = Server::spawn(&["read-api"], &urls).await?;
+    let mut projector = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("projector")
+        .env("PARLEY_DATABASE_URL", &log_db.url)
+        .env("PARLEY_READ_DATABASE_URL", &read_db.url)
+        .env("PARLEY_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the projector")?;
+
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let (c, r) = (command_api.base.clone(), read_api.base.clone());
+    let creds = json!({"username": format!("fresh{}", &Uuid::new_v4().simple().to_string()[..8]), "password": "bench-password"});
+    http.post(format!("{c}/v1/users"))
+        .json(&creds)
+        .send()
+        .await?
+        .error_for_status()?;
+    let session: Value = http
+        .post(format!("{c}/v1/sessions"))
+        .json(&creds)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = session["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let room: Value = http
+        .post(format!("{c}/v1/rooms"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "freshness", "visibility": "public"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let room = room["room_id"].as_str().unwrap_or_default().to_string();
+    let room_token = room.clone();
+    // Wait until the read side knows the room, so the stream follows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http
+        .get(format!("{r}/v1/rooms/{room}"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .status()
+        .is_success()
+    {
+        if Instant::now() > deadline {
+            bail!("the read side never saw the room");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let sse_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let stream = http
+        .get(format!("{r}/v1/stream"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let reader = {
+        let (sent, hist) = (sent.clone(), sse_hist.clone());
+        tokio::spawn(async move {
+            let mut bytes = stream.bytes_stream();
+            let mut buffer = String::new();
+            while let Some(Ok(chunk)) = bytes.next().await {
+                let arrived = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) else {
+                        continue;
+                    };
+                    let Ok(envelope) = serde_json::from_str::<Value>(data.trim()) else {
+                        continue;
+                    };
+                    if envelope["event_type"] != "MessageSent" {
+                        continue;
+                    }
+                    let Some(id) = envelope["payload"]["message_id"]
+                        .as_str()
+                        .and_then(|s| s.parse::<Uuid>().ok())
+                    else {
+                        continue;
+                    };
+                    if let Some(at) = sent.lock().unwrap().get(&id) {
+                        let micros = arrived.saturating_duration_since(*at).as_micros() as u64;
+                        let _ = hist.lock().unwrap().record(micros.max(1));
+                    }
+                }
+            }
+        })
+    };
+
+    eprintln!("running: {} sends/s for {} s ...", args.rate, args.seconds);
+    let history_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        ticker.tick().await;
+        n += 1;
+        let (http, c, r, token, room, sent, history_hist) = (
+            http.clone(),
+            c.clone(),
+            r.clone(),
+            token.clone(),
+            room_token.clone(),
+            sent.clone(),
+            history_hist.clone(),
+        );
+        let probe_history = n % args.history_every == 0;
+        tasks.push(tokio::spawn(async move {
+            let id = Uuid::now_v7();
+            let answer = http
+                .put(format!("{c}/v1/rooms/{room}/messages/{id}"))
+                .bearer_auth(&token)
+                .json(&json!({"body": "how fresh is this?"}))
+                .send()
+                .await;
+            let answered = Instant::now();
+            match answer {
+                Ok(a) if a.status().as_u16() == 201 => {
+                    sent.lock().unwrap().insert(id, answered);
+                }
+                _ => return false,
+            }
+            if probe_history {
+                // Poll the newest page (no consistency token) until the message shows.
+                let deadline = answered + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(page) = http
+                        .get(format!("{r}/v1/rooms/{room}/messages?limit=20"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                    {
+                        if let Ok(body) = page.json::<Value>().await {
+                            let seen = body["messages"]
+                                .as_array()
+                                .is_some_and(|m| m.iter().any(|m| m["message_id"] == json!(id)));
+                            if seen {
+                                let micros = answered.elapsed().as_micros() as u64;
+                                let _ = history_hist.lock().unwrap().record(micros.max(1));
+                                break;
+                            }
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            true
+        }));
+    }
+    let mut failed = 0;
+    for t in tasks {
+        if !t.await.unwrap_or(false) {
+            failed += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader.abort();
+    let sse = sse_hist.lock().unwrap().clone();
+    let history = history_hist.lock().unwrap().clone();
+    println!("parley bench freshness");
+    println!(
+        "  setup             command-api, projector, read-api: separate processes on Postgres"
+    );
+    println!(
+        "  offered rate      {} sends/s for {} s",
+        args.rate, args.seconds
+    );
+    println!("  sends answered    {} (failed {failed})", n - failed);
+    println!("  SSE arrivals      {} of {}", sse.len(), n - failed);
+    println!("  send response -> SSE event:");
+    print_latency(&sse);
+    println!(
+        "  send response -> visible in a history page ({} probes, polling every 1 ms):",
+        history.len()
+    );
+    print_latency(&history);
+    let _ = projector.start_kill();
+    let _ = projector.wait().await;
+    command_api.stop().await;
+    read_api.stop().await;
+    log_db.drop_now().await?;
+    read_db.drop_now().await
+}
