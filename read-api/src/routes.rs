@@ -144,13 +144,10 @@ pub async fn history(
         state.consistency_wait,
     )
     .await?;
-    let pool = state.store.pool();
-    if !rooms::is_member(pool, room_id, me).await? {
-        return Err(not_found(room_id));
-    }
-    Ok(Json(
-        history::page(pool, room_id, request, limit, me).await?,
-    ))
+    history::page_for_member(state.store.pool(), room_id, request, limit, me)
+        .await?
+        .map(Json)
+        .ok_or_else(|| not_found(room_id))
 }
 
 fn with_names<T: Serialize>(

@@ -69,6 +69,23 @@ impl History {
 const INSERT_ROWS: usize = 400;
 
 impl History {
+    async fn count_reaction(
+        &self,
+        conn: &mut AnyConnection,
+        message_id: Uuid,
+        delta: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "UPDATE {} SET reaction_count = reaction_count + $1 WHERE message_id = $2",
+            self.messages
+        ))
+        .bind(delta)
+        .bind(message_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     /// Inserts sent messages with one statement; a message already there is kept.
     async fn insert_sent(
         &self,
@@ -143,7 +160,9 @@ impl Projection for History {
                     reply_to      TEXT,
                     sent_at       BIGINT NOT NULL,
                     edited_at     BIGINT,
-                    redacted      BIGINT NOT NULL DEFAULT 0
+                    redacted      BIGINT NOT NULL DEFAULT 0,
+                    -- Reactions held, so pages only look reactions up where there are some.
+                    reaction_count BIGINT NOT NULL DEFAULT 0
                 )"
             ),
             format!(
@@ -249,7 +268,7 @@ impl Projection for History {
             MessageEvent::MessageRedacted(e) => {
                 if self.advance(conn, e.message_id, event.sequence).await? {
                     sqlx::query(&format!(
-                        "UPDATE {m} SET body = NULL, redacted = 1 WHERE message_id = $1"
+                        "UPDATE {m} SET body = NULL, redacted = 1, reaction_count = 0 WHERE message_id = $1"
                     ))
                     .bind(e.message_id.to_string())
                     .execute(&mut *conn)
@@ -262,7 +281,7 @@ impl Projection for History {
             }
             MessageEvent::ReactionAdded(e) => {
                 if self.advance(conn, e.message_id, event.sequence).await? {
-                    sqlx::query(&format!(
+                    let added = sqlx::query(&format!(
                         "INSERT INTO {r} (message_id, emoji, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
                     ))
                     .bind(e.message_id.to_string())
@@ -270,11 +289,14 @@ impl Projection for History {
                     .bind(e.user_id.to_string())
                     .execute(&mut *conn)
                     .await?;
+                    if added.rows_affected() == 1 {
+                        self.count_reaction(conn, e.message_id, 1).await?;
+                    }
                 }
             }
             MessageEvent::ReactionRemoved(e) => {
                 if self.advance(conn, e.message_id, event.sequence).await? {
-                    sqlx::query(&format!(
+                    let removed = sqlx::query(&format!(
                         "DELETE FROM {r} WHERE message_id = $1 AND emoji = $2 AND user_id = $3"
                     ))
                     .bind(e.message_id.to_string())
@@ -282,6 +304,9 @@ impl Projection for History {
                     .bind(e.user_id.to_string())
                     .execute(&mut *conn)
                     .await?;
+                    if removed.rows_affected() == 1 {
+                        self.count_reaction(conn, e.message_id, -1).await?;
+                    }
                 }
             }
         }
@@ -349,7 +374,7 @@ fn parse_uuid(s: &str) -> Result<Uuid, sqlx::Error> {
     s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-/// Reads a page of a room's history for `viewer`.
+/// Reads a page of a room's history for `viewer` (no membership check).
 pub async fn page(
     pool: &AnyPool,
     room_id: Uuid,
@@ -357,28 +382,66 @@ pub async fn page(
     limit: i64,
     viewer: Uuid,
 ) -> Result<HistoryPage, sqlx::Error> {
+    read_page(pool, room_id, request, limit, viewer, false).await
+}
+
+/// Reads a page for a member of the room, or `None` when `viewer` is not one. The
+/// membership check (the rooms model's `room_members`) rides in the page query, so
+/// the common case costs one round trip; only an empty page asks again.
+pub async fn page_for_member(
+    pool: &AnyPool,
+    room_id: Uuid,
+    request: PageRequest,
+    limit: i64,
+    viewer: Uuid,
+) -> Result<Option<HistoryPage>, sqlx::Error> {
+    let page = read_page(pool, room_id, request, limit, viewer, true).await?;
+    if page.messages.is_empty() && !super::rooms::is_member(pool, room_id, viewer).await? {
+        return Ok(None);
+    }
+    Ok(Some(page))
+}
+
+async fn read_page(
+    pool: &AnyPool,
+    room_id: Uuid,
+    request: PageRequest,
+    limit: i64,
+    viewer: Uuid,
+    members_only: bool,
+) -> Result<HistoryPage, sqlx::Error> {
     let limit = limit.clamp(1, MAX_PAGE);
-    let columns =
-        "message_id, room_id, position, sender_id, body, reply_to, sent_at, edited_at, redacted";
-    let (sql, bound) = match request {
-        PageRequest::Newest => (
-            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 ORDER BY position DESC LIMIT $2"),
-            None,
-        ),
-        PageRequest::Before(p) => (
-            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 AND position < $2 ORDER BY position DESC LIMIT $3"),
-            Some(p),
-        ),
-        PageRequest::After(p) => (
-            format!("SELECT {columns} FROM history_messages WHERE room_id = $1 AND position > $2 ORDER BY position ASC LIMIT $3"),
-            Some(p),
-        ),
+    let columns = "message_id, room_id, position, sender_id, body, reply_to, sent_at, edited_at, redacted, reaction_count";
+    // Placeholders first appear in ascending order (SQLite numbers them that way).
+    let member = if members_only {
+        " AND EXISTS (SELECT 1 FROM room_members WHERE room_id = $2 AND user_id = $3)"
+    } else {
+        ""
     };
+    let next = if members_only { 4 } else { 2 };
+    let (condition, order, bound) = match request {
+        PageRequest::Newest => (String::new(), "DESC", None),
+        PageRequest::Before(p) => (format!(" AND position < ${next}"), "DESC", Some(p)),
+        PageRequest::After(p) => (format!(" AND position > ${next}"), "ASC", Some(p)),
+    };
+    let limit_at = next + usize::from(bound.is_some());
+    let sql = format!(
+        "SELECT {columns} FROM history_messages WHERE room_id = $1{member}{condition} ORDER BY position {order} LIMIT ${limit_at}"
+    );
     let mut query = sqlx::query(&sql).bind(room_id.to_string());
+    if members_only {
+        query = query.bind(room_id.to_string()).bind(viewer.to_string());
+    }
     if let Some(p) = bound {
         query = query.bind(p);
     }
     let rows = query.bind(limit + 1).fetch_all(pool).await?;
+    let reacted: Vec<Uuid> = rows
+        .iter()
+        .take(limit as usize)
+        .filter(|r| r.try_get::<i64, _>("reaction_count").unwrap_or(0) > 0)
+        .map(|r| parse_uuid(&r.try_get::<String, _>("message_id")?))
+        .collect::<Result<_, sqlx::Error>>()?;
     let more = rows.len() as i64 > limit;
     let mut messages = rows
         .iter()
@@ -404,7 +467,7 @@ pub async fn page(
     if !matches!(request, PageRequest::After(_)) {
         messages.reverse();
     }
-    attach_reactions(pool, &mut messages, viewer).await?;
+    attach_reactions(pool, &mut messages, &reacted, viewer).await?;
 
     let oldest = messages.first().map(|m| m.position);
     let newest = messages.last().map(|m| m.position);
@@ -423,23 +486,25 @@ pub async fn page(
     })
 }
 
+/// Looks up the reactions of the messages in `reacted` (those with any).
 async fn attach_reactions(
     pool: &AnyPool,
     messages: &mut [MessageView],
+    reacted: &[Uuid],
     viewer: Uuid,
 ) -> Result<(), sqlx::Error> {
-    if messages.is_empty() {
+    if reacted.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (0..messages.len()).map(|i| format!("${}", i + 2)).collect();
+    let placeholders: Vec<String> = (0..reacted.len()).map(|i| format!("${}", i + 2)).collect();
     let sql = format!(
         "SELECT message_id, emoji, COUNT(*) AS n, MAX(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS me
          FROM history_reactions WHERE message_id IN ({}) GROUP BY message_id, emoji ORDER BY message_id, emoji",
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql).bind(viewer.to_string());
-    for m in messages.iter() {
-        query = query.bind(m.message_id.to_string());
+    for id in reacted {
+        query = query.bind(id.to_string());
     }
     for row in query.fetch_all(pool).await? {
         let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::app::{Backend, TestApp};
 
 crate::both_backends!(
+    an_empty_room_is_empty_for_members_and_unknown_to_others,
     non_members_cannot_read_a_room,
     queries_need_a_token,
     bad_paging_arguments_are_400
@@ -118,4 +119,34 @@ async fn bad_paging_arguments_are_400(backend: Backend) {
             answer.body
         );
     }
+}
+
+async fn an_empty_room_is_empty_for_members_and_unknown_to_others(backend: Backend) {
+    // An empty page is where the membership check needs its own query.
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (_, mallory) = app.user("mallory").await;
+    let (room, token) = app.room(&alice, "quiet", "private").await;
+    let member = app
+        .call(
+            "GET",
+            &format!("/v1/rooms/{room}/messages"),
+            Some(&alice),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(member.status, StatusCode::OK, "{:?}", member.body);
+    assert_eq!(member.body["messages"], json!([]));
+    assert_eq!(member.body["before"], json!(null));
+    let stranger = app
+        .call(
+            "GET",
+            &format!("/v1/rooms/{room}/messages"),
+            Some(&mallory),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
 }
