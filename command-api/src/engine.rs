@@ -39,8 +39,8 @@ pub const SNAPSHOT_EVERY: i64 = 100;
 /// Lock stripes for per-aggregate serialization.
 const STRIPES: usize = 1024;
 /// How long a cached room may be used for read-only checks (membership on send)
-/// before it is reloaded. Writes to a room always re-check its version.
-const ROOM_CACHE_TTL: Duration = Duration::from_secs(2);
+/// before it is reloaded, by default. Writes to a room always re-check its version.
+pub const ROOM_CACHE_TTL: Duration = Duration::from_secs(2);
 const ROOM_CACHE_MAX: usize = 100_000;
 
 /// An aggregate at a version.
@@ -127,6 +127,7 @@ impl IntoResponse for Accepted {
 pub struct Engine {
     log: SharedLog,
     retries: u32,
+    room_cache_ttl: Duration,
     stripes: Vec<Arc<Mutex<()>>>,
     rooms: DashMap<Uuid, (Loaded<Room>, Instant)>,
     known_users: DashMap<Uuid, ()>,
@@ -177,10 +178,11 @@ where
 }
 
 impl Engine {
-    pub fn new(log: SharedLog, retries: u32) -> Self {
+    pub fn new(log: SharedLog, retries: u32, room_cache_ttl: Duration) -> Self {
         Self {
             log,
             retries,
+            room_cache_ttl,
             stripes: (0..STRIPES).map(|_| Arc::new(Mutex::new(()))).collect(),
             rooms: DashMap::new(),
             known_users: DashMap::new(),
@@ -209,7 +211,7 @@ impl Engine {
     /// A room, from the cache when fresh enough for read-only checks.
     pub async fn room_for_check(&self, id: Uuid) -> Result<Loaded<Room>, ApiError> {
         if let Some(entry) = self.rooms.get(&id) {
-            if entry.1.elapsed() < ROOM_CACHE_TTL {
+            if entry.1.elapsed() < self.room_cache_ttl {
                 return Ok(entry.0.clone());
             }
         }

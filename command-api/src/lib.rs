@@ -43,6 +43,9 @@ pub struct Settings {
     pub login_burst: f64,
     /// Server-side retries of a command that hit a version conflict.
     pub command_retries: u32,
+    /// How long a cached room may answer membership checks before it is reloaded
+    /// (another replica's changes become visible after at most this long).
+    pub room_cache_ttl: Duration,
 }
 
 impl Settings {
@@ -54,6 +57,7 @@ impl Settings {
             login_rate_per_sec: 1.0,
             login_burst: 10.0,
             command_retries: 8,
+            room_cache_ttl: engine::ROOM_CACHE_TTL,
         }
     }
 }
@@ -80,7 +84,11 @@ pub struct AppState {
 impl AppState {
     pub fn new(log: SharedLog, settings: Settings) -> Self {
         Self {
-            engine: Arc::new(Engine::new(log, settings.command_retries)),
+            engine: Arc::new(Engine::new(
+                log,
+                settings.command_retries,
+                settings.room_cache_ttl,
+            )),
             keys: Arc::new(settings.keys),
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_sec,

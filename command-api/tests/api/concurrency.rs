@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use tower::ServiceExt;
 use uuid::Uuid;
 
 use crate::helpers::{Backend, TestApp};
@@ -16,7 +17,60 @@ backend_tests!(
     fifty_members_send_at_once_and_all_commit,
     twenty_users_join_one_room_at_once,
     concurrent_reactions_on_one_message_all_commit,
+    a_replica_with_a_stale_room_retries_on_the_server,
+    when_retries_run_out_the_client_gets_409,
 );
+
+/// Two replicas over one log; the first caches a room, the second changes it, and
+/// the first then acts on its stale copy: a real version conflict, every time.
+async fn stale_replica_join(
+    backend: Backend,
+    retries: u32,
+) -> (TestApp, Uuid, crate::helpers::TestResponse) {
+    let mut settings = crate::helpers::settings();
+    settings.room_cache_ttl = std::time::Duration::from_secs(3600);
+    settings.command_retries = retries;
+    let a = TestApp::with_settings(backend, settings).await;
+    let b = a.replica(crate::helpers::settings());
+    let (_, owner) = a.mint_access_token();
+    let room = a.create_room(&owner, "public").await; // a now caches the room at version 2
+    let (_, first) = a.mint_access_token();
+    let joined = b
+        .oneshot(crate::helpers::build(
+            axum::http::Method::POST,
+            &format!("/v1/rooms/{room}/join"),
+            Some(&first),
+            None,
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(joined.status(), 200, "the other replica's join");
+    let (_, second) = a.mint_access_token();
+    let response = a.join(&second, room).await;
+    (a, room, response)
+}
+
+async fn a_replica_with_a_stale_room_retries_on_the_server(backend: Backend) {
+    let (app, room, response) = stale_replica_join(backend, 8).await;
+    response.assert_status(200);
+    let stream = app.stream(room).await;
+    assert_eq!(
+        stream.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(crate::helpers::count(&stream, "MemberJoined"), 3);
+}
+
+async fn when_retries_run_out_the_client_gets_409(backend: Backend) {
+    let (app, room, response) = stale_replica_join(backend, 0).await;
+    response.assert_problem(409);
+    assert_eq!(
+        app.stream(room).await.len(),
+        3,
+        "the refused join appended nothing"
+    );
+}
 
 async fn fifty_members_send_at_once_and_all_commit(backend: Backend) {
     let app = Arc::new(TestApp::spawn(backend).await);

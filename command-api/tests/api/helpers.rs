@@ -177,6 +177,12 @@ impl TestApp {
         }
     }
 
+    /// A second command API over the same log, as another replica (process) would
+    /// run: its own engine, cache and locks.
+    pub fn replica(&self, settings: Settings) -> Router {
+        router(AppState::new(self.log.clone(), settings))
+    }
+
     /// Sends a request through the router.
     pub async fn call(&self, request: Request<Body>) -> TestResponse {
         let response = self
