@@ -72,22 +72,8 @@ impl RunningProjectors {
 
 /// `parley projections rebuild NAME`.
 pub async fn rebuild(args: crate::cli::RebuildArgs) -> anyhow::Result<()> {
-    let log = parley_event_log::open(&args.database_url, 4)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the event log at {}",
-                parley_event_log::redact_url(&args.database_url)
-            )
-        })?;
-    let store = ReadStore::open(&args.read_database_url, 4)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the read store at {}",
-                parley_event_log::redact_url(&args.read_database_url)
-            )
-        })?;
+    let log = crate::serve::open_log(&args.database_url, 4).await?;
+    let store = crate::serve::open_store(&args.read_database_url, 4).await?;
     let head = log.last_position().await?;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()

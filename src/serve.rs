@@ -59,21 +59,9 @@ fn read_settings(settings: &Settings) -> parley_read_api::Settings {
 
 pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
-    let store = ReadStore::open(&args.read_database_url, args.db_pool_size)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the read store at {}",
-                parley_event_log::redact_url(&args.read_database_url)
-            )
-        })?;
+    let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let log = match &args.database_url {
-        Some(url) => Some(open_without_migrating(url, 2).await.with_context(|| {
-            format!(
-                "opening the event log at {}",
-                parley_event_log::redact_url(url)
-            )
-        })?),
+        Some(url) => Some(open_log(url, 2).await?),
         None => None,
     };
     let app = parley_read_api::router(parley_read_api::ReadState::new(
@@ -92,22 +80,8 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
 }
 
 pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
-    let log = open_without_migrating(&args.database_url, args.db_pool_size)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the event log at {}",
-                parley_event_log::redact_url(&args.database_url)
-            )
-        })?;
-    let store = ReadStore::open(&args.read_database_url, args.db_pool_size)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the read store at {}",
-                parley_event_log::redact_url(&args.read_database_url)
-            )
-        })?;
+    let log = open_log(&args.database_url, args.db_pool_size).await?;
+    let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let mut projectors = RunningProjectors::start(log, store, args.projection.as_deref()).await?;
     tokio::select! {
         _ = shutdown_signal() => projectors.stop().await,
@@ -116,14 +90,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
 }
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
-    let store = ReadStore::open(&args.read_database_url, 1)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the read store at {}",
-                parley_event_log::redact_url(&args.read_database_url)
-            )
-        })?;
+    let store = open_store(&args.read_database_url, 1).await?;
     let parked = parley_projections::dead_letters(&store, args.limit).await?;
     if args.json {
         for letter in &parked {
@@ -169,6 +136,28 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// Opens the read store at `url` (applying its migrations), naming the URL
+/// (password hidden) when it fails.
+pub async fn open_store(url: &str, pool: u32) -> anyhow::Result<ReadStore> {
+    ReadStore::open(url, pool).await.with_context(|| {
+        format!(
+            "opening the read store at {}",
+            parley_event_log::redact_url(url)
+        )
+    })
+}
+
+/// Opens the event log at `url` without migrating it (`parley migrate` does),
+/// naming the URL (password hidden) when it fails.
+pub async fn open_log(url: &str, pool: u32) -> anyhow::Result<parley_event_log::SharedLog> {
+    open_without_migrating(url, pool).await.with_context(|| {
+        format!(
+            "opening the event log at {}",
+            parley_event_log::redact_url(url)
+        )
+    })
 }
 
 async fn open_without_migrating(

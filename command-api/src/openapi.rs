@@ -46,7 +46,8 @@ receipt!(/// A command about another user.
 receipt!(/// A presence update.
     PresenceAccepted { user_id: Uuid, status: String });
 
-struct BearerAuth;
+/// Declares the `bearer` (JWT) security scheme the operations refer to.
+pub struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
