@@ -1,6 +1,8 @@
 //! What a read model implements to be driven by the runtime.
 
 use async_trait::async_trait;
+use parley_domain::codec::EventCodec;
+use parley_domain::message::{MessageEvent, MessageSent};
 use parley_event_log::EventEnvelope;
 use sqlx::AnyConnection;
 
@@ -55,5 +57,93 @@ pub trait Projection: Send + Sync + 'static {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// Sent messages with one statement per run: most of a busy log is `MessageSent`,
+/// and one multi-row insert per run beats one insert per message many times over.
+#[async_trait]
+pub(crate) trait SentRuns: Projection {
+    /// Writes a run of sent messages (in log order) with one statement.
+    async fn insert_sent(
+        &self,
+        conn: &mut AnyConnection,
+        run: &[(&EventEnvelope, MessageSent)],
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// Rows per run at most (a run's parameters stay well under both backends' limits).
+pub(crate) const RUN_ROWS: usize = 400;
+
+/// `apply_many` for a [`SentRuns`] model: runs of `MessageSent` go to
+/// `insert_sent`, everything else to `apply`, all in log order.
+pub(crate) async fn apply_in_runs<P: SentRuns + ?Sized>(
+    model: &P,
+    conn: &mut AnyConnection,
+    events: &[EventEnvelope],
+) -> Result<Vec<Option<String>>, sqlx::Error> {
+    let mut outcome = vec![None; events.len()];
+    let mut run: Vec<(&EventEnvelope, MessageSent)> = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if event.aggregate_type == "message" && event.event_type == "MessageSent" {
+            match MessageEvent::from_payload(
+                &event.event_type,
+                event.event_version as u32,
+                event.payload.clone(),
+            ) {
+                Ok(MessageEvent::MessageSent(sent)) => {
+                    run.push((event, sent));
+                    if run.len() == RUN_ROWS {
+                        model.insert_sent(conn, &run).await?;
+                        run.clear();
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    outcome[i] = Some(e.to_string());
+                    continue;
+                }
+            }
+        }
+        if !run.is_empty() {
+            model.insert_sent(conn, &run).await?;
+            run.clear();
+        }
+        match model.apply(conn, event).await {
+            Ok(()) => {}
+            Err(ApplyError::Poison(reason)) => outcome[i] = Some(reason),
+            Err(ApplyError::Store(e)) => return Err(e),
+        }
+    }
+    if !run.is_empty() {
+        model.insert_sent(conn, &run).await?;
+    }
+    Ok(outcome)
+}
+
+/// `($1, $2, ...), ($n+1, ...)`: placeholders for `rows` rows of `columns` values,
+/// each row followed by `tail` (literal SQL, e.g. `, 0`).
+pub(crate) fn value_rows(rows: usize, columns: usize, tail: &str) -> String {
+    (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({}{tail})", params.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::value_rows;
+
+    #[test]
+    fn value_rows_number_placeholders_across_rows() {
+        assert_eq!(value_rows(2, 3, ", 0"), "($1, $2, $3, 0), ($4, $5, $6, 0)");
+        assert_eq!(value_rows(1, 2, ""), "($1, $2)");
+        assert_eq!(value_rows(0, 2, ""), "");
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{apply_in_runs, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
 /// Largest page a client may ask for.
@@ -65,9 +65,6 @@ impl History {
     }
 }
 
-/// Rows per multi-row insert (8 parameters each, well under both backends' limits).
-const INSERT_ROWS: usize = 400;
-
 impl History {
     async fn count_reaction(
         &self,
@@ -85,37 +82,20 @@ impl History {
         .await?;
         Ok(())
     }
+}
 
-    /// Inserts sent messages with one statement; a message already there is kept.
+#[async_trait]
+impl SentRuns for History {
     async fn insert_sent(
         &self,
         conn: &mut AnyConnection,
         run: &[(&EventEnvelope, MessageSent)],
     ) -> Result<(), sqlx::Error> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<String> = (0..run.len())
-            .map(|r| {
-                let p = r * 8;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 0)",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO {} (message_id, room_id, position, last_sequence, sender_id, body, reply_to, sent_at, redacted)
              VALUES {} ON CONFLICT (message_id) DO NOTHING",
             self.messages,
-            rows.join(", ")
+            value_rows(run.len(), 8, ", 0")
         );
         let mut query = sqlx::query(&sql);
         for (event, e) in run {
@@ -186,40 +166,7 @@ impl Projection for History {
         conn: &mut AnyConnection,
         events: &[EventEnvelope],
     ) -> Result<Vec<Option<String>>, sqlx::Error> {
-        let mut outcome = vec![None; events.len()];
-        let mut run: Vec<(&EventEnvelope, MessageSent)> = Vec::new();
-        for (i, event) in events.iter().enumerate() {
-            if event.aggregate_type == "message" && event.event_type == "MessageSent" {
-                match MessageEvent::from_payload(
-                    &event.event_type,
-                    event.event_version as u32,
-                    event.payload.clone(),
-                ) {
-                    Ok(MessageEvent::MessageSent(sent)) => {
-                        run.push((event, sent));
-                        if run.len() == INSERT_ROWS {
-                            self.insert_sent(conn, &run).await?;
-                            run.clear();
-                        }
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        outcome[i] = Some(e.to_string());
-                        continue;
-                    }
-                }
-            }
-            self.insert_sent(conn, &run).await?;
-            run.clear();
-            match self.apply(conn, event).await {
-                Ok(()) => {}
-                Err(ApplyError::Poison(reason)) => outcome[i] = Some(reason),
-                Err(ApplyError::Store(e)) => return Err(e),
-            }
-        }
-        self.insert_sent(conn, &run).await?;
-        Ok(outcome)
+        apply_in_runs(self, conn, events).await
     }
 
     async fn apply(

@@ -12,7 +12,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parley_domain::codec::EventCodec;
-use parley_domain::message::MessageEvent;
+use parley_domain::message::{MessageEvent, MessageSent};
 use parley_domain::read_marker::ReadMarkerEvent;
 use parley_domain::room::RoomEvent;
 use parley_event_log::EventEnvelope;
@@ -21,7 +21,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{apply_in_runs, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
 /// How many characters of the last message a room list shows.
@@ -371,6 +371,15 @@ impl Projection for Rooms {
         ]
     }
 
+    /// Runs of `MessageSent` go in as one multi-row insert.
+    async fn apply_many(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[EventEnvelope],
+    ) -> Result<Vec<Option<String>>, sqlx::Error> {
+        apply_in_runs(self, conn, events).await
+    }
+
     async fn apply(
         &self,
         conn: &mut AnyConnection,
@@ -382,6 +391,35 @@ impl Projection for Rooms {
             "read_marker" => self.apply_read_marker(conn, event).await,
             _ => Ok(()),
         }
+    }
+}
+
+#[async_trait]
+impl SentRuns for Rooms {
+    async fn insert_sent(
+        &self,
+        conn: &mut AnyConnection,
+        run: &[(&EventEnvelope, MessageSent)],
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO {} (message_id, room_id, position, sender_id, sent_at, preview, last_sequence, redacted)
+             VALUES {} ON CONFLICT (message_id) DO NOTHING",
+            self.messages,
+            value_rows(run.len(), 7, ", 0")
+        );
+        let mut query = sqlx::query(&sql);
+        for (event, e) in run {
+            query = query
+                .bind(e.message_id.to_string())
+                .bind(e.room_id.to_string())
+                .bind(event.position)
+                .bind(e.sender_id.to_string())
+                .bind(micros(&e.sent_at))
+                .bind(preview(e.body.as_str()))
+                .bind(event.sequence);
+        }
+        query.execute(&mut *conn).await?;
+        Ok(())
     }
 }
 
