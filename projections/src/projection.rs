@@ -60,6 +60,17 @@ pub trait Projection: Send + Sync + 'static {
     }
 }
 
+/// Decodes an envelope's payload into an aggregate's event; an event that does not
+/// decode can never be applied, so it is poison.
+pub(crate) fn decode<E: EventCodec>(event: &EventEnvelope) -> Result<E, ApplyError> {
+    E::from_payload(
+        &event.event_type,
+        event.event_version as u32,
+        event.payload.clone(),
+    )
+    .map_err(|e| ApplyError::Poison(e.to_string()))
+}
+
 /// Sent messages with one statement per run: most of a busy log is `MessageSent`,
 /// and one multi-row insert per run beats one insert per message many times over.
 #[async_trait]

@@ -9,7 +9,6 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use parley_domain::codec::EventCodec;
 use parley_domain::friendship::FriendshipEvent;
 use parley_domain::ids::friendship_id;
 use parley_event_log::EventEnvelope;
@@ -18,7 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{decode, ApplyError, Projection};
 use crate::store::{from_micros, micros};
 
 /// The friends read model; `suffix` names a second set of tables for rebuilds.
@@ -168,12 +167,7 @@ impl Projection for Friends {
         if event.aggregate_type != "friendship" {
             return Ok(());
         }
-        let decoded = FriendshipEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: FriendshipEvent = decode(event)?;
         if !self
             .advance(conn, event.aggregate_id, event.sequence)
             .await?

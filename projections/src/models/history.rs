@@ -8,14 +8,13 @@
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use parley_domain::codec::EventCodec;
 use parley_domain::message::{MessageEvent, MessageSent};
 use parley_event_log::EventEnvelope;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use crate::projection::{apply_in_runs, value_rows, ApplyError, Projection, SentRuns};
+use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
 /// Largest page a client may ask for.
@@ -177,31 +176,10 @@ impl Projection for History {
         if event.aggregate_type != "message" {
             return Ok(());
         }
-        let decoded = MessageEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: MessageEvent = decode(event)?;
         let (m, r) = (&self.messages, &self.reactions);
         match decoded {
-            MessageEvent::MessageSent(e) => {
-                sqlx::query(&format!(
-                    "INSERT INTO {m} (message_id, room_id, position, last_sequence, sender_id, body, reply_to, sent_at, redacted)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)
-                     ON CONFLICT (message_id) DO NOTHING"
-                ))
-                .bind(e.message_id.to_string())
-                .bind(e.room_id.to_string())
-                .bind(event.position)
-                .bind(event.sequence)
-                .bind(e.sender_id.to_string())
-                .bind(e.body.as_str().to_string())
-                .bind(e.reply_to.map(|id| id.to_string()))
-                .bind(micros(&e.sent_at))
-                .execute(&mut *conn)
-                .await?;
-            }
+            MessageEvent::MessageSent(e) => self.insert_sent(conn, &[(event, e)]).await?,
             MessageEvent::MessageEdited(e) => {
                 if self.advance(conn, e.message_id, event.sequence).await? {
                     sqlx::query(&format!("UPDATE {m} SET body = $1, edited_at = $2 WHERE message_id = $3 AND redacted = 0"))

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use parley_domain::codec::EventCodec;
 use parley_domain::presence::PresenceEvent;
 use parley_event_log::EventEnvelope;
 use serde::Serialize;
@@ -19,7 +18,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::{parse_uuid, placeholders, IN_CHUNK};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{decode, ApplyError, Projection};
 use crate::store::{from_micros, micros};
 
 /// A user not seen for this long is shown offline (clients heartbeat every 30 s).
@@ -78,12 +77,7 @@ impl Projection for PresenceModel {
         if event.aggregate_type != "presence" {
             return Ok(());
         }
-        let decoded = PresenceEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: PresenceEvent = decode(event)?;
         let p = &self.presence;
         // The stream id is ids::presence_id(user): the user is in the payload.
         match decoded {

@@ -11,7 +11,6 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use parley_domain::codec::EventCodec;
 use parley_domain::message::{MessageEvent, MessageSent};
 use parley_domain::read_marker::ReadMarkerEvent;
 use parley_domain::room::RoomEvent;
@@ -21,7 +20,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
-use crate::projection::{apply_in_runs, value_rows, ApplyError, Projection, SentRuns};
+use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
 /// How many characters of the last message a room list shows.
@@ -82,12 +81,7 @@ impl Rooms {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        let decoded = RoomEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: RoomEvent = decode(event)?;
         let (rooms, members, invites) = (&self.rooms, &self.members, &self.invites);
         let insert_room = format!(
             "INSERT INTO {rooms} (room_id, name, topic, visibility, is_direct, created_at, last_sequence)
@@ -197,30 +191,10 @@ impl Rooms {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        let decoded = MessageEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: MessageEvent = decode(event)?;
         let m = &self.messages;
         match decoded {
-            MessageEvent::MessageSent(e) => {
-                sqlx::query(&format!(
-                    "INSERT INTO {m} (message_id, room_id, position, sender_id, sent_at, preview, redacted, last_sequence)
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, $7)
-                     ON CONFLICT (message_id) DO NOTHING"
-                ))
-                .bind(e.message_id.to_string())
-                .bind(e.room_id.to_string())
-                .bind(event.position)
-                .bind(e.sender_id.to_string())
-                .bind(micros(&e.sent_at))
-                .bind(preview(e.body.as_str()))
-                .bind(event.sequence)
-                .execute(&mut *conn)
-                .await?;
-            }
+            MessageEvent::MessageSent(e) => self.insert_sent(conn, &[(event, e)]).await?,
             MessageEvent::MessageEdited(e) => {
                 if self
                     .advance(conn, m, "message_id", e.message_id, event.sequence)
@@ -259,12 +233,7 @@ impl Rooms {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        let decoded = ReadMarkerEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: ReadMarkerEvent = decode(event)?;
         let k = &self.markers;
         match decoded {
             // The message's place is looked up when counting: it may not be here yet.

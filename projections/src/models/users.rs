@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use parley_domain::codec::EventCodec;
 use parley_domain::user::UserEvent;
 use parley_event_log::EventEnvelope;
 use serde::Serialize;
@@ -14,7 +13,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::{parse_uuid, placeholders, IN_CHUNK};
-use crate::projection::{ApplyError, Projection};
+use crate::projection::{decode, ApplyError, Projection};
 use crate::store::micros;
 
 /// The users read model; `suffix` names a second set of tables for rebuilds.
@@ -69,12 +68,7 @@ impl Projection for Users {
         if event.aggregate_type != "user" {
             return Ok(());
         }
-        let decoded = UserEvent::from_payload(
-            &event.event_type,
-            event.event_version as u32,
-            event.payload.clone(),
-        )
-        .map_err(|e| ApplyError::Poison(e.to_string()))?;
+        let decoded: UserEvent = decode(event)?;
         match decoded {
             UserEvent::UserRegistered(e) => {
                 sqlx::query(&format!(
