@@ -7,11 +7,15 @@
 //! dead-letter table with the reason, and the projector moves on (invariant 8).
 
 pub mod models;
+pub mod partitions;
 mod projection;
 pub mod rebuild;
 mod runtime;
 pub mod store;
 
 pub use projection::{ApplyError, Projection};
-pub use runtime::{dead_letters, BatchOutcome, DeadLetter, Feed, LogFeed, Projector, BATCH_SIZE};
+pub use runtime::{
+    apply_checkpointed, dead_letters, BatchOutcome, Checkpointer, DeadLetter, Feed, LogFeed,
+    Projector, BATCH_SIZE,
+};
 pub use store::{Backend, ReadStore, StoreError};

@@ -1,6 +1,7 @@
 //! The projector runtime: feeds ordered events to a projection in batches, writing
 //! the checkpoint in the same transaction as the read-model changes.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,68 +186,152 @@ impl Projector {
         Ok(())
     }
 
-    /// Applies a batch in one transaction with its checkpoint. If the store rejects
-    /// an event mid-batch (Postgres then aborts the transaction), the batch is
-    /// re-run one event per transaction so that only the bad event is parked.
+    /// Applies a batch in one transaction with its checkpoint (the log cursor).
     pub async fn apply_batch(&self, batch: &[EventEnvelope]) -> Result<BatchOutcome, sqlx::Error> {
         let Some(last) = batch.last() else {
             return Ok(BatchOutcome::default());
         };
-        let pool = self.store.pool();
-        let together = async {
-            let mut tx = pool.begin().await?;
-            let mut outcome = BatchOutcome::default();
-            let results = self.projection.apply_many(&mut tx, batch).await?;
-            for (event, result) in batch.iter().zip(results) {
-                match result {
-                    None => outcome.applied += 1,
-                    Some(reason) => {
-                        park(&mut tx, self.name(), event, &reason).await?;
-                        outcome.parked += 1;
-                    }
-                }
-            }
-            save_checkpoint(&mut tx, &self.checkpoint_key, last.cursor()).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(outcome)
-        }
-        .await;
-        let outcome = match together {
-            Ok(outcome) => outcome,
-            Err(e) if is_transient(&e) => return Err(e),
-            Err(e) => {
-                tracing::warn!(projection = self.name(), error = %e, "batch failed, isolating the bad event");
-                self.apply_one_by_one(batch).await?
-            }
+        let checkpoint = LogCheckpoint {
+            key: &self.checkpoint_key,
         };
+        let outcome =
+            apply_checkpointed(&self.store, &*self.projection, batch, &checkpoint).await?;
         self.applied.send_replace(last.cursor());
         Ok(outcome)
     }
+}
 
-    async fn apply_one_by_one(&self, batch: &[EventEnvelope]) -> Result<BatchOutcome, sqlx::Error> {
+/// How a feed records, inside the read-model transaction, how far a projection
+/// got (invariant 4): the log cursor, or Kafka partition offsets.
+#[async_trait]
+pub trait Checkpointer: Send + Sync {
+    /// Which events of `batch` the projection has not applied yet. A feed that
+    /// can deliver an event twice (Kafka: the relay is at-least-once) answers
+    /// from what it recorded; runs inside the batch's transaction.
+    /// Answers for `batch[range]`, one flag per event of the range.
+    async fn unapplied(
+        &self,
+        _conn: &mut AnyConnection,
+        _batch: &[EventEnvelope],
+        range: Range<usize>,
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        Ok(vec![true; range.len()])
+    }
+
+    /// Records that `batch[..=last]` is applied (or parked). Fails, and the
+    /// transaction is rolled back, when the feed's position moved under us (a
+    /// Kafka partition now owned by another member).
+    async fn record(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[EventEnvelope],
+        last: usize,
+    ) -> Result<(), sqlx::Error>;
+}
+
+/// The log cursor as a projection's checkpoint.
+struct LogCheckpoint<'a> {
+    key: &'a str,
+}
+
+#[async_trait]
+impl Checkpointer for LogCheckpoint<'_> {
+    async fn record(
+        &self,
+        conn: &mut AnyConnection,
+        batch: &[EventEnvelope],
+        last: usize,
+    ) -> Result<(), sqlx::Error> {
+        save_checkpoint(conn, self.key, batch[last].cursor()).await
+    }
+}
+
+/// Applies a batch in one transaction together with its checkpoint. Events the
+/// checkpointer reports as applied already are skipped. If the store rejects an
+/// event mid-batch (Postgres then aborts the transaction), the batch is re-run
+/// one event per transaction so that only the bad event is parked.
+pub async fn apply_checkpointed(
+    store: &ReadStore,
+    projection: &dyn Projection,
+    batch: &[EventEnvelope],
+    checkpoint: &dyn Checkpointer,
+) -> Result<BatchOutcome, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
+    let together = async {
+        let mut tx = store.pool().begin().await?;
         let mut outcome = BatchOutcome::default();
-        for event in batch {
-            let mut tx = self.store.pool().begin().await?;
-            let result = self.projection.apply(&mut tx, event).await;
+        let fresh = checkpoint.unapplied(&mut tx, batch, 0..batch.len()).await?;
+        let todo: Vec<EventEnvelope> = batch
+            .iter()
+            .zip(&fresh)
+            .filter(|(_, fresh)| **fresh)
+            .map(|(e, _)| e.clone())
+            .collect();
+        let results = if todo.len() == batch.len() {
+            projection.apply_many(&mut tx, batch).await?
+        } else {
+            projection.apply_many(&mut tx, &todo).await?
+        };
+        for (event, result) in todo.iter().zip(results) {
             match result {
-                Ok(()) => {
-                    save_checkpoint(&mut tx, &self.checkpoint_key, event.cursor()).await?;
-                    tx.commit().await?;
-                    outcome.applied += 1;
-                }
-                Err(ApplyError::Store(e)) if is_transient(&e) => return Err(e),
-                Err(err) => {
-                    tx.rollback().await?;
-                    let mut tx = self.store.pool().begin().await?;
-                    park(&mut tx, self.name(), event, &err.to_string()).await?;
-                    save_checkpoint(&mut tx, &self.checkpoint_key, event.cursor()).await?;
-                    tx.commit().await?;
+                None => outcome.applied += 1,
+                Some(reason) => {
+                    park(&mut tx, projection.name(), event, &reason).await?;
                     outcome.parked += 1;
                 }
             }
         }
-        Ok(outcome)
+        checkpoint.record(&mut tx, batch, batch.len() - 1).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(outcome)
     }
+    .await;
+    let outcome = match together {
+        Ok(outcome) => outcome,
+        Err(e) if is_transient(&e) => return Err(e),
+        Err(e) => {
+            tracing::warn!(projection = projection.name(), error = %e, "batch failed, isolating the bad event");
+            apply_one_by_one(store, projection, batch, checkpoint).await?
+        }
+    };
+    store.announce_commit();
+    Ok(outcome)
+}
+
+async fn apply_one_by_one(
+    store: &ReadStore,
+    projection: &dyn Projection,
+    batch: &[EventEnvelope],
+    checkpoint: &dyn Checkpointer,
+) -> Result<BatchOutcome, sqlx::Error> {
+    let mut outcome = BatchOutcome::default();
+    for (i, event) in batch.iter().enumerate() {
+        let mut tx = store.pool().begin().await?;
+        if !checkpoint.unapplied(&mut tx, batch, i..i + 1).await?[0] {
+            checkpoint.record(&mut tx, batch, i).await?;
+            tx.commit().await?;
+            continue;
+        }
+        match projection.apply(&mut tx, event).await {
+            Ok(()) => {
+                checkpoint.record(&mut tx, batch, i).await?;
+                tx.commit().await?;
+                outcome.applied += 1;
+            }
+            Err(ApplyError::Store(e)) if is_transient(&e) => return Err(e),
+            Err(err) => {
+                tx.rollback().await?;
+                let mut tx = store.pool().begin().await?;
+                park(&mut tx, projection.name(), event, &err.to_string()).await?;
+                checkpoint.record(&mut tx, batch, i).await?;
+                tx.commit().await?;
+                outcome.parked += 1;
+            }
+        }
+    }
+    Ok(outcome)
 }
 
 async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {

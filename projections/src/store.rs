@@ -2,12 +2,17 @@
 //! sqlx's Any driver, so every read model runs the same SQL on both backends.
 
 use std::str::FromStr;
+use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use parley_event_log::Cursor;
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
+use tokio::sync::watch;
+
+/// The Postgres channel projectors announce their commits on.
+pub const COMMITS_CHANNEL: &str = "parley_projections";
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +26,10 @@ pub enum Backend {
 pub struct ReadStore {
     pool: AnyPool,
     backend: Backend,
+    /// Ticks after a projector commits (see [`ReadStore::committed`]).
+    committed: Arc<watch::Sender<u64>>,
+    listening: Arc<Once>,
+    url: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +76,16 @@ impl ReadStore {
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
+                    use sqlx::Executor;
+                    if backend == Backend::Postgres {
+                        // Read models are derived data, and a projector's checkpoint
+                        // commits with its changes: a crash can only lose the newest
+                        // commits together with their checkpoint, which the projector
+                        // then applies again from the log. So a commit need not wait
+                        // for its WAL flush (the event log's commits still do).
+                        conn.execute("SET synchronous_commit = off").await?;
+                    }
                     if backend == Backend::Sqlite {
-                        use sqlx::Executor;
                         for pragma in [
                             "PRAGMA journal_mode = WAL",
                             "PRAGMA synchronous = NORMAL",
@@ -82,7 +99,13 @@ impl ReadStore {
             })
             .connect_with(options)
             .await?;
-        let store = Self { pool, backend };
+        let store = Self {
+            pool,
+            backend,
+            committed: Arc::new(watch::channel(0).0),
+            listening: Arc::new(Once::new()),
+            url: url.into(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -117,9 +140,88 @@ impl ReadStore {
         checkpoint(&mut conn, projection).await
     }
 
+    /// Checkpoints of several projections in one round trip (the start for one
+    /// that never ran), in the order asked.
+    pub async fn checkpoints(&self, projections: &[&str]) -> Result<Vec<Cursor>, sqlx::Error> {
+        let rows = sqlx::query("SELECT projection, tx_id, position FROM projection_checkpoints")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let cursor = Cursor {
+                tx_id: row.try_get("tx_id")?,
+                position: row.try_get("position")?,
+            };
+            found.insert(row.try_get::<String, _>("projection")?, cursor);
+        }
+        Ok(projections
+            .iter()
+            .map(|name| found.get(*name).copied().unwrap_or(Cursor::START))
+            .collect())
+    }
+
+    /// Ticks after a projector commits a batch: at once for projectors in this
+    /// process, and on Postgres also for other processes' projectors (their
+    /// transactions `NOTIFY` on commit). Readers that wait for a checkpoint to move
+    /// (the stream hub, read-your-writes) wait on this instead of polling.
+    pub fn committed(&self) -> watch::Receiver<u64> {
+        if self.backend == Backend::Postgres {
+            let (url, committed) = (self.url.clone(), Arc::downgrade(&self.committed));
+            self.listening.call_once(move || {
+                tokio::spawn(listen_for_commits(url, committed));
+            });
+        }
+        self.committed.subscribe()
+    }
+
+    /// Announces a commit made in this process.
+    pub(crate) fn announce_commit(&self) {
+        self.committed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// Turns projectors' NOTIFYs into ticks, reconnecting when the link drops. Holds
+/// the sender weakly: once every handle to the store is gone, the task ends.
+async fn listen_for_commits(url: Arc<str>, committed: Weak<watch::Sender<u64>>) {
+    let tick = || match committed.upgrade() {
+        Some(sender) => {
+            sender.send_modify(|n| *n = n.wrapping_add(1));
+            true
+        }
+        None => false,
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(COMMITS_CHANNEL).await?;
+            // Whatever was committed while we were away: wake waiters once.
+            if !tick() {
+                return Ok::<(), sqlx::Error>(());
+            }
+            loop {
+                listener.recv().await?;
+                if !tick() {
+                    return Ok(());
+                }
+            }
+        };
+        match session.await {
+            Ok(()) => return,
+            Err(e) => {
+                if committed.strong_count() == 0 {
+                    return;
+                }
+                tracing::warn!(error = %e, "projection commit notifications lost, reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 
@@ -157,6 +259,14 @@ pub async fn save_checkpoint(
     .bind(micros(&Utc::now()))
     .execute(&mut *conn)
     .await?;
+    if conn.backend_name() == "PostgreSQL" {
+        // Delivered when (and only if) the transaction commits.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(COMMITS_CHANNEL)
+            .bind(projection)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use parley_event_log::ConsistencyToken;
+use parley_projections::partitions::applied_sequence;
 use parley_projections::ReadStore;
 
 use crate::error::ReadError;
@@ -32,6 +33,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Consistency {
 }
 
 /// Waits until every named projection's checkpoint has passed the token's write.
+/// Projectors announce their commits, so a waiting request wakes as soon as the
+/// write is applied; the short timeout only covers a lost notification link.
 pub async fn wait_for(
     store: &ReadStore,
     token: Option<ConsistencyToken>,
@@ -39,25 +42,43 @@ pub async fn wait_for(
     limit: Duration,
 ) -> Result<(), ReadError> {
     let Some(token) = token else { return Ok(()) };
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(1);
+    let deadline = Instant::now() + limit;
+    let mut committed = store.committed();
     loop {
-        let mut behind = false;
-        for name in projections {
-            if store.checkpoint(name).await? < token.cursor {
-                behind = true;
-                break;
-            }
-        }
-        if !behind {
+        committed.borrow_and_update();
+        if caught_up(store, &token, projections).await? {
             return Ok(());
         }
-        if started.elapsed() >= limit {
+        let now = Instant::now();
+        if now >= deadline {
             return Err(ReadError::NotCaughtUp {
                 waited_ms: limit.as_millis() as u64,
             });
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+        let nap = (deadline - now).min(FALLBACK_POLL);
+        let _ = tokio::time::timeout(nap, committed.changed()).await;
     }
 }
+
+/// Whether every projection has applied the token's write: by log cursor (fed by
+/// the log), or by the aggregate's sequence (fed by Kafka, where partitions
+/// advance independently and a log cursor means nothing).
+async fn caught_up(
+    store: &ReadStore,
+    token: &ConsistencyToken,
+    projections: &[&str],
+) -> Result<bool, sqlx::Error> {
+    let checkpoints = store.checkpoints(projections).await?;
+    for (name, checkpoint) in projections.iter().zip(checkpoints) {
+        if checkpoint >= token.cursor {
+            continue;
+        }
+        if applied_sequence(store, name, token.aggregate_id).await? < token.sequence {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// How long a waiting request sleeps without a commit notification.
+const FALLBACK_POLL: Duration = Duration::from_millis(50);

@@ -56,11 +56,7 @@ const RETRY: Duration = Duration::from_millis(1000);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// How long a new subscriber waits for a hub that is starting.
 const START_WAIT: Duration = Duration::from_secs(5);
-/// Polling of the checkpoints while the projections are behind the log.
-const MIN_PAUSE: Duration = Duration::from_millis(2);
-const MAX_PAUSE: Duration = Duration::from_millis(50);
-/// The longest the hub sleeps without an append notification (another process's
-/// appends, or projectors that moved while nothing was appended).
+/// The longest the hub waits without a commit notification before it looks again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// The SSE id of a log cursor.
@@ -177,28 +173,22 @@ impl Shared {
 
 /// The slowest checkpoint among [`STREAMED_PROJECTIONS`].
 async fn visible_up_to(store: &ReadStore) -> Result<Cursor, sqlx::Error> {
-    let mut lowest: Option<Cursor> = None;
-    for name in STREAMED_PROJECTIONS {
-        let cursor = store.checkpoint(name).await?;
-        lowest = Some(lowest.map_or(cursor, |l| l.min(cursor)));
-    }
-    Ok(lowest.unwrap_or(Cursor::START))
+    let cursors = store.checkpoints(&STREAMED_PROJECTIONS).await?;
+    Ok(cursors.into_iter().min().unwrap_or(Cursor::START))
 }
 
 enum Step {
-    /// Nothing new in the log: wait for an append.
-    Idle,
-    /// Sent what was there; there may be more.
+    /// Sent what the projections had applied; there may be more to read.
     Progress,
-    /// The log has events the projections have not applied yet.
-    Behind,
+    /// Nothing more is visible: wait until a projector commits.
+    Wait,
 }
 
 async fn run_hub(shared: Weak<Shared>) {
     let Some((log, store)) = shared.upgrade().map(|s| (s.log.clone(), s.store.clone())) else {
         return;
     };
-    let mut appended = log.appended();
+    let mut committed = store.committed();
     let mut cursor = loop {
         match visible_up_to(&store).await {
             Ok(cursor) => break cursor,
@@ -220,24 +210,21 @@ async fn run_hub(shared: Weak<Shared>) {
     }
     tracing::info!(position = cursor.position, "stream hub started");
     let mut pending = VecDeque::new();
-    let mut pause = MIN_PAUSE;
     loop {
         let Some(hub) = shared.upgrade() else { return };
-        appended.borrow_and_update();
+        // Seen before reading the checkpoints: a commit after this point wakes
+        // the wait below, so none is missed between the read and the wait.
+        committed.borrow_and_update();
         let step = step(&hub, &log, &store, &mut cursor, &mut pending).await;
         drop(hub);
         match step {
-            Ok(Step::Progress) => pause = MIN_PAUSE,
-            Ok(Step::Idle) => {
-                pause = MIN_PAUSE;
-                if let Ok(Err(_)) = tokio::time::timeout(IDLE_WAIT, appended.changed()).await {
-                    // The log's notifier is gone: poll.
+            Ok(Step::Progress) => {}
+            Ok(Step::Wait) => {
+                // Projectors announce their commits; the timeout only covers a
+                // lost notification link.
+                if let Ok(Err(_)) = tokio::time::timeout(IDLE_WAIT, committed.changed()).await {
                     tokio::time::sleep(IDLE_WAIT).await;
                 }
-            }
-            Ok(Step::Behind) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MAX_PAUSE);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
@@ -247,6 +234,9 @@ async fn run_hub(shared: Weak<Shared>) {
     }
 }
 
+/// Broadcasts the events every streamed projection has applied. The log is read
+/// ahead only as far as the projections have got, so an event waits for the
+/// slowest projector's commit and nothing else.
 async fn step(
     hub: &Shared,
     log: &SharedLog,
@@ -258,23 +248,21 @@ async fn step(
     if pending.is_empty() {
         if let Some(to) = hub.skip_if_alone(visible) {
             *cursor = (*cursor).max(to);
-            return Ok(Step::Idle);
-        }
-        pending.extend(log.read_after(*cursor, READ_BATCH).await?);
-        if pending.is_empty() {
-            return Ok(Step::Idle);
+            return Ok(Step::Wait);
         }
     }
+    let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
+    if read_from < visible {
+        pending.extend(log.read_after(read_from, READ_BATCH).await?);
+    }
+    let mut sent = false;
     while pending.front().is_some_and(|e| e.cursor() <= visible) {
         let event = pending.pop_front().expect("front checked");
         *cursor = event.cursor();
         hub.publish(event);
+        sent = true;
     }
-    Ok(if pending.is_empty() {
-        Step::Progress
-    } else {
-        Step::Behind
-    })
+    Ok(if sent { Step::Progress } else { Step::Wait })
 }
 
 /// A change to the caller's rooms or friends, with the state before and after.

@@ -29,6 +29,7 @@ mod support;
 mod friends;
 mod history;
 mod invariants;
+mod partitions;
 mod presence;
 mod rebuild;
 mod rooms;
