@@ -15,7 +15,7 @@ pub mod store;
 
 pub use projection::{ApplyError, Projection};
 pub use runtime::{
-    apply_checkpointed, dead_letters, BatchOutcome, Checkpointer, DeadLetter, Feed, LogFeed,
-    Projector, BATCH_SIZE,
+    apply_checkpointed, dead_letters, park_undecodable, BatchOutcome, Checkpointer, DeadLetter,
+    Feed, LogFeed, Projector, BATCH_SIZE,
 };
 pub use store::{Backend, ReadStore, StoreError};

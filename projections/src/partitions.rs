@@ -3,7 +3,7 @@
 //! Per projection, the next offset of every topic partition and the last
 //! sequence applied per aggregate are written in the read-model transaction
 //! (invariant 4). An event is applied only if its offset is at or past the
-//! partition's stored offset *and* its sequence is above its aggregate's:
+//! partition's stored offset *and* its sequence is the next of its aggregate:
 //! redelivery by Kafka (offsets) and republishing by the relay (new offsets,
 //! old sequences) both change nothing. On Postgres the partition rows are locked
 //! for the transaction, so two group members that briefly both hold a partition
@@ -54,9 +54,23 @@ impl Checkpointer for PartitionCheckpoint<'_> {
             .map(|(event, at)| {
                 let stored = next.entry(at.partition).or_insert(0);
                 let seq = applied.entry(event.aggregate_id).or_insert(0);
-                let fresh = at.offset >= *stored && event.sequence > *seq;
+                let unseen = at.offset >= *stored;
                 *stored = (*stored).max(at.offset + 1);
-                *seq = (*seq).max(event.sequence);
+                if unseen && event.sequence > *seq + 1 {
+                    // Only after a failed publish (a delivery lost, later ones
+                    // not): the relay republishes the whole batch, gap included.
+                    tracing::warn!(
+                        projection = self.projection,
+                        aggregate_id = %event.aggregate_id,
+                        sequence = event.sequence,
+                        applied = *seq,
+                        "sequence gap, waiting for the republished events"
+                    );
+                }
+                let fresh = unseen && event.sequence == *seq + 1;
+                if fresh {
+                    *seq = event.sequence;
+                }
                 fresh
             })
             .collect())
@@ -66,10 +80,11 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         &self,
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
-        last: usize,
+        range: Range<usize>,
+        applied: &[bool],
     ) -> Result<(), sqlx::Error> {
         let mut next: HashMap<i32, i64> = HashMap::new();
-        for at in &self.offsets[..=last] {
+        for at in &self.offsets[range.clone()] {
             let n = next.entry(at.partition).or_insert(0);
             *n = (*n).max(at.offset + 1);
         }
@@ -95,7 +110,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         query.execute(&mut *conn).await?;
 
         let mut seqs: HashMap<Uuid, i64> = HashMap::new();
-        for event in &batch[..=last] {
+        for (event, _) in batch[range].iter().zip(applied).filter(|(_, a)| **a) {
             let s = seqs.entry(event.aggregate_id).or_insert(0);
             *s = (*s).max(event.sequence);
         }

@@ -218,14 +218,14 @@ pub trait Checkpointer: Send + Sync {
         Ok(vec![true; range.len()])
     }
 
-    /// Records that `batch[..=last]` is applied (or parked). Fails, and the
-    /// transaction is rolled back, when the feed's position moved under us (a
-    /// Kafka partition now owned by another member).
+    /// Records that `batch[range]` is done: `applied[j]` tells whether
+    /// `batch[range.start + j]` was applied (or parked), or skipped as a duplicate.
     async fn record(
         &self,
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
-        last: usize,
+        range: Range<usize>,
+        applied: &[bool],
     ) -> Result<(), sqlx::Error>;
 }
 
@@ -240,9 +240,10 @@ impl Checkpointer for LogCheckpoint<'_> {
         &self,
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
-        last: usize,
+        range: Range<usize>,
+        _applied: &[bool],
     ) -> Result<(), sqlx::Error> {
-        save_checkpoint(conn, self.key, batch[last].cursor()).await
+        save_checkpoint(conn, self.key, batch[range.end - 1].cursor()).await
     }
 }
 
@@ -283,7 +284,9 @@ pub async fn apply_checkpointed(
                 }
             }
         }
-        checkpoint.record(&mut tx, batch, batch.len() - 1).await?;
+        checkpoint
+            .record(&mut tx, batch, 0..batch.len(), &fresh)
+            .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(outcome)
     }
@@ -310,13 +313,15 @@ async fn apply_one_by_one(
     for (i, event) in batch.iter().enumerate() {
         let mut tx = store.pool().begin().await?;
         if !checkpoint.unapplied(&mut tx, batch, i..i + 1).await?[0] {
-            checkpoint.record(&mut tx, batch, i).await?;
+            checkpoint
+                .record(&mut tx, batch, i..i + 1, &[false])
+                .await?;
             tx.commit().await?;
             continue;
         }
         match projection.apply(&mut tx, event).await {
             Ok(()) => {
-                checkpoint.record(&mut tx, batch, i).await?;
+                checkpoint.record(&mut tx, batch, i..i + 1, &[true]).await?;
                 tx.commit().await?;
                 outcome.applied += 1;
             }
@@ -325,7 +330,7 @@ async fn apply_one_by_one(
                 tx.rollback().await?;
                 let mut tx = store.pool().begin().await?;
                 park(&mut tx, projection.name(), event, &err.to_string()).await?;
-                checkpoint.record(&mut tx, batch, i).await?;
+                checkpoint.record(&mut tx, batch, i..i + 1, &[true]).await?;
                 tx.commit().await?;
                 outcome.parked += 1;
             }
@@ -387,6 +392,31 @@ pub(crate) async fn park(
     .bind(serde_json::to_string(event).unwrap_or_default())
     .bind(micros(&Utc::now()))
     .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Parks a delivery that is not an event envelope at all (a foreign or corrupt
+/// Kafka message), under an id naming where it was found.
+pub async fn park_undecodable(
+    store: &ReadStore,
+    projection: &str,
+    id: &str,
+    reason: &str,
+    raw: &str,
+) -> Result<(), sqlx::Error> {
+    tracing::error!(projection, id, reason, "undecodable delivery parked");
+    sqlx::query(
+        "INSERT INTO projection_dead_letters (projection, event_id, position, event_type, error, envelope, parked_at)
+         VALUES ($1, $2, -1, '(undecodable)', $3, $4, $5)
+         ON CONFLICT (projection, event_id) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(id)
+    .bind(reason)
+    .bind(raw)
+    .bind(micros(&Utc::now()))
+    .execute(store.pool())
     .await?;
     Ok(())
 }
