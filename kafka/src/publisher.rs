@@ -1,0 +1,110 @@
+//! Turns a batch of log events into Kafka messages and waits for the broker's acks.
+
+use std::time::Duration;
+
+use parley_event_log::EventEnvelope;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::{KafkaSettings, RelayError};
+
+/// An idempotent producer bound to the events topic.
+pub(crate) struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl Publisher {
+    pub(crate) fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: settings.producer_config().create()?,
+            topic: settings.topic.clone(),
+        })
+    }
+
+    /// Publishes every event in order; `Ok` only once the broker acknowledged all.
+    ///
+    /// The whole batch is enqueued before any ack is awaited, so librdkafka packs
+    /// it into a few large produce requests per partition.
+    pub(crate) async fn publish(&self, events: &[EventEnvelope]) -> Result<(), RelayError> {
+        let mut deliveries = Vec::with_capacity(events.len());
+        for event in events {
+            deliveries.push(self.enqueue(event).await?);
+        }
+        let total = deliveries.len();
+        let mut failed = 0;
+        let mut first = None;
+        for delivery in deliveries {
+            let error = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((error, _))) => error,
+                Err(_) => KafkaError::Canceled,
+            };
+            failed += 1;
+            first.get_or_insert(error);
+        }
+        match first {
+            None => Ok(()),
+            Some(first) => Err(RelayError::Unacknowledged {
+                failed,
+                total,
+                first,
+            }),
+        }
+    }
+
+    /// The error that made the producer unusable, if any: it must be rebuilt.
+    pub(crate) fn fatal_error(&self) -> Option<String> {
+        self.producer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
+    async fn enqueue(&self, event: &EventEnvelope) -> Result<DeliveryFuture, RelayError> {
+        let key = event.aggregate_id.to_string();
+        let payload = serde_json::to_vec(event)?;
+        let mut record = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers(event));
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                // librdkafka's local queue is full: let it drain, then try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// The headers consumers may route or trace by without parsing the value.
+fn headers(event: &EventEnvelope) -> OwnedHeaders {
+    let version = event.event_version.to_string();
+    let event_id = event.event_id.to_string();
+    let headers = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: "event_type",
+            value: Some(event.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "event_version",
+            value: Some(version.as_str()),
+        })
+        .insert(Header {
+            key: "event_id",
+            value: Some(event_id.as_str()),
+        });
+    match &event.metadata.traceparent {
+        Some(traceparent) => headers.insert(Header {
+            key: "traceparent",
+            value: Some(traceparent.as_str()),
+        }),
+        None => headers,
+    }
+}

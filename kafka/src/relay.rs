@@ -1,0 +1,355 @@
+//! The relay loop: take the leadership, then read, publish, checkpoint, repeat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_event_log::pg::PgLog;
+use parley_event_log::{Cursor, SharedLog};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::leader::{lock_key, LeaderLock};
+use crate::publisher::Publisher;
+use crate::topic::TopicAdmin;
+use crate::{checkpoint, KafkaSettings, RelayError};
+
+/// Failed batches in a row after which the producer is replaced.
+const REBUILD_AFTER_FAILED_BATCHES: u32 = 3;
+
+/// What a relay replica is doing: for health checks and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStatus {
+    /// Whether this replica holds the lock and publishes.
+    pub leader: bool,
+    /// Whether the last Kafka operation (topic check or batch) succeeded.
+    pub kafka_ok: bool,
+    /// The log cursor the topic is known to hold every event up to.
+    pub cursor: Cursor,
+    /// Events this replica got acknowledged (republished ones count again).
+    pub published_total: u64,
+    /// The latest failure, cleared by the next published batch.
+    pub last_error: Option<String>,
+}
+
+/// Tuning of the relay loop; the defaults suit production.
+#[derive(Debug, Clone)]
+pub struct RelayOptions {
+    /// Events read from the log and published per batch.
+    pub batch_size: i64,
+    /// Longest wait for an append notification before reading the log anyway.
+    pub idle_wait: Duration,
+    /// How often a standby tries to take the lock.
+    pub lock_retry: Duration,
+    /// Ceiling of the retry backoff after a failure.
+    pub max_backoff: Duration,
+    /// How often an idle leader checks that the topic still exists.
+    pub topic_check_interval: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 5_000,
+            idle_wait: Duration::from_secs(1),
+            lock_retry: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(5),
+            topic_check_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Publishes the Postgres event log to the events topic (see the crate docs).
+pub struct Relay {
+    log: SharedLog,
+    pool: PgPool,
+    settings: KafkaSettings,
+    options: RelayOptions,
+    publisher: Publisher,
+    admin: TopicAdmin,
+    status: watch::Sender<RelayStatus>,
+}
+
+/// Where a leader is in the log.
+struct Leading {
+    /// The checkpoint, once loaded.
+    cursor: Option<Cursor>,
+    /// Whether the topic must be checked (and recreated if lost) before publishing.
+    check_topic: bool,
+    last_topic_check: Instant,
+    /// Batches in a row the broker did not acknowledge.
+    failed_batches: u32,
+}
+
+impl Relay {
+    /// Opens the Postgres log at `database_url` and a relay publishing it.
+    pub async fn connect(database_url: &str, settings: KafkaSettings) -> Result<Self, RelayError> {
+        let log = PgLog::connect(database_url, 4).await?;
+        log.migrate().await?;
+        let pool = log.pool().clone();
+        Self::new(Arc::new(log), pool, settings)
+    }
+
+    /// A relay for `log`, keeping its checkpoint in `pool` (the log's database).
+    /// Fails only on an invalid client configuration; nothing connects yet.
+    pub fn new(log: SharedLog, pool: PgPool, settings: KafkaSettings) -> Result<Self, RelayError> {
+        Ok(Self {
+            publisher: Publisher::new(&settings)?,
+            admin: TopicAdmin::new(&settings)?,
+            log,
+            pool,
+            settings,
+            options: RelayOptions::default(),
+            status: watch::channel(RelayStatus::default()).0,
+        })
+    }
+
+    /// The same relay with other tuning.
+    pub fn with_options(mut self, options: RelayOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Follows the relay's status.
+    pub fn status(&self) -> watch::Receiver<RelayStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped): waits for the
+    /// leadership, then publishes. On shutdown the batch in flight is finished and
+    /// the lock released.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let span = tracing::info_span!("relay", topic = %self.settings.topic);
+        async move {
+            let options = (*self.pool.connect_options()).clone();
+            let mut lock = LeaderLock::new(options, lock_key(&self.settings.topic));
+            let mut table_ready = false;
+            while !stopping(&shutdown) {
+                if !table_ready {
+                    match checkpoint::ensure_table(&self.pool).await {
+                        Ok(()) => table_ready = true,
+                        Err(e) => self.failed(&RelayError::Database(e)),
+                    }
+                }
+                if table_ready {
+                    match lock.try_acquire().await {
+                        Ok(true) => self.lead(&mut lock, &mut shutdown).await,
+                        Ok(false) => tracing::trace!("standing by"),
+                        Err(e) => self.failed(&RelayError::Database(e)),
+                    }
+                }
+                if wait(self.options.lock_retry, &mut shutdown).await {
+                    break;
+                }
+            }
+            lock.release().await;
+            tracing::info!("relay stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Publishes while this replica holds the lock.
+    async fn lead(&mut self, lock: &mut LeaderLock, shutdown: &mut watch::Receiver<bool>) {
+        tracing::info!("took the lead");
+        self.status.send_modify(|s| s.leader = true);
+        let mut state = Leading {
+            cursor: None,
+            check_topic: true,
+            last_topic_check: Instant::now(),
+            failed_batches: 0,
+        };
+        let mut appended = self.log.appended();
+        let mut backoff = Backoff::new(self.options.max_backoff);
+        while !stopping(shutdown) {
+            if !lock.still_held().await {
+                tracing::warn!("leader lock lost, stepping down");
+                break;
+            }
+            match self.step(&mut state).await {
+                Ok(true) => {
+                    backoff.reset();
+                    state.failed_batches = 0;
+                }
+                Ok(false) => {
+                    backoff.reset();
+                    if state.last_topic_check.elapsed() >= self.options.topic_check_interval {
+                        state.check_topic = true;
+                    }
+                    let notified = appended.changed();
+                    tokio::select! {
+                        _ = tokio::time::timeout(self.options.idle_wait, notified) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Err(error) => {
+                    self.failed(&error);
+                    if error.is_kafka() {
+                        state.check_topic = true;
+                        self.rebuild_publisher_if_stuck(&error, &mut state);
+                    }
+                    if wait(backoff.next(), shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        lock.release().await;
+        self.status.send_modify(|s| s.leader = false);
+        tracing::info!("gave up the lead");
+    }
+
+    /// Publishes one batch. Returns whether there was anything to publish.
+    async fn step(&mut self, state: &mut Leading) -> Result<bool, RelayError> {
+        let topic = self.settings.topic.as_str();
+        let cursor = match state.cursor {
+            Some(cursor) => cursor,
+            None => {
+                let cursor = checkpoint::load(&self.pool, topic)
+                    .await?
+                    .unwrap_or(Cursor::START);
+                tracing::info!(tx_id = cursor.tx_id, position = cursor.position, "resuming");
+                self.status.send_modify(|s| s.cursor = cursor);
+                *state.cursor.insert(cursor)
+            }
+        };
+        if state.check_topic {
+            let created = self.admin.ensure().await?;
+            state.check_topic = false;
+            state.last_topic_check = Instant::now();
+            self.status.send_modify(|s| s.kafka_ok = true);
+            if created && cursor != Cursor::START {
+                self.republish_from_start(state).await?;
+                return Ok(true);
+            }
+        }
+
+        let batch = self.log.read_after(cursor, self.options.batch_size).await?;
+        let Some(last) = batch.last().map(|e| e.cursor()) else {
+            return Ok(false);
+        };
+        self.publisher.publish(&batch).await?;
+        // Every event up to `last` is acknowledged: only now may the checkpoint move.
+        checkpoint::advance(&self.pool, topic, last).await?;
+        state.cursor = Some(last);
+        tracing::debug!(
+            events = batch.len(),
+            tx_id = last.tx_id,
+            position = last.position,
+            "published"
+        );
+        self.status.send_modify(|s| {
+            s.kafka_ok = true;
+            s.cursor = last;
+            s.published_total += batch.len() as u64;
+            s.last_error = None;
+        });
+        Ok(true)
+    }
+
+    /// The topic vanished (a broker lost its storage) and was recreated empty:
+    /// consumers can only rebuild from a topic holding the whole log again.
+    async fn republish_from_start(&mut self, state: &mut Leading) -> Result<(), RelayError> {
+        let topic = self.settings.topic.as_str();
+        tracing::error!(
+            lost_up_to = ?state.cursor,
+            "topic was lost and has been recreated: republishing the whole log"
+        );
+        checkpoint::reset(&self.pool, topic).await?;
+        state.cursor = Some(Cursor::START);
+        // A fresh producer: the old one's idempotence state refers to the old topic.
+        self.publisher = Publisher::new(&self.settings)?;
+        self.status.send_modify(|s| s.cursor = Cursor::START);
+        Ok(())
+    }
+
+    /// Replaces a producer that failed fatally, or that keeps failing: an
+    /// idempotent producer can stay wedged on a broker that forgot its producer
+    /// id (Tansu after a restart answers `UnknownProducerId` until it times out).
+    fn rebuild_publisher_if_stuck(&mut self, error: &RelayError, state: &mut Leading) {
+        if matches!(error, RelayError::Unacknowledged { .. }) {
+            state.failed_batches += 1;
+        }
+        let reason = match self.publisher.fatal_error() {
+            Some(fatal) => fatal,
+            None if state.failed_batches >= REBUILD_AFTER_FAILED_BATCHES => {
+                format!("{} batches in a row not acknowledged", state.failed_batches)
+            }
+            None => return,
+        };
+        tracing::warn!(%reason, "rebuilding the producer");
+        match Publisher::new(&self.settings) {
+            Ok(publisher) => {
+                self.publisher = publisher;
+                state.failed_batches = 0;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot rebuild the producer"),
+        }
+    }
+
+    fn failed(&self, error: &RelayError) {
+        tracing::warn!(error = %error, "relay step failed, retrying");
+        self.status.send_modify(|s| {
+            if error.is_kafka() {
+                s.kafka_ok = false;
+            }
+            s.last_error = Some(error.to_string());
+        });
+    }
+}
+
+/// Whether the relay was asked to stop (or can no longer be asked).
+fn stopping(shutdown: &watch::Receiver<bool>) -> bool {
+    *shutdown.borrow() || shutdown.has_changed().is_err()
+}
+
+/// Sleeps for `period` unless shutdown comes first. Returns whether it did.
+async fn wait(period: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => {}
+        _ = shutdown.changed() => {}
+    }
+    stopping(shutdown)
+}
+
+/// Exponential backoff from 200 ms up to a ceiling.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(200);
+
+    fn new(max: Duration) -> Self {
+        Self {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now.min(self.max)
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_up_to_its_ceiling() {
+        let mut backoff = Backoff::new(Duration::from_secs(1));
+        let waits: Vec<_> = (0..5).map(|_| backoff.next().as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(200));
+    }
+}
