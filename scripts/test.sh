@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, and every crate's tests against the real
 # PostgreSQL at 127.0.0.1:5432 (each test makes its own database) and SQLite files
-# in temp folders. `.ci/run` calls this script; so can you.
+# in temp folders, and Kafka tests against Tansu brokers (installed on first
+# use). `.ci/run` calls this script; so can you.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,12 @@ if command -v pg_isready >/dev/null 2>&1; then
     exit 1
   }
 fi
+
+step "Kafka-compatible broker (Tansu) on 127.0.0.1:9092"
+# Installs tansu once (about ten minutes), then starts it; tests that need a
+# broker of their own start more from the same binary.
+scripts/kafka-test-broker.sh
+export PARLEY_KAFKA_TESTS=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -47,8 +47,10 @@ pub enum Task {
     CommandApi(ServiceArgs),
     /// Run the read API (queries over the read models, with read-your-writes).
     ReadApi(ReadApiArgs),
-    /// Run projectors: apply the event log to the read models, continuously.
+    /// Run projectors: apply the event log (or the Kafka topic) to the read models, continuously.
     Projector(ProjectorArgs),
+    /// Publish the event log to Kafka (one replica publishes; others stand by).
+    Relay(RelayArgs),
     /// Inspect projections.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
@@ -150,9 +152,14 @@ pub struct ReadApiArgs {
 
 #[derive(Debug, Args)]
 pub struct ProjectorArgs {
-    /// Event log database the projectors tail: postgres://...
+    /// Where events come from: `log` tails the event log directly; `kafka` joins
+    /// the projector consumer group on the events topic (run more processes to
+    /// scale, up to the topic's partitions).
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
+    /// Event log database the projectors tail (`--feed log`): postgres://...
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// Read-model database the projectors write: postgres://...
     #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
     pub read_database_url: String,
@@ -162,6 +169,67 @@ pub struct ProjectorArgs {
     /// Database connections in each pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of the projector processes (`--feed kafka`).
+    #[arg(long, env = "PARLEY_KAFKA_GROUP", default_value = "parley-projections")]
+    pub group: String,
+    /// How soon the group notices a dead member, in ms (librdkafka's
+    /// `session.timeout.ms` and `max.poll.interval.ms`).
+    #[arg(
+        long,
+        env = "PARLEY_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub session_timeout_ms: u64,
+}
+
+/// Where a projector reads events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Feed {
+    Log,
+    Kafka,
+}
+
+/// The Kafka cluster and the events topic.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// The topic events are published to.
+    #[arg(long, env = "PARLEY_KAFKA_TOPIC", default_value = "parley.events")]
+    pub kafka_topic: String,
+    /// Extra librdkafka properties (TLS, SASL, tuning), as key=value; repeatable,
+    /// or comma-separated in the environment.
+    #[arg(long = "kafka-option", env = "PARLEY_KAFKA_OPTIONS", value_delimiter = ',', value_parser = key_value)]
+    pub kafka_options: Vec<(String, String)>,
+}
+
+fn key_value(raw: &str) -> Result<(String, String), String> {
+    raw.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {raw:?}"))
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Event log database the relay tails: postgres://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of the topic when the relay creates it (the most projector
+    /// processes that can share the work).
+    #[arg(long, env = "PARLEY_KAFKA_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// Replication factor of the topic when the relay creates it.
+    #[arg(long, env = "PARLEY_KAFKA_REPLICATION", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Where `/health`, `/health/ready` and `/metrics` answer.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod cli;
 mod read_side;
+mod scaled;
 mod serve;
 mod telemetry;
 
@@ -31,7 +32,11 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Dev(args) => serve::dev(args).await,
         cli::Task::CommandApi(args) => serve::command_api(args).await,
         cli::Task::ReadApi(args) => serve::read_api(args).await,
-        cli::Task::Projector(args) => serve::projector(args).await,
+        cli::Task::Projector(args) => match args.feed {
+            cli::Feed::Log => serve::projector(args).await,
+            cli::Feed::Kafka => scaled::kafka_projector(args).await,
+        },
+        cli::Task::Relay(args) => scaled::relay(args).await,
         cli::Task::Projections(cli::ProjectionsCommand::DeadLetters(args)) => {
             serve::dead_letters(args).await
         }

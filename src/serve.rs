@@ -80,7 +80,11 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
 }
 
 pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
-    let log = open_log(&args.database_url, args.db_pool_size).await?;
+    let url = args
+        .database_url
+        .as_deref()
+        .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
+    let log = open_log(url, args.db_pool_size).await?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let mut projectors = RunningProjectors::start(log, store, args.projection.as_deref()).await?;
     tokio::select! {

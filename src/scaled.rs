@@ -1,0 +1,113 @@
+//! The scaled mode's Kafka parts: `parley relay` and `parley projector --feed kafka`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use parley_kafka::member::{Member, MemberOptions};
+use parley_kafka::{KafkaSettings, Relay, RelayStatus};
+use parley_projections::{models, Projection};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::cli::{KafkaArgs, ProjectorArgs, RelayArgs};
+use crate::serve::{open_store, shutdown_signal};
+
+fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
+    let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
+    for (k, v) in &args.kafka_options {
+        settings = settings.with_override(k, v);
+    }
+    settings
+}
+
+/// `parley relay`: publishes the log to the topic until SIGTERM, serving health.
+pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
+    let mut settings = kafka_settings(&args.kafka);
+    settings.partitions = args.partitions;
+    settings.replication_factor = args.replication_factor;
+    let relay = Relay::connect(&args.database_url, settings)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the event log at {}",
+                parley_event_log::redact_url(&args.database_url)
+            )
+        })?;
+    let status = relay.status();
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(relay.run(stopped));
+    let app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health/ready", get(relay_ready))
+        .with_state(status);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {}", args.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "relay health listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    stop.send_replace(true);
+    running.await?;
+    Ok(())
+}
+
+/// Ready when this replica can do its job: a standby is ready (it only waits),
+/// a leader only while the broker acknowledges.
+async fn relay_ready(
+    State(status): State<watch::Receiver<RelayStatus>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let s = status.borrow().clone();
+    let ready = !s.leader || s.kafka_ok;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "leader": s.leader,
+        "kafka_ok": s.kafka_ok,
+        "published_total": s.published_total,
+        "position": s.cursor.position,
+        "last_error": s.last_error,
+    });
+    (code, Json(body))
+}
+
+/// `parley projector --feed kafka`: one member of the projector group.
+pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.read_database_url, args.db_pool_size).await?;
+    let projections: Vec<Arc<dyn Projection>> = models::all()
+        .into_iter()
+        .filter(|p| {
+            args.projection
+                .as_deref()
+                .is_none_or(|only| only == p.name())
+        })
+        .collect();
+    if projections.is_empty() {
+        let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
+        anyhow::bail!(
+            "no projection named {:?}; known: {}",
+            args.projection.unwrap_or_default(),
+            names.join(", ")
+        );
+    }
+    let options = MemberOptions {
+        group: args.group.clone(),
+        session_timeout: std::time::Duration::from_millis(args.session_timeout_ms),
+        ..MemberOptions::default()
+    };
+    let member = Member::new(kafka_settings(&args.kafka), options, store, projections);
+    let (stop, stopped) = watch::channel(false);
+    let running = tokio::spawn(async move { member.run(stopped).await });
+    shutdown_signal().await;
+    stop.send_replace(true);
+    running.await?
+}
