@@ -86,9 +86,9 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     }
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let sse_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
-        1, 60_000_000, 3,
-    )?));
+    // Arrival times, matched with send times at the end: an event can reach the
+    // stream before the sender has even read its HTTP response.
+    let arrivals: Sent = Arc::new(Mutex::new(HashMap::new()));
     let stream = http
         .get(format!("{r}/v1/stream"))
         .bearer_auth(&token)
@@ -96,7 +96,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         .await?
         .error_for_status()?;
     let reader = {
-        let (sent, hist) = (sent.clone(), sse_hist.clone());
+        let arrivals = arrivals.clone();
         tokio::spawn(async move {
             let mut bytes = stream.bytes_stream();
             let mut buffer = String::new();
@@ -120,10 +120,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
                     else {
                         continue;
                     };
-                    if let Some(at) = sent.lock().unwrap().get(&id) {
-                        let micros = arrived.saturating_duration_since(*at).as_micros() as u64;
-                        let _ = hist.lock().unwrap().record(micros.max(1));
-                    }
+                    arrivals.lock().unwrap().entry(id).or_insert(arrived);
                 }
             }
         })
@@ -201,7 +198,17 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     reader.abort();
-    let sse = sse_hist.lock().unwrap().clone();
+    let mut sse = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    {
+        let (sent, arrivals) = (sent.lock().unwrap(), arrivals.lock().unwrap());
+        for (id, answered) in sent.iter() {
+            if let Some(arrived) = arrivals.get(id) {
+                // Before the response was read counts as no delay at all.
+                let micros = arrived.saturating_duration_since(*answered).as_micros() as u64;
+                sse.record(micros.max(1))?;
+            }
+        }
+    }
     let history = history_hist.lock().unwrap().clone();
     println!("parley bench freshness");
     println!(
