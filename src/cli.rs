@@ -239,6 +239,28 @@ pub enum ProjectionsCommand {
     /// Rebuild one read model from the event log into fresh tables, then swap it in
     /// atomically; the live model keeps serving (and being fed) meanwhile.
     Rebuild(RebuildArgs),
+    /// Where each projection is: with `--feed kafka`, per partition of the topic
+    /// the offset applied, the end offset, the lag and the member that owns it;
+    /// with `--feed log`, each checkpoint against the log's head.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How the projectors are fed.
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
+    /// Read-model database.
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: String,
+    /// Event log database (`--feed log`).
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

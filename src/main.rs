@@ -43,6 +43,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Projections(cli::ProjectionsCommand::Rebuild(args)) => {
             read_side::rebuild(args).await
         }
+        cli::Task::Projections(cli::ProjectionsCommand::Status(args)) => scaled::status(args).await,
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
     }

@@ -14,8 +14,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::cli::{KafkaArgs, ProjectorArgs, RelayArgs};
-use crate::serve::{open_store, shutdown_signal};
+use crate::cli::{Feed, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
+use crate::serve::{open_log, open_store, shutdown_signal};
 
 fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
@@ -110,4 +110,68 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
     shutdown_signal().await;
     stop.send_replace(true);
     running.await?
+}
+
+/// `parley projections status`.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let store = open_store(&args.read_database_url, 2).await?;
+    let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
+    match args.feed {
+        Feed::Kafka => {
+            let settings = kafka_settings(&args.kafka);
+            let rows = parley_kafka::status::partition_lag(&settings, &store, &names)
+                .await
+                .with_context(|| format!("reading the lag on topic {}", settings.topic))?;
+            if args.json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+                return Ok(());
+            }
+            println!(
+                "{:<10} {:>9} {:>12} {:>12} {:>10}  owner",
+                "projection", "partition", "next offset", "end offset", "lag"
+            );
+            for r in &rows {
+                println!(
+                    "{:<10} {:>9} {:>12} {:>12} {:>10}  {}",
+                    r.projection,
+                    r.partition,
+                    r.next_offset,
+                    r.end_offset,
+                    r.lag,
+                    r.owner.as_deref().unwrap_or("-")
+                );
+            }
+            let total: i64 = rows.iter().map(|r| r.lag).sum();
+            println!("total lag {total} message(s) on topic {}", settings.topic);
+        }
+        Feed::Log => {
+            let url = args
+                .database_url
+                .as_deref()
+                .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
+            let log = open_log(url, 2).await?;
+            let head = log.last_position().await?;
+            let checkpoints = store.checkpoints(&names).await?;
+            if !args.json {
+                println!(
+                    "{:<10} {:>12} {:>12} {:>10}",
+                    "projection", "position", "log head", "behind"
+                );
+            }
+            for (name, at) in names.iter().zip(checkpoints) {
+                // Positions are handed out in order, so the difference counts the
+                // events behind (give or take ones still being committed).
+                let behind = (head - at.position).max(0);
+                if args.json {
+                    let row = json!({"projection": name, "position": at.position, "log_head": head, "behind": behind});
+                    println!("{row}");
+                } else {
+                    println!("{name:<10} {:>12} {head:>12} {behind:>10}", at.position);
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -51,6 +51,7 @@ mod leader;
 pub mod member;
 mod publisher;
 mod relay;
+pub mod status;
 pub mod testing;
 mod topic;
 

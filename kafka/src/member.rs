@@ -29,6 +29,10 @@ use tokio::sync::watch;
 
 use crate::KafkaSettings;
 
+/// How often a member refreshes its row in `projector_members` (and, while busy,
+/// the other members' progress).
+const REFRESH: Duration = Duration::from_secs(5);
+
 /// The consumer group every projector process joins unless configured otherwise.
 pub const DEFAULT_GROUP: &str = "parley-projections";
 
@@ -138,6 +142,8 @@ impl ConsumerContext for MemberContext {
 
 /// One member of the projector group.
 pub struct Member {
+    /// Names this process in `projector_members` (for `parley projections status`).
+    id: String,
     settings: KafkaSettings,
     options: MemberOptions,
     store: ReadStore,
@@ -152,7 +158,13 @@ impl Member {
         store: ReadStore,
         projections: Vec<Arc<dyn Projection>>,
     ) -> Self {
+        let host = hostname();
         Self {
+            id: format!(
+                "{host}:{}:{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
             settings,
             options,
             store,
@@ -232,9 +244,22 @@ impl Member {
         let mut backoff = Duration::from_millis(100);
         let mut last_refresh = Instant::now();
         while !*shutdown.borrow() {
-            let batch = tokio::select! {
-                batch = self.collect(&consumer) => batch,
+            // Only the wait for a first message is raced (dropping `recv` loses
+            // nothing); a batch being filled is never abandoned half-read.
+            let first = tokio::select! {
+                first = consumer.recv() => first,
                 _ = shutdown.changed() => break,
+                // Idle: still record the partitions this member owns.
+                _ = tokio::time::sleep(REFRESH) => {
+                    if let Err(e) = self.register(&assigned(&shared)).await {
+                        tracing::warn!(error = %e, "cannot record this member's partitions");
+                    }
+                    continue;
+                }
+            };
+            let batch = match first {
+                Ok(first) => self.collect(&consumer, first).await,
+                Err(e) => Err(e.into()),
             };
             let (mut events, mut offsets) = match batch {
                 Ok(batch) => batch,
@@ -290,7 +315,10 @@ impl Member {
                     }
                 }
             }
-            if last_refresh.elapsed() > Duration::from_secs(5) {
+            if last_refresh.elapsed() > REFRESH {
+                if let Err(e) = self.register(&assigned(&shared)).await {
+                    tracing::warn!(error = %e, "cannot record this member's partitions");
+                }
                 // Other members' progress, for partitions this one may get next.
                 if let Ok(starts) = self.load_starts().await {
                     let mut s = shared.lock().expect("member lock");
@@ -304,6 +332,35 @@ impl Member {
         }
         tracing::info!("projector member stopping");
         consumer.unsubscribe();
+        let _ = sqlx::query("DELETE FROM projector_members WHERE member_id = $1")
+            .bind(&self.id)
+            .execute(self.store.pool())
+            .await;
+        Ok(())
+    }
+
+    /// Records which partitions this member owns now.
+    async fn register(&self, partitions: &[i32]) -> Result<(), sqlx::Error> {
+        let list = partitions
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(
+            "INSERT INTO projector_members (member_id, host, pid, grp, topic, partitions, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (member_id) DO UPDATE
+             SET partitions = excluded.partitions, updated_at = excluded.updated_at",
+        )
+        .bind(&self.id)
+        .bind(hostname())
+        .bind(i64::from(std::process::id()))
+        .bind(&self.options.group)
+        .bind(&self.settings.topic)
+        .bind(list)
+        .bind(chrono::Utc::now().timestamp_micros())
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 
@@ -314,15 +371,15 @@ impl Member {
         });
     }
 
-    /// Receives up to `batch_size` events, waiting at most `batch_wait` once the
-    /// first has arrived. A message that is not an envelope is parked here.
+    /// Fills a batch after its `first` message: up to `batch_size` events, waiting
+    /// at most `batch_wait`. A message that is not an envelope is parked here.
     async fn collect(
         &self,
         consumer: &StreamConsumer<MemberContext>,
+        first: rdkafka::message::BorrowedMessage<'_>,
     ) -> anyhow::Result<(Vec<EventEnvelope>, Vec<Offset>)> {
         let mut events = Vec::new();
         let mut offsets = Vec::new();
-        let first = consumer.recv().await?;
         let deadline = tokio::time::Instant::now() + self.options.batch_wait;
         let mut next = Some(first);
         loop {
@@ -408,6 +465,15 @@ impl Member {
         }
         Ok(())
     }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 fn assigned(shared: &Arc<Mutex<Shared>>) -> Vec<i32> {

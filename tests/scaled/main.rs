@@ -36,7 +36,13 @@ async fn every_send_reaches_history_once_in_order_through_three_members() {
     };
     let command_api = dep.service(&["command-api", "--migrate"]).await;
     let _relay = dep.relay().await;
-    let _members: Vec<_> = (0..3).map(|_| dep.projector()).collect();
+    // Members join one after another, each once the group has settled: Tansu 0.6
+    // can leave members that join at the same moment without partitions.
+    let mut members = Vec::new();
+    for n in 1..=3 {
+        members.push(dep.projector());
+        wait_for_owners(&dep, n).await;
+    }
     let read_api = dep.service(&["read-api"]).await;
 
     let client = Client::register(command_api.base.as_deref().unwrap(), "alice").await;
@@ -71,6 +77,61 @@ async fn every_send_reaches_history_once_in_order_through_three_members() {
             "the write is visible with its token"
         );
     }
+
+    // `parley projections status`: the three members still share the partitions,
+    // and every projection has caught up.
+    let rows = wait_for_owners(&dep, 3).await;
+    assert_eq!(rows.len(), 5 * 6, "five projections x six partitions");
+    for r in &rows {
+        assert_eq!(r["lag"], 0, "{r}");
+        assert!(r["next_offset"].as_i64().unwrap() > 0, "{r}");
+    }
+    drop(members);
+}
+
+/// Waits until `parley projections status` shows every partition owned, by
+/// `members` distinct members; returns its rows.
+async fn wait_for_owners(dep: &Deployment, members: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = status(dep).await;
+        let owners: std::collections::HashSet<_> =
+            rows.iter().filter_map(|r| r["owner"].as_str()).collect();
+        if !rows.is_empty()
+            && owners.len() == members
+            && rows.iter().all(|r| r["owner"].is_string())
+        {
+            return rows;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{members} member(s) never shared the partitions: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// `parley projections status --feed kafka --json`, one JSON object per line.
+async fn status(dep: &Deployment) -> Vec<serde_json::Value> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["projections", "status", "--feed", "kafka", "--json"])
+        .env("PARLEY_READ_DATABASE_URL", &dep.read_url)
+        .env("PARLEY_KAFKA_BROKERS", &dep.broker.addr)
+        .env("PARLEY_KAFKA_TOPIC", &dep.topic)
+        .env("PARLEY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    if !out.status.success() {
+        // The topic may not exist yet (the relay creates it when it starts).
+        eprintln!("status: {}", String::from_utf8_lossy(&out.stderr));
+        return Vec::new();
+    }
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,0 +1,112 @@
+//! What `parley projections status` prints for the scaled mode: per projection
+//! and partition, the offset applied, the topic's end offset, the lag, and which
+//! group member owns the partition now.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parley_projections::partitions::stored_offsets;
+use parley_projections::ReadStore;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+use sqlx::Row;
+
+use crate::KafkaSettings;
+
+/// A member whose row is older than this is not counted as an owner.
+const MEMBER_STALE: Duration = Duration::from_secs(30);
+
+/// One projection's position in one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartitionLag {
+    pub projection: String,
+    pub partition: i32,
+    /// The next offset the projection will apply (0: none applied yet).
+    pub next_offset: i64,
+    /// The partition's end offset (high watermark).
+    pub end_offset: i64,
+    /// Messages not applied yet: `end_offset - next_offset`, never below 0.
+    pub lag: i64,
+    /// The member that owns the partition now (`host:pid:id`), if one reported
+    /// in the last 30 s.
+    pub owner: Option<String>,
+}
+
+/// Reads the lag of `projections` on the topic of `settings`.
+pub async fn partition_lag(
+    settings: &KafkaSettings,
+    store: &ReadStore,
+    projections: &[&str],
+) -> anyhow::Result<Vec<PartitionLag>> {
+    let ends = end_offsets(settings).await?;
+    let owners = owners(store, &settings.topic).await?;
+    let mut rows = Vec::new();
+    for &projection in projections {
+        let stored = stored_offsets(store, projection, &settings.topic).await?;
+        for (&partition, &end) in &ends {
+            let next = stored.get(&partition).copied().unwrap_or(0);
+            rows.push(PartitionLag {
+                projection: projection.to_string(),
+                partition,
+                next_offset: next,
+                end_offset: end,
+                lag: (end - next).max(0),
+                owner: owners.get(&partition).cloned(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.projection, a.partition).cmp(&(&b.projection, b.partition)));
+    Ok(rows)
+}
+
+/// The high watermark of every partition of the topic.
+async fn end_offsets(
+    settings: &KafkaSettings,
+) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    let config = settings.client_config();
+    let topic = settings.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+            anyhow::bail!("topic {topic} not found");
+        };
+        if found.partitions().is_empty() {
+            anyhow::bail!("topic {topic} has no partitions (does it exist?)");
+        }
+        let mut ends = std::collections::BTreeMap::new();
+        for p in found.partitions() {
+            let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+            ends.insert(p.id(), high);
+        }
+        Ok(ends)
+    })
+    .await?
+}
+
+/// Which member reported owning each partition, among recent reports.
+async fn owners(store: &ReadStore, topic: &str) -> Result<HashMap<i32, String>, sqlx::Error> {
+    let since = chrono::Utc::now().timestamp_micros() - MEMBER_STALE.as_micros() as i64;
+    let rows = sqlx::query(
+        "SELECT member_id, partitions FROM projector_members
+         WHERE topic = $1 AND updated_at >= $2 ORDER BY updated_at",
+    )
+    .bind(topic)
+    .bind(since)
+    .fetch_all(store.pool())
+    .await?;
+    let mut owners = HashMap::new();
+    for row in rows {
+        let member: String = row.try_get("member_id")?;
+        let partitions: String = row.try_get("partitions")?;
+        for p in partitions
+            .split(',')
+            .filter_map(|p| p.trim().parse::<i32>().ok())
+        {
+            // Newest report last: it wins.
+            owners.insert(p, member.clone());
+        }
+    }
+    Ok(owners)
+}
