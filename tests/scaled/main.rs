@@ -203,7 +203,8 @@ async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "read models fed through Kafka differ from a rebuild from the log"
+            "read models fed through Kafka differ from a rebuild from the log: {}",
+            support::difference(&kafka, &log)
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -270,6 +270,7 @@ pub async fn dump_models(url: &str) -> Vec<(String, Vec<String>)> {
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
          WHERE table_schema = 'public' AND table_name NOT LIKE 'projection\\_%'
+           AND table_name NOT LIKE 'projector\\_%'
            AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1",
     )
     .fetch_all(&pool)
@@ -284,6 +285,26 @@ pub async fn dump_models(url: &str) -> Vec<(String, Vec<String>)> {
                 .unwrap();
         rows.sort();
         out.push((table, rows));
+    }
+    out
+}
+
+/// The first rows that differ between two dumps, for a failure message.
+pub fn difference(a: &[(String, Vec<String>)], b: &[(String, Vec<String>)]) -> String {
+    let mut out = String::new();
+    for ((ta, ra), (tb, rb)) in a.iter().zip(b) {
+        if ta != tb {
+            return format!("tables differ: {ta} vs {tb}");
+        }
+        let only_a: Vec<_> = ra.iter().filter(|r| !rb.contains(r)).take(3).collect();
+        let only_b: Vec<_> = rb.iter().filter(|r| !ra.contains(r)).take(3).collect();
+        if !only_a.is_empty() || !only_b.is_empty() {
+            out += &format!(
+                "\n{ta}: {} vs {} rows; only in the first: {only_a:?}; only in the second: {only_b:?}",
+                ra.len(),
+                rb.len()
+            );
+        }
     }
     out
 }
