@@ -211,3 +211,95 @@ async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
     let _ = rebuild.start_kill();
     let _ = restarted.child.start_kill();
 }
+
+/// Whether the relay behind `base` is the one publishing (its readiness says).
+async fn leads(base: &str) -> bool {
+    let Ok(r) = reqwest::get(format!("{base}/health/ready")).await else {
+        return false;
+    };
+    r.json::<serde_json::Value>()
+        .await
+        .ok()
+        .and_then(|v| v["leader"].as_bool())
+        == Some(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkilled_relay_is_replaced_by_its_standby_and_nothing_is_lost() {
+    let Some(dep) = Deployment::new().await else {
+        return;
+    };
+    let command_api = dep.service(&["command-api", "--migrate"]).await;
+    let relays = [dep.relay().await, dep.relay().await];
+    let _member = dep.projector();
+    let client = Client::register(command_api.base.as_deref().unwrap(), "carol").await;
+    let mut rooms = Vec::new();
+    for i in 0..10 {
+        rooms.push(client.create_room(&format!("room {i}")).await);
+    }
+
+    // Exactly one relay leads.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let leader = loop {
+        let flags = [
+            leads(relays[0].base.as_deref().unwrap()).await,
+            leads(relays[1].base.as_deref().unwrap()).await,
+        ];
+        match flags {
+            [true, false] => break 0,
+            [false, true] => break 1,
+            _ => assert!(std::time::Instant::now() < deadline, "leaders: {flags:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let [a, b] = relays;
+    let (leading, standby) = if leader == 0 { (a, b) } else { (b, a) };
+
+    let sending = {
+        let (base, rooms, token) = (
+            command_api.base.clone().unwrap(),
+            rooms.clone(),
+            client.token.clone(),
+        );
+        tokio::spawn(async move {
+            let client = Client {
+                http: reqwest::Client::new(),
+                base,
+                token,
+            };
+            let mut sent = Vec::new();
+            for _ in 0..4 {
+                sent.push(send_all(&client, &rooms, 50).await);
+            }
+            sent
+        })
+    };
+    wait_for_messages(&dep.read_url, 300, Duration::from_secs(120)).await;
+    // SIGKILL the publishing relay mid-stream: the standby must take over.
+    leading.kill().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !leads(standby.base.as_deref().unwrap()).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the standby never took the lead"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let rounds = sending.await.unwrap();
+    wait_for_messages(&dep.read_url, 2000, Duration::from_secs(120)).await;
+
+    // Every message once, in send order per room, whatever the relays duplicated.
+    let read_api = dep.service(&["read-api"]).await;
+    for (i, room) in rooms.iter().enumerate() {
+        let expected: Vec<Uuid> = rounds.iter().flat_map(|r| r[i].0.clone()).collect();
+        let seen = history(
+            &client.http,
+            read_api.base.as_deref().unwrap(),
+            &client.token,
+            *room,
+            None,
+        )
+        .await;
+        assert_eq!(seen, expected, "room {room}");
+    }
+}
