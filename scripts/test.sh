@@ -27,6 +27,9 @@ step "Kafka-compatible broker (Tansu) on 127.0.0.1:9092"
 # broker of their own start more from the same binary.
 scripts/kafka-test-broker.sh
 export PARLEY_KAFKA_TESTS=1
+# The analyst's view is checked with a plain Python Kafka client.
+python3 -c 'import confluent_kafka' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check confluent-kafka
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -303,3 +303,60 @@ async fn a_sigkilled_relay_is_replaced_by_its_standby_and_nothing_is_lost() {
         assert_eq!(seen, expected, "room {room}");
     }
 }
+
+/// `scripts/read-topic.py`: a plain Kafka client (Python confluent-kafka) reading
+/// the topic from the beginning; its JSON summary.
+async fn analyst_reads(dep: &Deployment) -> serde_json::Value {
+    let out = tokio::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/read-topic.py"
+        ))
+        .args(["--brokers", &dep.broker.addr, "--topic", &dep.topic])
+        .output()
+        .await
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("No module named"),
+        "confluent-kafka is missing (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("read-topic.py printed {stdout:?}; stderr {:?}", out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_analyst_reads_valid_envelopes_in_aggregate_order_with_a_plain_client() {
+    let Some(dep) = Deployment::new().await else {
+        return;
+    };
+    let command_api = dep.service(&["command-api", "--migrate"]).await;
+    let _relay = dep.relay().await;
+    let client = Client::register(command_api.base.as_deref().unwrap(), "dave").await;
+    let mut rooms = Vec::new();
+    for i in 0..10 {
+        rooms.push(client.create_room(&format!("room {i}")).await);
+    }
+    send_all(&client, &rooms, 30).await;
+
+    let log = sqlx::PgPool::connect(&dep.log_url).await.unwrap();
+    let in_log: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(&log)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let summary = analyst_reads(&dep).await;
+        assert_eq!(summary["problems"], serde_json::json!([]), "{summary}");
+        if summary["events"] == in_log {
+            assert!(summary["aggregates"].as_i64().unwrap() > 300, "{summary}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the topic never held all {in_log} events: {summary}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
