@@ -84,6 +84,12 @@ impl ReadStore {
                         // then applies again from the log. So a commit need not wait
                         // for its WAL flush (the event log's commits still do).
                         conn.execute("SET synchronous_commit = off").await?;
+                        // Every read-model statement is a key lookup or a keyed
+                        // write; with a LIMIT parameter Postgres kept choosing
+                        // custom plans, i.e. planning each execution again (seen
+                        // in perf). A generic plan is planned once per statement.
+                        conn.execute("SET plan_cache_mode = force_generic_plan")
+                            .await?;
                     }
                     if backend == Backend::Sqlite {
                         for pragma in [
