@@ -12,7 +12,7 @@ use sqlx::AnyConnection;
 use tokio::sync::watch;
 
 use crate::projection::{ApplyError, Projection};
-use crate::store::{micros, save_checkpoint, ReadStore};
+use crate::store::{announce_in, micros, save_checkpoint, ReadStore};
 
 /// Events applied per transaction at most.
 pub const BATCH_SIZE: i64 = 500;
@@ -284,9 +284,15 @@ pub async fn apply_checkpointed(
                 }
             }
         }
-        checkpoint
-            .record(&mut tx, batch, 0..batch.len(), &fresh)
-            .await?;
+        record(
+            &mut tx,
+            checkpoint,
+            projection,
+            batch,
+            0..batch.len(),
+            &fresh,
+        )
+        .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(outcome)
     }
@@ -303,6 +309,20 @@ pub async fn apply_checkpointed(
     Ok(outcome)
 }
 
+/// Records the feed's position and announces the commit to come, in `conn`'s
+/// transaction: whatever the feed, waiters in other processes wake on it.
+async fn record(
+    conn: &mut AnyConnection,
+    checkpoint: &dyn Checkpointer,
+    projection: &dyn Projection,
+    batch: &[EventEnvelope],
+    range: Range<usize>,
+    applied: &[bool],
+) -> Result<(), sqlx::Error> {
+    checkpoint.record(conn, batch, range, applied).await?;
+    announce_in(conn, projection.name()).await
+}
+
 async fn apply_one_by_one(
     store: &ReadStore,
     projection: &dyn Projection,
@@ -313,15 +333,13 @@ async fn apply_one_by_one(
     for (i, event) in batch.iter().enumerate() {
         let mut tx = store.pool().begin().await?;
         if !checkpoint.unapplied(&mut tx, batch, i..i + 1).await?[0] {
-            checkpoint
-                .record(&mut tx, batch, i..i + 1, &[false])
-                .await?;
+            record(&mut tx, checkpoint, projection, batch, i..i + 1, &[false]).await?;
             tx.commit().await?;
             continue;
         }
         match projection.apply(&mut tx, event).await {
             Ok(()) => {
-                checkpoint.record(&mut tx, batch, i..i + 1, &[true]).await?;
+                record(&mut tx, checkpoint, projection, batch, i..i + 1, &[true]).await?;
                 tx.commit().await?;
                 outcome.applied += 1;
             }
@@ -330,7 +348,7 @@ async fn apply_one_by_one(
                 tx.rollback().await?;
                 let mut tx = store.pool().begin().await?;
                 park(&mut tx, projection.name(), event, &err.to_string()).await?;
-                checkpoint.record(&mut tx, batch, i..i + 1, &[true]).await?;
+                record(&mut tx, checkpoint, projection, batch, i..i + 1, &[true]).await?;
                 tx.commit().await?;
                 outcome.parked += 1;
             }
@@ -379,21 +397,13 @@ pub(crate) async fn park(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     tracing::error!(projection, event_id = %event.event_id, event_type = %event.event_type, position = event.position, reason, "event parked");
-    sqlx::query(
-        "INSERT INTO projection_dead_letters (projection, event_id, position, event_type, error, envelope, parked_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
-         ON CONFLICT (projection, event_id) DO NOTHING",
-    )
-    .bind(projection)
-    .bind(event.event_id.to_string())
-    .bind(event.position)
-    .bind(&event.event_type)
-    .bind(reason)
-    .bind(serde_json::to_string(event).unwrap_or_default())
-    .bind(micros(&Utc::now()))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let letter = Letter {
+        id: &event.event_id.to_string(),
+        position: event.position,
+        event_type: &event.event_type,
+        raw: &serde_json::to_string(event).unwrap_or_default(),
+    };
+    insert_letter(conn, projection, &letter, reason).await
 }
 
 /// Parks a delivery that is not an event envelope at all (a foreign or corrupt
@@ -406,17 +416,43 @@ pub async fn park_undecodable(
     raw: &str,
 ) -> Result<(), sqlx::Error> {
     tracing::error!(projection, id, reason, "undecodable delivery parked");
+    let letter = Letter {
+        id,
+        position: -1,
+        event_type: "(undecodable)",
+        raw,
+    };
+    let mut conn = store.pool().acquire().await?;
+    insert_letter(&mut conn, projection, &letter, reason).await
+}
+
+/// What a dead-letter row records of the delivery.
+struct Letter<'a> {
+    id: &'a str,
+    position: i64,
+    event_type: &'a str,
+    raw: &'a str,
+}
+
+async fn insert_letter(
+    conn: &mut AnyConnection,
+    projection: &str,
+    letter: &Letter<'_>,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_dead_letters (projection, event_id, position, event_type, error, envelope, parked_at)
-         VALUES ($1, $2, -1, '(undecodable)', $3, $4, $5)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (projection, event_id) DO NOTHING",
     )
     .bind(projection)
-    .bind(id)
+    .bind(letter.id)
+    .bind(letter.position)
+    .bind(letter.event_type)
     .bind(reason)
-    .bind(raw)
+    .bind(letter.raw)
     .bind(micros(&Utc::now()))
-    .execute(store.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
