@@ -24,7 +24,7 @@ use crate::runtime::{park, Feed, Projector, BATCH_SIZE};
 /// Events per transaction while rebuilding: larger than a live projector's
 /// batches, since nobody waits on a rebuild's freshness (fewer commits, fewer fsyncs).
 const REBUILD_BATCH: i64 = 5_000;
-use crate::store::{checkpoint, save_checkpoint, Backend, ReadStore};
+use crate::store::{announce_in, checkpoint, save_checkpoint, Backend, ReadStore};
 
 /// What a rebuild did.
 #[derive(Debug, Clone)]
@@ -240,6 +240,7 @@ async fn swap(
     }
     let final_cursor = cursor.max(live_cursor);
     save_checkpoint(conn, live.name(), final_cursor).await?;
+    announce_in(conn, live.name()).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
         .bind(key)
         .execute(&mut *conn)

@@ -265,8 +265,14 @@ pub async fn save_checkpoint(
     .bind(micros(&Utc::now()))
     .execute(&mut *conn)
     .await?;
+    Ok(())
+}
+
+/// Tells other processes (see [`ReadStore::committed`]) that `projection` moved,
+/// inside the caller's transaction: Postgres delivers it when, and only if, the
+/// transaction commits. Nothing to do on SQLite (one process).
+pub async fn announce_in(conn: &mut AnyConnection, projection: &str) -> Result<(), sqlx::Error> {
     if conn.backend_name() == "PostgreSQL" {
-        // Delivered when (and only if) the transaction commits.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(COMMITS_CHANNEL)
             .bind(projection)
