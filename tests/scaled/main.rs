@@ -360,3 +360,60 @@ async fn an_analyst_reads_valid_envelopes_in_aggregate_order_with_a_plain_client
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_message_that_is_no_envelope_is_parked_and_the_member_moves_on() {
+    let Some(dep) = Deployment::new().await else {
+        return;
+    };
+    let command_api = dep.service(&["command-api", "--migrate"]).await;
+    let _relay = dep.relay().await;
+    let client = Client::register(command_api.base.as_deref().unwrap(), "erin").await;
+    let room = client.create_room("poisoned").await;
+    // A foreign producer writes garbage to the topic (a plain Python client).
+    let produced = tokio::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys; from confluent_kafka import Producer; \
+             p = Producer({'bootstrap.servers': sys.argv[1]}); \
+             p.produce(sys.argv[2], key=b'x', value=b'this is not an envelope'); \
+             sys.exit(p.flush(10))",
+            &dep.broker.addr,
+            &dep.topic,
+        ])
+        .status()
+        .await
+        .expect("python3");
+    assert!(produced.success(), "the garbage message was not produced");
+    let _member = dep.projector();
+    for i in 0..20 {
+        client
+            .send(room, Uuid::now_v7(), &format!("after the poison {i}"))
+            .await;
+    }
+    wait_for_messages(&dep.read_url, 20, Duration::from_secs(120)).await;
+
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["projections", "dead-letters", "--json"])
+        .env("PARLEY_READ_DATABASE_URL", &dep.read_url)
+        .env("PARLEY_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let letters: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Parked once per projection, with the reason.
+    assert_eq!(letters.len(), 5, "{letters:?}");
+    for letter in &letters {
+        assert_eq!(letter["event_type"], "(undecodable)");
+        assert!(
+            letter["error"]
+                .as_str()
+                .unwrap()
+                .contains("not an event envelope"),
+            "{letter}"
+        );
+    }
+}
