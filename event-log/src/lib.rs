@@ -46,6 +46,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// moves its cursor to the last event returned never misses a later commit.
     async fn read_after(&self, cursor: Cursor, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
 
+    /// The newest `limit` committed events, in tail order (oldest of them first):
+    /// where a reader that starts at the head looks back from.
+    async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
+
     /// The highest position handed out so far (0 for an empty log): the head a
     /// reader's lag is measured against.
     async fn last_position(&self) -> Result<i64, LogError>;

@@ -207,6 +207,17 @@ impl EventLog for SqliteLog {
         rows.iter().map(envelope).collect()
     }
 
+    async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError> {
+        let sql = format!(
+            "SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY tx_id DESC, position DESC LIMIT ?"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().rev().map(envelope).collect()
+    }
+
     async fn last_position(&self) -> Result<i64, LogError> {
         Ok(
             sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(position), 0) FROM events")

@@ -52,6 +52,7 @@ event_log_contract_suite!(
     rejects_a_stale_version_and_writes_nothing,
     stores_idempotent_results_once,
     tails_every_event_once_in_order,
+    reads_the_newest_events_in_tail_order,
     keeps_the_newest_snapshot,
 );
 

@@ -187,6 +187,36 @@ pub async fn tails_every_event_once_in_order(log: &dyn EventLog) {
     assert_eq!(seen, expected);
 }
 
+pub async fn reads_the_newest_events_in_tail_order(log: &dyn EventLog) {
+    assert!(log.read_newest(3).await.unwrap().is_empty(), "empty log");
+    let mut appended = Vec::new();
+    for round in 0..4 {
+        let streams = vec![write(
+            Uuid::now_v7(),
+            0,
+            vec![event("RoomCreated", round), event("MemberJoined", round)],
+        )];
+        appended.extend(log.append(request(streams)).await.unwrap());
+    }
+    let all = read_at_least(log, appended.len()).await;
+    let newest = log.read_newest(3).await.unwrap();
+    let ids = |events: &[parley_event_log::EventEnvelope]| -> Vec<Uuid> {
+        events.iter().map(|e| e.event_id).collect()
+    };
+    assert_eq!(ids(&newest), ids(&all[all.len() - 3..]));
+    // A reader that starts just before them reads exactly them.
+    let before_first = newest[0].cursor();
+    let before_first = Cursor {
+        tx_id: before_first.tx_id,
+        position: before_first.position - 1,
+    };
+    assert_eq!(
+        ids(&log.read_after(before_first, 10).await.unwrap()),
+        ids(&newest)
+    );
+    assert_eq!(ids(&log.read_newest(100).await.unwrap()), ids(&all));
+}
+
 pub async fn keeps_the_newest_snapshot(log: &dyn EventLog) {
     let a = Uuid::now_v7();
     assert!(log.load_snapshot(a).await.unwrap().is_none());
