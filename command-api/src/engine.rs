@@ -25,7 +25,7 @@ use parley_domain::room::Room;
 use parley_domain::user::User;
 use parley_event_log::{
     AppendRequest, AppendedEvent, CommandResult, ConsistencyToken, IdempotencyRecord, LogError,
-    Metadata, NewEvent, SharedLog, Snapshot, StreamWrite,
+    Metadata, NewEvent, SharedLog, Snapshot, StreamHead, StreamWrite,
 };
 use rand::Rng;
 use serde_json::{json, Value};
@@ -89,7 +89,7 @@ pub struct Accepted {
 
 impl Accepted {
     fn new(status: StatusCode, result: Value, appended: Vec<AppendedEvent>) -> Self {
-        let token = appended.last().map(ConsistencyToken::after);
+        let token = ConsistencyToken::after_all(&appended);
         Self {
             status,
             result,
@@ -344,7 +344,7 @@ impl Engine {
             _ => None,
         };
         let mut stored_body = decision.result.clone();
-        if let (Some(token), Value::Object(map)) = (head, &mut stored_body) {
+        if let (Some(token), Value::Object(map)) = (&head, &mut stored_body) {
             map.insert("consistency_token".into(), json!(token.encode()));
         }
         let request = AppendRequest {
@@ -394,8 +394,10 @@ impl Engine {
         let last = self.log.load_stream(id, version - 1).await?;
         Ok(last.last().map(|e| ConsistencyToken {
             cursor: e.cursor(),
-            aggregate_id: e.aggregate_id,
-            sequence: e.sequence,
+            streams: vec![StreamHead {
+                aggregate_id: e.aggregate_id,
+                sequence: e.sequence,
+            }],
         }))
     }
 

@@ -20,7 +20,7 @@ pub use envelope::{
     Metadata, NewEvent, Snapshot, StreamWrite,
 };
 pub use error::LogError;
-pub use token::{ConsistencyToken, TokenError};
+pub use token::{ConsistencyToken, StreamHead, TokenError};
 
 use async_trait::async_trait;
 use std::sync::Arc;

@@ -61,7 +61,7 @@ pub async fn wait_for(
 }
 
 /// Whether every projection has applied the token's write: by log cursor (fed by
-/// the log), or by the aggregate's sequence (fed by Kafka, where partitions
+/// the log), or by every written aggregate's sequence (fed by Kafka, where partitions
 /// advance independently and a log cursor means nothing).
 async fn caught_up(
     store: &ReadStore,
@@ -73,8 +73,10 @@ async fn caught_up(
         if checkpoint >= token.cursor {
             continue;
         }
-        if applied_sequence(store, name, token.aggregate_id).await? < token.sequence {
-            return Ok(false);
+        for stream in &token.streams {
+            if applied_sequence(store, name, stream.aggregate_id).await? < stream.sequence {
+                return Ok(false);
+            }
         }
     }
     Ok(true)

@@ -163,24 +163,21 @@ async fn first_answer(
             "message id {message_id} is already used"
         )));
     }
+    let appended = parley_event_log::AppendedEvent {
+        event_id: first.event_id,
+        aggregate_id: first.aggregate_id,
+        sequence: first.sequence,
+        position: first.position,
+        tx_id: first.tx_id,
+    };
     Ok(Accepted {
         status: StatusCode::OK,
         result: json!({
             "message_id": message_id, "room_id": room_id,
             "sequence": first.sequence, "position": first.position,
         }),
-        appended: vec![parley_event_log::AppendedEvent {
-            event_id: first.event_id,
-            aggregate_id: first.aggregate_id,
-            sequence: first.sequence,
-            position: first.position,
-            tx_id: first.tx_id,
-        }],
-        token: Some(ConsistencyToken {
-            cursor: first.cursor(),
-            aggregate_id: first.aggregate_id,
-            sequence: first.sequence,
-        }),
+        appended: vec![appended],
+        token: Some(ConsistencyToken::after(&appended)),
     })
 }
 

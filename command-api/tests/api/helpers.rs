@@ -460,7 +460,12 @@ pub async fn assert_positions_in_log(app: &TestApp, response: &TestResponse, agg
     );
     let last = stream.last().unwrap();
     let token = response.consistency_token();
-    assert_eq!(token.aggregate_id, aggregate_id);
-    assert_eq!(token.sequence, last.sequence);
+    assert_eq!(
+        token.streams,
+        vec![parley_event_log::StreamHead {
+            aggregate_id,
+            sequence: last.sequence
+        }]
+    );
     assert_eq!(token.cursor, last.cursor());
 }
