@@ -138,9 +138,14 @@ pub struct ReadApiArgs {
     /// Read-model database: postgres://... (or sqlite://file.db).
     #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
     pub read_database_url: String,
-    /// Event log database, optional: lets readiness report each projection's lag.
+    /// Event log database, optional: lets readiness report each projection's lag,
+    /// and feeds `/v1/stream` (without it the stream answers 503).
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// How the projectors are fed (as given to `parley projector --feed`): decides
+    /// how read-your-writes waits and the stream tell what the read models applied.
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
     /// Database connections in the pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,

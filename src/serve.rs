@@ -64,11 +64,12 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         Some(url) => Some(open_log(url, 2).await?),
         None => None,
     };
-    let app = parley_read_api::router(parley_read_api::ReadState::new(
-        store,
-        log,
-        read_settings(&settings),
-    ));
+    let mut read = read_settings(&settings);
+    read.feed = match args.feed {
+        crate::cli::Feed::Log => parley_read_api::Feed::Log,
+        crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
+    };
+    let app = parley_read_api::router(parley_read_api::ReadState::new(store, log, read));
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

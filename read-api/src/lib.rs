@@ -25,9 +25,21 @@ use parley_projections::ReadStore;
 pub use error::ReadError;
 pub use stream::StreamHub;
 
+/// How the projectors are fed, which decides how the read API tells what they
+/// have applied: by log cursor (`Log`), or per aggregate sequence (`Kafka`, where
+/// partitions advance independently).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Feed {
+    #[default]
+    Log,
+    Kafka,
+}
+
 /// Tunables of the read API.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// How the projectors writing the read models are fed.
+    pub feed: Feed,
     pub keys: TokenKeys,
     /// How long a query with a consistency token may wait for the read models.
     pub consistency_wait: Duration,
@@ -41,6 +53,7 @@ pub struct Settings {
 impl Settings {
     pub fn new(keys: TokenKeys) -> Self {
         Self {
+            feed: Feed::Log,
             keys,
             consistency_wait: Duration::from_secs(5),
             rate_limit_per_sec: 50.0,
@@ -62,15 +75,22 @@ pub struct ReadState {
     pub consistency_wait: Duration,
     /// Feeds `/v1/stream`; there only with the event log.
     pub stream: Option<StreamHub>,
+    pub feed: Feed,
 }
 
 impl ReadState {
     /// The stream hub's task starts with the first `/v1/stream` request.
     pub fn new(store: ReadStore, log: Option<SharedLog>, settings: Settings) -> Self {
-        let stream = log
-            .as_ref()
-            .map(|log| StreamHub::new(log.clone(), store.clone(), settings.stream_capacity));
+        let stream = log.as_ref().map(|log| {
+            StreamHub::new(
+                log.clone(),
+                store.clone(),
+                settings.stream_capacity,
+                settings.feed,
+            )
+        });
         Self {
+            feed: settings.feed,
             store,
             log,
             stream,

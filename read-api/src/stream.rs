@@ -1,9 +1,11 @@
 //! Live updates: `GET /v1/stream`, Server-Sent Events of what concerns the caller.
 //!
 //! One [`StreamHub`] per read API tails the event log and broadcasts each event once
-//! every projection a client could query about it has applied it (the slowest
-//! checkpoint of history, rooms, friends and presence), so an event seen on the
-//! stream is already visible to queries. Each connection filters the broadcast for
+//! every projection a client could query about it (history, rooms, friends and
+//! presence) has applied it, so an event seen on the stream is already visible to
+//! queries. Projectors fed by the log are judged by their checkpoints (the slowest
+//! one); projectors fed by Kafka by the sequence they recorded for the event's
+//! aggregate, since their partitions advance independently. Each connection filters the broadcast for
 //! its caller: events of the caller's rooms, friend events involving the caller, and
 //! presence changes of the caller and their friends.
 //!
@@ -27,6 +29,7 @@ use parley_domain::friendship::{FriendRequestCancelled, FriendRequestDeclined, F
 use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use parley_projections::models::{friends, history, presence, rooms};
+use parley_projections::partitions::{applied_sequences, offsets_version};
 use parley_projections::ReadStore;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
@@ -35,7 +38,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ReadError;
-use crate::ReadState;
+use crate::{Feed, ReadState};
 
 /// Events the hub keeps for slow subscribers before they lag (and are closed).
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -58,6 +61,10 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const START_WAIT: Duration = Duration::from_secs(5);
 /// The longest the hub waits without a commit notification before it looks again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// With a Kafka feed the hub starts at the log's head, but first waits until the
+/// read models have applied this many of the newest events before it: they are
+/// the ones most likely still in flight.
+const START_WINDOW: i64 = 1000;
 
 /// The SSE id of a log cursor.
 pub fn format_cursor(cursor: Cursor) -> String {
@@ -86,6 +93,7 @@ pub struct StreamHub {
 struct Shared {
     log: SharedLog,
     store: ReadStore,
+    feed: Feed,
     /// The broadcast and the cursor of the last event sent on it, changed together
     /// so that a subscriber learns exactly where its receiver starts.
     state: Mutex<HubState>,
@@ -108,13 +116,14 @@ pub struct Subscription {
 impl StreamHub {
     /// A hub over `log`, keeping `capacity` events for slow subscribers. Its tailing
     /// task starts with the first subscriber (inside the tokio runtime).
-    pub fn new(log: SharedLog, store: ReadStore, capacity: usize) -> Self {
+    pub fn new(log: SharedLog, store: ReadStore, capacity: usize, feed: Feed) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         let (ready, _) = watch::channel(false);
         Self {
             shared: Arc::new(Shared {
                 log,
                 store,
+                feed,
                 state: Mutex::new(HubState {
                     position: Cursor::START,
                     sender,
@@ -185,15 +194,19 @@ enum Step {
 }
 
 async fn run_hub(shared: Weak<Shared>) {
-    let Some((log, store)) = shared.upgrade().map(|s| (s.log.clone(), s.store.clone())) else {
+    let Some((log, store, feed)) = shared
+        .upgrade()
+        .map(|s| (s.log.clone(), s.store.clone(), s.feed))
+    else {
         return;
     };
     let mut committed = store.committed();
+    let mut pending = VecDeque::new();
     let mut cursor = loop {
-        match visible_up_to(&store).await {
+        match start_at(feed, &log, &store, &mut pending).await {
             Ok(cursor) => break cursor,
             Err(e) => {
-                tracing::warn!(error = %e, "stream hub: read store unavailable, retrying");
+                tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
                 if shared.strong_count() == 0 {
                     return;
                 }
@@ -202,20 +215,22 @@ async fn run_hub(shared: Weak<Shared>) {
         }
     };
     match shared.upgrade() {
-        Some(s) => {
-            s.state.lock().expect("hub lock").position = cursor;
-            s.ready.send_replace(true);
-        }
+        Some(s) => s.state.lock().expect("hub lock").position = cursor,
         None => return,
     }
-    tracing::info!(position = cursor.position, "stream hub started");
-    let mut pending = VecDeque::new();
+    tracing::info!(position = cursor.position, ?feed, "stream hub started");
     loop {
         let Some(hub) = shared.upgrade() else { return };
         // Seen before reading the checkpoints: a commit after this point wakes
         // the wait below, so none is missed between the read and the wait.
         committed.borrow_and_update();
-        let step = step(&hub, &log, &store, &mut cursor, &mut pending).await;
+        let step = match feed {
+            Feed::Log => step(&hub, &log, &store, &mut cursor, &mut pending).await,
+            Feed::Kafka => step_applied(&hub, &log, &store, &mut cursor, &mut pending).await,
+        };
+        if pending.is_empty() && !*hub.ready.borrow() {
+            hub.ready.send_replace(true);
+        }
         drop(hub);
         match step {
             Ok(Step::Progress) => {}
@@ -230,6 +245,33 @@ async fn run_hub(shared: Weak<Shared>) {
                 tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
                 tokio::time::sleep(IDLE_WAIT).await;
             }
+        }
+    }
+}
+
+/// Where the hub starts: with a log feed, at the slowest streamed checkpoint;
+/// with a Kafka feed, just before the newest [`START_WINDOW`] events, which are
+/// put in `pending` (the hub is ready once they are all applied and passed).
+async fn start_at(
+    feed: Feed,
+    log: &SharedLog,
+    store: &ReadStore,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Cursor> {
+    match feed {
+        Feed::Log => Ok(visible_up_to(store).await?),
+        Feed::Kafka => {
+            let newest = log.read_newest(START_WINDOW).await?;
+            let Some(first) = newest.first().map(EventEnvelope::cursor) else {
+                return Ok(Cursor::START);
+            };
+            pending.clear();
+            pending.extend(newest);
+            // Nothing sorts between the event before `first` and this cursor.
+            Ok(Cursor {
+                tx_id: first.tx_id,
+                position: first.position - 1,
+            })
         }
     }
 }
@@ -265,6 +307,53 @@ async fn step(
     Ok(if sent { Step::Progress } else { Step::Wait })
 }
 
+/// [`step`] for projectors fed by Kafka: reads the log ahead, then broadcasts, in
+/// log order, the events every streamed projection has recorded as applied.
+async fn step_applied(
+    hub: &Shared,
+    log: &SharedLog,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Step> {
+    if pending.len() < READ_BATCH as usize {
+        let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
+        pending.extend(log.read_after(read_from, READ_BATCH).await?);
+    }
+    let head: Vec<&EventEnvelope> = pending.iter().take(READ_BATCH as usize).collect();
+    let visible = applied_prefix(store, &head).await?;
+    for _ in 0..visible {
+        let event = pending.pop_front().expect("counted");
+        *cursor = event.cursor();
+        hub.publish(event);
+    }
+    Ok(if visible > 0 {
+        Step::Progress
+    } else {
+        Step::Wait
+    })
+}
+
+/// How many of `events`, from the first, every streamed projection has applied
+/// (by the sequences a partitioned feed records per aggregate).
+async fn applied_prefix(store: &ReadStore, events: &[&EventEnvelope]) -> anyhow::Result<usize> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
+    let applied = applied_sequences(store, &STREAMED_PROJECTIONS, &ids).await?;
+    Ok(events
+        .iter()
+        .take_while(|e| {
+            STREAMED_PROJECTIONS.iter().all(|p| {
+                applied
+                    .get(&(p.to_string(), e.aggregate_id))
+                    .is_some_and(|seq| *seq >= e.sequence)
+            })
+        })
+        .count())
+}
+
 /// A change to the caller's rooms or friends, with the state before and after.
 #[derive(Debug, Clone, Copy)]
 struct Change {
@@ -274,7 +363,7 @@ struct Change {
     after: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Set {
     Rooms,
     Friends,
@@ -437,10 +526,23 @@ impl Interest {
         }
     }
 
-    /// The caller's rooms and friends just after `start`: read from the read models,
-    /// then wound back (or forward) over the caller's own changes in the log between
-    /// the models' checkpoints and `start`.
+    /// The caller's rooms and friends just after `start`, for a hub at `position`.
     async fn load(
+        state: &ReadState,
+        log: &SharedLog,
+        me: Uuid,
+        start: Cursor,
+        position: Cursor,
+    ) -> Result<Self, ReadError> {
+        match state.feed {
+            Feed::Log => Self::load_at_checkpoints(&state.store, log, me, start).await,
+            Feed::Kafka => Self::load_applied(&state.store, log, me, start, position).await,
+        }
+    }
+
+    /// Log feed: read from the read models, then wound back (or forward) over the
+    /// caller's own changes in the log between the models' checkpoints and `start`.
+    async fn load_at_checkpoints(
         store: &ReadStore,
         log: &SharedLog,
         me: Uuid,
@@ -463,49 +565,142 @@ impl Interest {
         if low == high {
             return Ok(interest);
         }
-        let mut changes = Vec::new();
-        let mut cursor = low;
-        'scan: loop {
-            let batch = log
-                .read_after(cursor, READ_BATCH)
-                .await
-                .map_err(ReadError::internal)?;
-            let full = batch.len() as i64 == READ_BATCH;
-            for event in &batch {
-                if event.cursor() > high {
-                    break 'scan;
-                }
-                cursor = event.cursor();
-                if let Class::Mine(Some(change)) = classify(me, event) {
-                    changes.push((cursor, change));
-                }
-            }
-            if !full {
-                break;
-            }
-        }
+        let changes = my_changes(log, me, low, Some(high)).await?;
         for (which, at) in [(Set::Rooms, rooms_at), (Set::Friends, friends_at)] {
-            let mine = changes.iter().filter(|(_, c)| c.set == which);
+            let mine = changes.iter().filter(|c| c.change.set == which);
             if at > start {
                 // Wind back: the state before the first change of each key.
                 let mut decided = HashSet::new();
-                for (_, change) in mine.filter(|(c, _)| *c > start && *c <= at) {
-                    if decided.insert(change.key) {
+                for c in mine.filter(|c| c.at > start && c.at <= at) {
+                    if decided.insert(c.change.key) {
                         let set = interest.set(which);
-                        if change.before {
-                            set.insert(change.key);
+                        if c.change.before {
+                            set.insert(c.change.key);
                         } else {
-                            set.remove(&change.key);
+                            set.remove(&c.change.key);
                         }
                     }
                 }
             } else {
-                for (_, change) in mine.filter(|(c, _)| *c > at && *c <= start) {
-                    interest.apply(*change);
+                for c in mine.filter(|c| c.at > at && c.at <= start) {
+                    interest.apply(c.change);
                 }
             }
         }
         Ok(interest)
+    }
+
+    /// Kafka feed: the read models hold whatever each aggregate's partition has
+    /// reached, so each of the caller's changes in the log since the hub's
+    /// `position` (before which everything is applied) is judged by the sequence
+    /// the model recorded for its aggregate: one applied after `start` is wound
+    /// back, one not yet applied up to `start` is wound forward. The models and
+    /// the sequences are read between two equal readings of the models' offsets.
+    async fn load_applied(
+        store: &ReadStore,
+        log: &SharedLog,
+        me: Uuid,
+        start: Cursor,
+        position: Cursor,
+    ) -> Result<Self, ReadError> {
+        let pool = store.pool();
+        let names = [rooms::Rooms::NAME, friends::Friends::NAME];
+        let version = || async {
+            Ok::<_, sqlx::Error>((
+                offsets_version(store, names[0]).await?,
+                offsets_version(store, names[1]).await?,
+            ))
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let before = version().await?;
+            let room_ids = rooms::room_ids_of(pool, me).await?;
+            let friend_list = friends::friends_of(pool, me).await?;
+            let changes = my_changes(log, me, start.min(position), None).await?;
+            let ids: Vec<Uuid> = changes.iter().map(|c| c.aggregate_id).collect();
+            let applied = applied_sequences(store, &names, &ids).await?;
+            if before != version().await? && attempt < 5 {
+                continue;
+            }
+            let mut interest = Interest {
+                me,
+                rooms: room_ids.into_iter().collect(),
+                friends: friend_list.into_iter().map(|f| f.user_id).collect(),
+            };
+            let mut decided = HashSet::new();
+            let is_applied = |c: &MyChange| {
+                let name = match c.change.set {
+                    Set::Rooms => names[0],
+                    Set::Friends => names[1],
+                };
+                applied
+                    .get(&(name.to_string(), c.aggregate_id))
+                    .is_some_and(|seq| *seq >= c.sequence)
+            };
+            // Applied after `start`: the state before the first such change.
+            for c in changes.iter().filter(|c| c.at > start && is_applied(c)) {
+                if decided.insert((c.change.set, c.change.key)) {
+                    let set = interest.set(c.change.set);
+                    if c.change.before {
+                        set.insert(c.change.key);
+                    } else {
+                        set.remove(&c.change.key);
+                    }
+                }
+            }
+            // Not yet applied up to `start`: as if it were.
+            for c in changes.iter().filter(|c| c.at <= start && !is_applied(c)) {
+                if !decided.contains(&(c.change.set, c.change.key)) {
+                    interest.apply(c.change);
+                }
+            }
+            return Ok(interest);
+        }
+    }
+}
+
+/// One of the caller's own changes to their rooms or friends, where it is in the
+/// log and which aggregate event made it.
+struct MyChange {
+    at: Cursor,
+    aggregate_id: Uuid,
+    sequence: i64,
+    change: Change,
+}
+
+/// The caller's changes in the log after `from`, up to `to` (or the head).
+async fn my_changes(
+    log: &SharedLog,
+    me: Uuid,
+    from: Cursor,
+    to: Option<Cursor>,
+) -> Result<Vec<MyChange>, ReadError> {
+    let mut changes = Vec::new();
+    let mut cursor = from;
+    loop {
+        let batch = log
+            .read_after(cursor, READ_BATCH)
+            .await
+            .map_err(ReadError::internal)?;
+        let full = batch.len() as i64 == READ_BATCH;
+        for event in &batch {
+            if to.is_some_and(|to| event.cursor() > to) {
+                return Ok(changes);
+            }
+            cursor = event.cursor();
+            if let Class::Mine(Some(change)) = classify(me, event) {
+                changes.push(MyChange {
+                    at: cursor,
+                    aggregate_id: event.aggregate_id,
+                    sequence: event.sequence,
+                    change,
+                });
+            }
+        }
+        if !full {
+            return Ok(changes);
+        }
     }
 }
 
@@ -702,7 +897,7 @@ pub async fn stream(
     // everything up to `position` is in the log for the backlog.
     let Subscription { receiver, position } = hub.subscribe().await?;
     let start = resume.unwrap_or(position);
-    let interest = Interest::load(&state.store, log, me, start).await?;
+    let interest = Interest::load(&state, log, me, start, position).await?;
     let phase = if start < position {
         Phase::Backlog {
             up_to: position,

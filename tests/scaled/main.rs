@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use futures::future::join_all;
-use support::{dump_models, history, wait_for_messages, Client, Deployment};
+use support::{dump_models, history, wait_for_messages, Client, Deployment, Sse};
 use uuid::Uuid;
 
 /// Sends `per_room` messages into each room, one sequential sender per room;
@@ -416,4 +416,84 @@ async fn a_message_that_is_no_envelope_is_parked_and_the_member_moves_on() {
             "{letter}"
         );
     }
+}
+
+/// `/v1/stream` when the projectors are fed by Kafka: an event arrives once every
+/// streamed projection recorded it for its aggregate (so queries see it), every
+/// event once, in log order, and a client that resumes with `Last-Event-ID` gets
+/// what it missed, including messages of a room it left meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stream_follows_projectors_fed_by_kafka_and_resumes_without_loss() {
+    let Some(dep) = Deployment::new().await else {
+        return;
+    };
+    let command_api = dep.service(&["command-api", "--migrate"]).await;
+    let _relay = dep.relay().await;
+    let _member = dep.projector();
+    wait_for_owners(&dep, 1).await;
+    let read_api = dep.service(&["read-api", "--feed", "kafka"]).await;
+    let read_base = read_api.base.as_deref().unwrap();
+    let within = Duration::from_secs(60);
+
+    let alice = Client::register(command_api.base.as_deref().unwrap(), "alice").await;
+    let bob = Client::register(command_api.base.as_deref().unwrap(), "bob").await;
+    let room = alice.create_room("kafka").await;
+    let joined = bob.post(&format!("/v1/rooms/{room}/join")).await;
+    history(&bob.http, read_base, &bob.token, room, Some(&joined)).await;
+
+    // Live: every message once, in send order, already visible to a query.
+    let mut live = Sse::open(&bob.http, read_base, &bob.token, None).await;
+    let mut sent = Vec::new();
+    for i in 0..100 {
+        let id = Uuid::now_v7();
+        alice.send(room, id, &format!("live {i}")).await;
+        sent.push(id);
+    }
+    let streamed = live.messages(100, within).await;
+    assert_eq!(streamed, sent, "every message once, in send order");
+    let seen = history(&bob.http, read_base, &bob.token, room, None).await;
+    assert!(
+        seen.ends_with(&sent),
+        "what the stream sent, queries already see"
+    );
+    let resume_from = live.last_id.clone().expect("frames carry ids");
+    drop(live);
+
+    // Missed while away: more messages, then bob leaves the room (and the read
+    // models have applied the leave before he comes back).
+    let mut missed = Vec::new();
+    for i in 0..20 {
+        let id = Uuid::now_v7();
+        alice.send(room, id, &format!("missed {i}")).await;
+        missed.push(id);
+    }
+    let left = bob.post(&format!("/v1/rooms/{room}/leave")).await;
+    let r = bob
+        .http
+        .get(format!("{read_base}/v1/rooms"))
+        .bearer_auth(&bob.token)
+        .header("x-consistency-token", &left)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let after_leave = Uuid::now_v7();
+    alice.send(room, after_leave, "after bob left").await;
+
+    let mut resumed = Sse::open(&bob.http, read_base, &bob.token, Some(&resume_from)).await;
+    let got = resumed.messages(missed.len(), within).await;
+    assert_eq!(got, missed, "the missed messages, once, in order");
+    // Then the leave, and nothing of the room after it.
+    loop {
+        let e = resumed.next(within).await.expect("the leave is streamed");
+        assert_ne!(e.event.as_deref(), Some("MessageSent"), "{}", e.data);
+        if e.event.as_deref() == Some("MemberLeft") {
+            break;
+        }
+    }
+    let marker = Uuid::now_v7();
+    let own = bob.create_room("bob's own").await;
+    bob.send(own, marker, "bob's marker").await;
+    let next = resumed.messages(1, within).await;
+    assert_eq!(next, vec![marker], "nothing from the room bob left");
 }

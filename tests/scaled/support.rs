@@ -308,3 +308,119 @@ pub fn difference(a: &[(String, Vec<String>)], b: &[(String, Vec<String>)]) -> S
     }
     out
 }
+
+/// One Server-Sent Event as the stream sent it.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// A client's `/v1/stream`, read frame by frame.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Send>>,
+    buffer: String,
+    /// The id of the last frame that carried one.
+    pub last_id: Option<String>,
+}
+
+impl Sse {
+    pub async fn open(
+        http: &reqwest::Client,
+        read_base: &str,
+        token: &str,
+        last_id: Option<&str>,
+    ) -> Self {
+        let mut request = http
+            .get(format!("{read_base}/v1/stream"))
+            .bearer_auth(token);
+        if let Some(id) = last_id {
+            request = request.header("last-event-id", id);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), 200, "open the stream");
+        Self {
+            body: Box::pin(r.bytes_stream()),
+            buffer: String::new(),
+            last_id: None,
+        }
+    }
+
+    /// The next frame with data (comments and the greeting are skipped, their ids kept).
+    pub async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let frame: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent {
+                    id: None,
+                    event: None,
+                    data: String::new(),
+                };
+                for line in frame.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event.event = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                    }
+                }
+                if event.id.is_some() {
+                    self.last_id = event.id.clone();
+                }
+                if !event.data.is_empty() {
+                    return Some(event);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+        }
+    }
+
+    /// The message ids of the next `n` `MessageSent` frames (other frames skipped).
+    pub async fn messages(&mut self, n: usize, within: Duration) -> Vec<Uuid> {
+        let mut ids = Vec::new();
+        while ids.len() < n {
+            let Some(e) = self.next(within).await else {
+                panic!(
+                    "only {} of {n} messages on the stream within {within:?}",
+                    ids.len()
+                );
+            };
+            if e.event.as_deref() == Some("MessageSent") {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                ids.push(
+                    v["payload"]["message_id"]
+                        .as_str()
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                );
+            }
+        }
+        ids
+    }
+}
+
+impl Client {
+    /// POSTs a command without a body; returns its consistency token.
+    pub async fn post(&self, path: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "POST {path}: {}", r.status());
+        r.headers()["x-consistency-token"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+}
