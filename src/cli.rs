@@ -316,6 +316,58 @@ pub enum BenchCommand {
     /// Send at a steady rate and time each message's arrival on an SSE stream
     /// and in a history page, from the moment its send was answered.
     Freshness(BenchFreshnessArgs),
+    /// Seed a fresh log and time one relay publishing the backlog to a fresh
+    /// topic (needs a Kafka broker).
+    Relay(BenchRelayArgs),
+    /// Seed a fresh log, form a projector group of N processes on a fresh topic,
+    /// publish the backlog and time the group applying it (needs a Kafka broker).
+    Projectors(BenchProjectorsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    /// Events to seed the log with.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Partitions of the benchmark's topic.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Postgres server for the benchmark's own databases (dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchProjectorsArgs {
+    /// Events to seed the log with.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Group sizes to measure, one run each (a fresh topic and read database per run).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub members: Vec<usize>,
+    /// The projection the members run.
+    #[arg(long, default_value = "history")]
+    pub projection: String,
+    /// Partitions of the benchmark's topics.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Postgres server for the benchmark's own databases (dropped after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +381,13 @@ pub struct BenchFreshnessArgs {
     /// Probe the history query for one send in this many.
     #[arg(long, default_value_t = 20)]
     pub history_every: u64,
+    /// `log`: one projector tails the log. `kafka`: a relay publishes to a fresh
+    /// topic and one projector consumes it (needs a Kafka broker).
+    #[arg(long, value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
+    /// Kafka bootstrap servers (`--feed kafka`).
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
     /// Postgres server for the benchmark's own databases (dropped after).
     #[arg(
         long,

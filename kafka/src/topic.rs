@@ -64,6 +64,18 @@ impl TopicAdmin {
         Ok(true)
     }
 
+    /// Deletes the topic (benchmarks and tests free a broker's memory with it).
+    pub async fn delete(&self) -> Result<(), KafkaError> {
+        let options = AdminOptions::new().request_timeout(Some(ADMIN_TIMEOUT));
+        for result in self.admin.delete_topics(&[&self.topic], &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+                Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether the broker lists the topic. Asks for every topic's metadata, which
     /// (unlike asking for one topic) never makes a broker auto-create it.
     pub async fn exists(&self) -> Result<bool, KafkaError> {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::commands::{print_latency, Server, TempDb};
-use crate::cli::BenchFreshnessArgs;
+use crate::cli::{BenchFreshnessArgs, Feed};
 
 type Sent = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
@@ -27,14 +27,34 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         ("PARLEY_DATABASE_URL", log_db.url.clone()),
         ("PARLEY_READ_DATABASE_URL", read_db.url.clone()),
     ];
+    let topic = format!("parley.bench.{}", Uuid::now_v7().simple());
+    let group = format!("parley-bench-{}", Uuid::now_v7().simple());
+    let feed = match args.feed {
+        Feed::Log => "log",
+        Feed::Kafka => "kafka",
+    };
+    let urls = [
+        urls[0].clone(),
+        urls[1].clone(),
+        ("PARLEY_FEED", feed.to_string()),
+        ("PARLEY_KAFKA_BROKERS", args.kafka_brokers.clone()),
+        ("PARLEY_KAFKA_TOPIC", topic.clone()),
+        ("PARLEY_KAFKA_GROUP", group),
+    ];
     let command_api = Server::spawn(&["command-api", "--migrate"], &urls).await?;
+    let relay = match args.feed {
+        Feed::Log => None,
+        Feed::Kafka => Some(Server::spawn(&["relay"], &urls).await?),
+    };
     let read_api = Server::spawn(&["read-api"], &urls).await?;
-    let mut projector = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("projector")
-        .env("PARLEY_DATABASE_URL", &log_db.url)
-        .env("PARLEY_READ_DATABASE_URL", &read_db.url)
+    let mut projector = tokio::process::Command::new(std::env::current_exe()?);
+    projector.arg("projector").kill_on_drop(true);
+    for (k, v) in &urls {
+        projector.env(k, v);
+    }
+    let mut projector = projector
         .env("PARLEY_LOG", "warn")
-        .kill_on_drop(true)
+        .env("PARLEY_LISTEN", "127.0.0.1:0")
         .spawn()
         .context("starting the projector")?;
 
@@ -211,9 +231,15 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     }
     let history = history_hist.lock().unwrap().clone();
     println!("parley bench freshness");
-    println!(
-        "  setup             command-api, projector, read-api: separate processes on Postgres"
-    );
+    match args.feed {
+        Feed::Log => println!(
+            "  setup             command-api, projector (tails the log), read-api: separate processes on Postgres"
+        ),
+        Feed::Kafka => println!(
+            "  setup             command-api, relay, Kafka ({}), projector (one group member), read-api --feed kafka: separate processes",
+            args.kafka_brokers
+        ),
+    }
     println!(
         "  offered rate      {} sends/s for {} s",
         args.rate, args.seconds
@@ -231,6 +257,13 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     let _ = projector.wait().await;
     command_api.stop().await;
     read_api.stop().await;
+    if let Some(relay) = relay {
+        relay.stop().await;
+        super::kafka::delete_topic(
+            &parley_kafka::KafkaSettings::new(&args.kafka_brokers).with_topic(&topic),
+        )
+        .await;
+    }
     log_db.drop_now().await?;
     read_db.drop_now().await
 }

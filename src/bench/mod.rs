@@ -2,6 +2,7 @@
 
 mod commands;
 mod freshness;
+mod kafka;
 mod read;
 mod seed;
 
@@ -13,5 +14,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => read::rebuild(args).await,
         BenchCommand::Queries(args) => read::queries(args).await,
         BenchCommand::Freshness(args) => freshness::freshness(args).await,
+        BenchCommand::Relay(args) => kafka::relay(args).await,
+        BenchCommand::Projectors(args) => kafka::projectors(args).await,
     }
 }
