@@ -4,6 +4,7 @@ checks them against real `/metrics` scrapes.
 
     deploy/monitoring/check_dashboard.py                      # list the names, check the files parse
     deploy/monitoring/check_dashboard.py --scrape a.txt b.txt # also: fail when a name is in no scrape
+    deploy/monitoring/check_dashboard.py --write-prometheusrule  # alerts.yml -> prometheusrule.yaml
 
 Several scrapes (one per service: command API, read API, relay, projector) are
 taken as one union. A histogram's `_bucket`, `_sum` and `_count` series count
@@ -101,12 +102,50 @@ def present(name, samples, families):
     return name in families or any(name + s in samples for s in SUFFIXES)
 
 
+PROMETHEUSRULE_HEADER = """\
+# Generated from alerts.yml by `deploy/monitoring/check_dashboard.py
+# --write-prometheusrule`; edit alerts.yml, then regenerate (a test compares them).
+"""
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the PromQL) as `|` blocks, as in alerts.yml."""
+
+
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, text: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None
+    ),
+)
+
+
+def prometheus_rule(alerts_path):
+    """alerts.yml as a Prometheus Operator PrometheusRule."""
+    groups = yaml.safe_load(Path(alerts_path).read_text())["groups"]
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "parley", "labels": {"release": "prometheus"}},
+        "spec": {"groups": groups},
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dashboard", default=HERE / "dashboard.json")
     parser.add_argument("--alerts", default=HERE / "alerts.yml")
+    parser.add_argument("--write-prometheusrule", action="store_true",
+                        help="write prometheusrule.yaml from the alert rules, then exit")
     parser.add_argument("--scrape", nargs="+", metavar="FILE", help="text of GET /metrics, one file per service")
     args = parser.parse_args(argv)
+
+    if args.write_prometheusrule:
+        out = HERE / "prometheusrule.yaml"
+        body = yaml.dump(prometheus_rule(args.alerts), Dumper=_BlockDumper, sort_keys=False, width=1000)
+        out.write_text(PROMETHEUSRULE_HEADER + body)
+        print(f"wrote {out}")
+        return 0
 
     exprs = dashboard_exprs(args.dashboard) + alert_exprs(args.alerts)
     used = used_names(exprs)
