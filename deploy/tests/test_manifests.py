@@ -164,6 +164,11 @@ def check_disruption_and_scaling(docs):
             problems.append(f"no HorizontalPodAutoscaler for {api}")
         elif h["spec"]["minReplicas"] > h["spec"]["maxReplicas"]:
             problems.append(f"HPA {api}: minReplicas over maxReplicas")
+    scaled_targets = set(hpas) | {o["spec"]["scaleTargetRef"]["name"] for o in of_kind(docs, "ScaledObject")}
+    for name in scaled_targets & set(deployments):
+        if "replicas" in deployments[name]["spec"]:
+            problems.append(f"Deployment {name}: sets replicas, but an autoscaler owns the count "
+                            "(each apply would reset it, shrinking a scaled-up Deployment mid-release)")
     cfg = config(docs)
     scaled = of_kind(docs, "ScaledObject")
     if len(scaled) != 1 or scaled[0]["spec"]["scaleTargetRef"]["name"] != "projector":
@@ -430,11 +435,23 @@ class Overlays(unittest.TestCase):
 
     def test_prod_runs_more_and_bigger_than_dev(self):
         dev, prod = render("dev"), render("prod")
-        for d in of_kind(dev, "Deployment"):
-            p = named(prod, "Deployment", d["metadata"]["name"])
-            self.assertEqual(d["spec"]["replicas"], 1, d["metadata"]["name"])
-            self.assertGreaterEqual(p["spec"]["replicas"], 2, d["metadata"]["name"])
+        for api in ("command-api", "read-api"):
+            self.assertEqual(named(dev, "HorizontalPodAutoscaler", api)["spec"]["minReplicas"], 1)
+            self.assertGreaterEqual(named(prod, "HorizontalPodAutoscaler", api)["spec"]["minReplicas"], 2)
+        self.assertEqual(named(dev, "ScaledObject", "projector")["spec"]["minReplicaCount"], 1)
+        self.assertGreaterEqual(named(prod, "ScaledObject", "projector")["spec"]["minReplicaCount"], 2)
+        self.assertEqual(named(dev, "Deployment", "relay")["spec"]["replicas"], 1)
         self.assertEqual(named(prod, "Deployment", "relay")["spec"]["replicas"], 2)
+
+        def limit(docs, name):
+            c = named(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+            return c["resources"]["limits"]["memory"]
+
+        def mib(q):
+            return int(q[:-2]) * (1024 if q.endswith("Gi") else 1)
+
+        for name in PARLEY_COMPONENTS:
+            self.assertLess(mib(limit(dev, name)), mib(limit(prod, name)), name)
 
 
 class Compose(unittest.TestCase):
@@ -468,7 +485,9 @@ class Mutations(unittest.TestCase):
     def test_a_missing_budget_or_an_oversized_group_is_noticed(self):
         docs = [d for d in render("prod") if not (d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"] == "relay")]
         of_kind(docs, "ScaledObject")[0]["spec"]["maxReplicaCount"] = 24
+        named(docs, "Deployment", "read-api")["spec"]["replicas"] = 3
         problems = check_disruption_and_scaling(docs)
+        self.assertNoticed(problems, "Deployment read-api: sets replicas")
         self.assertNoticed(problems, "Deployment relay: no PodDisruptionBudget")
         self.assertNoticed(problems, "maxReplicaCount 24")
 
