@@ -40,6 +40,8 @@ apt_install() {
 }
 
 step "tools"
+# Where pip puts commands (pyenv's shims only know them after a rehash).
+PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 python3 -c 'import yaml' 2>/dev/null || pip_install pyyaml
 command -v kubernetes-validate >/dev/null 2>&1 || python3 -c 'import kubernetes_validate' 2>/dev/null ||
   { echo "installing kubernetes-validate (PyPI) ..."; pip_install kubernetes-validate; }
