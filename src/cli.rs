@@ -59,6 +59,9 @@ pub enum Task {
     /// Benchmarks: commands that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Ask a running service's `/health`; exit 0 on a 2xx answer, 1 otherwise
+    /// (for container health checks on images without curl).
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +238,19 @@ pub struct RelayArgs {
     /// Where `/health`, `/health/ready` and `/metrics` answer.
     #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8083")]
     pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to ask (default: `/health` on the port of `--listen`, on loopback).
+    #[arg(long, env = "PARLEY_HEALTHCHECK_URL")]
+    pub url: Option<String>,
+    /// The service's listen address; its port is the one asked.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod healthcheck;
 mod read_side;
 mod scaled;
 mod serve;
@@ -46,5 +47,6 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Projections(cli::ProjectionsCommand::Status(args)) => scaled::status(args).await,
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
+        cli::Task::Healthcheck(args) => healthcheck::run(args).await,
     }
 }
