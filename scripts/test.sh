@@ -31,6 +31,10 @@ export PARLEY_KAFKA_TESTS=1
 python3 -c 'import confluent_kafka' 2>/dev/null ||
   python3 -m pip install --quiet --disable-pip-version-check confluent-kafka
 
+step "deploy/: manifests, Compose file, alert rules, dashboard"
+# No container engine here: render, validate and test what cannot run.
+scripts/check-deploy.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
