@@ -5,9 +5,12 @@
 //! ([`parley_projections::apply_checkpointed`]), with a
 //! [`PartitionCheckpoint`]: per projection, each partition's next offset and each
 //! aggregate's last sequence are written in the read-model transaction
-//! (invariant 4). Kafka's committed offsets are never used
+//! (invariant 4). Kafka's committed offsets are never read
 //! (`enable.auto.commit=false`); on assignment each partition starts at the
 //! lowest offset any projection still needs, read from the read-model database.
+//! After each applied batch the member also commits its offsets to Kafka,
+//! asynchronously and for information only, so the group's lag shows in Kafka's
+//! own tools and in autoscalers that read it (KEDA's Kafka scaler).
 //!
 //! A rebalance is handled between batches: librdkafka runs the rebalance
 //! callback inside `recv`, never while a batch is being applied. Events already
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 use parley_event_log::EventEnvelope;
 use parley_projections::partitions::{stored_offsets, Offset, PartitionCheckpoint};
 use parley_projections::{apply_checkpointed, park_undecodable, Projection, ReadStore};
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tokio::sync::watch;
@@ -296,6 +299,7 @@ impl Member {
                         *n = (*n).max(o.offset + 1);
                     }
                     drop(s);
+                    self.commit_for_information(&consumer, &offsets);
                     self.status.send_modify(|st| {
                         st.healthy = true;
                         st.applied_total += events.len() as u64;
@@ -442,6 +446,30 @@ impl Member {
             );
         }
         Ok(())
+    }
+
+    /// Tells Kafka how far this member got (asynchronously; a failure only
+    /// leaves Kafka's view of the lag stale, the store holds the real offsets).
+    fn commit_for_information(&self, consumer: &StreamConsumer<MemberContext>, offsets: &[Offset]) {
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        for o in offsets {
+            let n = next.entry(o.partition).or_insert(0);
+            *n = (*n).max(o.offset + 1);
+        }
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in next {
+            if let Err(e) = list.add_partition_offset(
+                &self.settings.topic,
+                partition,
+                rdkafka::Offset::Offset(offset),
+            ) {
+                tracing::debug!(error = %e, "offset not committed to Kafka");
+                return;
+            }
+        }
+        if let Err(e) = consumer.commit(&list, CommitMode::Async) {
+            tracing::debug!(error = %e, "offsets not committed to Kafka (informational only)");
+        }
     }
 
     /// Seeks every owned partition back to the lowest stored offset.

@@ -110,3 +110,33 @@ async fn owners(store: &ReadStore, topic: &str) -> Result<HashMap<i32, String>, 
     }
     Ok(owners)
 }
+
+/// The offsets `group` committed to Kafka, per partition of the topic (members
+/// commit them for information after each applied batch; absent: none yet).
+/// Reads them without joining the group.
+pub async fn committed_offsets(
+    settings: &KafkaSettings,
+    group: &str,
+) -> anyhow::Result<std::collections::BTreeMap<i32, i64>> {
+    let ends = end_offsets(settings).await?;
+    let mut config = settings.client_config();
+    config.set("group.id", group);
+    let topic = settings.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config.create()?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        for partition in ends.keys() {
+            list.add_partition(&topic, *partition);
+        }
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    })
+    .await?
+}

@@ -86,6 +86,33 @@ async fn every_send_reaches_history_once_in_order_through_three_members() {
         assert_eq!(r["lag"], 0, "{r}");
         assert!(r["next_offset"].as_i64().unwrap() > 0, "{r}");
     }
+    // Kafka's own view of the group (what KEDA's Kafka scaler and Kafka's tools
+    // read) follows: members commit their offsets there too, for information.
+    let settings = parley_kafka::KafkaSettings::new(&dep.broker.addr).with_topic(&dep.topic);
+    let stored: std::collections::BTreeMap<i32, i64> = rows
+        .iter()
+        .filter(|r| r["projection"] == "history")
+        .map(|r| {
+            (
+                r["partition"].as_i64().unwrap() as i32,
+                r["next_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let committed = parley_kafka::status::committed_offsets(&settings, &dep.group)
+            .await
+            .unwrap();
+        if committed == stored {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Kafka's committed offsets {committed:?} never reached the stored {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     drop(members);
 }
 
