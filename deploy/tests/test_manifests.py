@@ -236,6 +236,22 @@ def check_references(docs, overlay):
     return problems
 
 
+def env_value(container, name):
+    return next((e.get("value") for e in container.get("env", []) if e["name"] == name), None)
+
+
+def check_feed(docs):
+    """The read API is told how the projectors are fed (PARLEY_FEED): with a
+    Kafka feed, read-your-writes and /v1/stream must judge per aggregate."""
+    feeds = {}
+    for name in ("projector", "read-api"):
+        container = named(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        feeds[name] = env_value(container, "PARLEY_FEED") or "log"
+    if feeds["projector"] != feeds["read-api"]:
+        return [f"projector feed {feeds['projector']!r} but read-api told {feeds['read-api']!r}"]
+    return []
+
+
 def axum_routes(path):
     """(method, path) of every `.route("...", get(..).post(..))` in a router file."""
     text = Path(path).read_text()
@@ -373,6 +389,9 @@ def check_compose(doc):
             problems.append(f"no {infra} service")
         elif not services[infra].get("healthcheck"):
             problems.append(f"{infra}: no healthcheck")
+    feeds = {n: str(parley[n].get("environment", {}).get("PARLEY_FEED", "log")) for n in ("projector-1", "read-api") if n in parley}
+    if len(set(feeds.values())) > 1:
+        problems.append(f"projector and read-api disagree on PARLEY_FEED: {feeds}")
     if services.get("kafka", {}).get("environment", {}).get("KAFKA_PROCESS_ROLES") != "broker,controller":
         problems.append("kafka: not a KRaft broker+controller")
     scrape = yaml.safe_load((DEPLOY / "compose" / "prometheus.yml").read_text())
@@ -433,6 +452,9 @@ class Overlays(unittest.TestCase):
     def test_everything_is_scraped_and_the_rules_match_alerts_yml(self):
         self.each(check_monitoring)
 
+    def test_the_read_api_knows_how_the_projectors_are_fed(self):
+        self.each(check_feed)
+
     def test_prod_runs_more_and_bigger_than_dev(self):
         dev, prod = render("dev"), render("prod")
         for api in ("command-api", "read-api"):
@@ -468,6 +490,12 @@ class Mutations(unittest.TestCase):
 
     def assertNoticed(self, problems, text):
         self.assertTrue(any(text in p for p in problems), f"expected a problem with {text!r}, got {problems}")
+
+    def test_a_read_api_not_told_of_the_kafka_feed_is_noticed(self):
+        docs = copy.deepcopy(render("dev"))
+        c = self.container(docs, "read-api")
+        c["env"] = [e for e in c["env"] if e["name"] != "PARLEY_FEED"]
+        self.assertNoticed(check_feed(docs), "read-api told 'log'")
 
     def test_a_missing_probe_limit_or_setting_is_noticed(self):
         for overlay in OVERLAYS:
