@@ -305,7 +305,7 @@ pub async fn apply_checkpointed(
             apply_one_by_one(store, projection, batch, checkpoint).await?
         }
     };
-    store.announce_commit();
+    store.announce_commit(projection.name());
     Ok(outcome)
 }
 

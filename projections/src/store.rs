@@ -1,8 +1,10 @@
 //! The read-model store: one database (PostgreSQL or a SQLite file) reached through
 //! sqlx's Any driver, so every read model runs the same SQL on both backends.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::{Arc, Once, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Once, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -28,8 +30,29 @@ pub struct ReadStore {
     backend: Backend,
     /// Ticks after a projector commits (see [`ReadStore::committed`]).
     committed: Arc<watch::Sender<u64>>,
+    /// Commits heard of per projection (see [`ReadStore::generation`]).
+    generations: Arc<Generations>,
     listening: Arc<Once>,
     url: Arc<str>,
+}
+
+/// How many commits of each projection this process has heard of, and whether
+/// it can hear them at all right now.
+#[derive(Debug, Default)]
+struct Generations {
+    /// Bumped whenever the notification link (re)connects: commits may have
+    /// been missed while it was down.
+    epoch: AtomicU64,
+    /// Whether commits of other processes reach this one now (Postgres only).
+    live: AtomicBool,
+    by_projection: RwLock<HashMap<String, u64>>,
+}
+
+impl Generations {
+    fn bump(&self, projection: &str) {
+        let mut map = self.by_projection.write().expect("generations lock");
+        *map.entry(projection.to_string()).or_insert(0) += 1;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +132,7 @@ impl ReadStore {
             pool,
             backend,
             committed: Arc::new(watch::channel(0).0),
+            generations: Arc::new(Generations::default()),
             listening: Arc::new(Once::new()),
             url: url.into(),
         };
@@ -172,16 +196,43 @@ impl ReadStore {
     /// (the stream hub, read-your-writes) wait on this instead of polling.
     pub fn committed(&self) -> watch::Receiver<u64> {
         if self.backend == Backend::Postgres {
-            let (url, committed) = (self.url.clone(), Arc::downgrade(&self.committed));
+            let (url, committed, generations) = (
+                self.url.clone(),
+                Arc::downgrade(&self.committed),
+                self.generations.clone(),
+            );
             self.listening.call_once(move || {
-                tokio::spawn(listen_for_commits(url, committed));
+                tokio::spawn(listen_for_commits(url, committed, generations));
             });
         }
         self.committed.subscribe()
     }
 
-    /// Announces a commit made in this process.
-    pub(crate) fn announce_commit(&self) {
+    /// A number that grows with every commit of any of `projections` that this
+    /// process heard of: data read from them while it stays the same is still
+    /// what they hold (a cache's validity). `None` on Postgres while commits of
+    /// other processes cannot be heard (the notification link is down or not up
+    /// yet), and always on SQLite, where another process could write unheard.
+    pub fn generation(&self, projections: &[&str]) -> Option<u64> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let _ = self.committed();
+        let g = &self.generations;
+        if !g.live.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = g.by_projection.read().expect("generations lock");
+        let commits: u64 = projections
+            .iter()
+            .map(|p| map.get(*p).copied().unwrap_or(0))
+            .sum();
+        Some(g.epoch.load(Ordering::Acquire).wrapping_add(commits))
+    }
+
+    /// Announces a commit of `projection` made in this process.
+    pub(crate) fn announce_commit(&self, projection: &str) {
+        self.generations.bump(projection);
         self.committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -193,7 +244,11 @@ impl ReadStore {
 
 /// Turns projectors' NOTIFYs into ticks, reconnecting when the link drops. Holds
 /// the sender weakly: once every handle to the store is gone, the task ends.
-async fn listen_for_commits(url: Arc<str>, committed: Weak<watch::Sender<u64>>) {
+async fn listen_for_commits(
+    url: Arc<str>,
+    committed: Weak<watch::Sender<u64>>,
+    generations: Arc<Generations>,
+) {
     let tick = || match committed.upgrade() {
         Some(sender) => {
             sender.send_modify(|n| *n = n.wrapping_add(1));
@@ -206,18 +261,30 @@ async fn listen_for_commits(url: Arc<str>, committed: Weak<watch::Sender<u64>>) 
         let session = async {
             let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
             listener.listen(COMMITS_CHANNEL).await?;
-            // Whatever was committed while we were away: wake waiters once.
+            // Whatever was committed while we were away: a new epoch, and wake
+            // waiters once.
+            generations.epoch.fetch_add(1, Ordering::AcqRel);
+            generations.live.store(true, Ordering::Release);
             if !tick() {
                 return Ok::<(), sqlx::Error>(());
             }
             loop {
-                listener.recv().await?;
+                // `try_recv`, not `recv`: a dropped link must end the session
+                // (and the cache's trust in it), not reconnect silently.
+                let Some(notification) = listener.try_recv().await? else {
+                    return Err(sqlx::Error::Protocol(
+                        "the notification link dropped".into(),
+                    ));
+                };
+                generations.bump(notification.payload());
                 if !tick() {
                     return Ok(());
                 }
             }
         };
-        match session.await {
+        let outcome = session.await;
+        generations.live.store(false, Ordering::Release);
+        match outcome {
             Ok(()) => return,
             Err(e) => {
                 if committed.strong_count() == 0 {
