@@ -149,6 +149,10 @@ pub struct ReadApiArgs {
     /// how read-your-writes waits and the stream tell what the read models applied.
     #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
     pub feed: Feed,
+    /// MiB of newest history pages kept in memory (Postgres only; invalidated by
+    /// every history or rooms commit). 0 turns the cache off.
+    #[arg(long, env = "PARLEY_PAGE_CACHE_MB", default_value_t = 64)]
+    pub page_cache_mb: usize,
     /// Database connections in the pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -453,6 +457,9 @@ pub struct BenchQueriesArgs {
     /// Connections of the read API's database pool.
     #[arg(long, default_value_t = 16)]
     pub db_pool_size: u32,
+    /// The read API's page cache in MiB (0: every page from the database).
+    #[arg(long, default_value_t = 64)]
+    pub page_cache_mb: usize,
     /// Postgres server for the benchmark's own databases (dropped after).
     #[arg(
         long,

@@ -65,6 +65,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         None => None,
     };
     let mut read = read_settings(&settings);
+    read.page_cache_bytes = args.page_cache_mb << 20;
     read.feed = match args.feed {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,

@@ -7,6 +7,7 @@
 //! see [`stream`]).
 
 mod auth;
+pub mod cache;
 mod consistency;
 pub mod error;
 pub mod openapi;
@@ -48,6 +49,8 @@ pub struct Settings {
     /// Events `/v1/stream` keeps for a slow subscriber before closing its stream
     /// (it resumes with `Last-Event-ID`).
     pub stream_capacity: usize,
+    /// Bytes of newest history pages kept in memory (see [`cache`]); 0: none.
+    pub page_cache_bytes: usize,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             rate_limit_per_sec: 50.0,
             rate_limit_burst: 100.0,
             stream_capacity: stream::DEFAULT_CAPACITY,
+            page_cache_bytes: 64 << 20,
         }
     }
 }
@@ -76,6 +80,8 @@ pub struct ReadState {
     /// Feeds `/v1/stream`; there only with the event log.
     pub stream: Option<StreamHub>,
     pub feed: Feed,
+    /// Newest history pages and room memberships (Postgres only; see [`cache`]).
+    pub cache: Option<Arc<cache::PageCache>>,
 }
 
 impl ReadState {
@@ -89,8 +95,11 @@ impl ReadState {
                 settings.feed,
             )
         });
+        let cache = (settings.page_cache_bytes > 0)
+            .then(|| Arc::new(cache::PageCache::new(settings.page_cache_bytes)));
         Self {
             feed: settings.feed,
+            cache,
             store,
             log,
             stream,

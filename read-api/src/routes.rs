@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use parley_projections::models::{friends, history, presence, rooms, users};
@@ -115,7 +117,7 @@ pub async fn history(
     Consistency(token): Consistency,
     Path(room_id): Path<Uuid>,
     Query(q): Query<HistoryQuery>,
-) -> Result<Json<history::HistoryPage>, ReadError> {
+) -> Result<Response, ReadError> {
     let cursor = |s: &str, name: &str| {
         history::decode_cursor(s)
             .ok_or_else(|| ReadError::BadRequest(format!("`{name}` is not a valid cursor")))
@@ -137,6 +139,35 @@ pub async fn history(
             history::MAX_PAGE
         )));
     }
+    // The newest page without a consistency token may come from the cache.
+    let cached = match (&state.cache, &token, request) {
+        (Some(cache), None, history::PageRequest::Newest) => state
+            .store
+            .generation(&crate::cache::SOURCES)
+            .map(|generation| (cache, generation)),
+        _ => None,
+    };
+    if let Some((cache, generation)) = cached {
+        match cache.member(room_id, me, generation) {
+            Some(false) => return Err(not_found(room_id)),
+            Some(true) => {
+                if let Some(body) = cache.page(room_id, limit, generation) {
+                    return Ok(json_body(body));
+                }
+            }
+            None => {}
+        }
+        let page =
+            history::page_for_member(state.store.pool(), room_id, request, limit, me).await?;
+        cache.keep_member(room_id, me, generation, page.is_some());
+        let page = page.ok_or_else(|| not_found(room_id))?;
+        let body = Bytes::from(serde_json::to_vec(&page).map_err(ReadError::internal)?);
+        // Whether the caller reacted is the caller's own: such pages are not shared.
+        if page.messages.iter().all(|m| m.reactions.is_empty()) {
+            cache.keep_page(room_id, limit, generation, body.clone());
+        }
+        return Ok(json_body(body));
+    }
     wait_for(
         &state.store,
         token,
@@ -146,8 +177,12 @@ pub async fn history(
     .await?;
     history::page_for_member(state.store.pool(), room_id, request, limit, me)
         .await?
-        .map(Json)
+        .map(|page| Json(page).into_response())
         .ok_or_else(|| not_found(room_id))
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn with_names<T: Serialize>(

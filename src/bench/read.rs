@@ -101,6 +101,7 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
         &[
             ("PARLEY_READ_DATABASE_URL", fixture.read_db.url.clone()),
             ("PARLEY_DB_POOL_SIZE", args.db_pool_size.to_string()),
+            ("PARLEY_PAGE_CACHE_MB", args.page_cache_mb.to_string()),
         ],
     )
     .await?;
@@ -191,6 +192,17 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
     println!("  events in the log {}", fixture.seeded.events);
     println!("  rooms             {}", args.rooms);
     println!("  connections       {}", args.connections);
+    println!(
+        "  page cache        {}",
+        if args.page_cache_mb > 0 {
+            format!(
+                "{} MiB (no writes during the run: pages come from it)",
+                args.page_cache_mb
+            )
+        } else {
+            "off (every page from Postgres)".to_string()
+        }
+    );
     println!(
         "  page              {} newest messages of a random room",
         args.page

@@ -2,6 +2,7 @@
 //! wires them, on both backends (Postgres, and SQLite files).
 
 mod app;
+mod cache;
 mod read_your_writes;
 mod stream;
 mod visibility;
