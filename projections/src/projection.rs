@@ -32,6 +32,14 @@ pub trait Projection: Send + Sync + 'static {
     /// SQL both backends accept.
     fn schema(&self) -> Vec<String>;
 
+    /// Whether `apply` finds rows only by primary key, never through the other
+    /// indexes of [`schema`](Self::schema). A rebuild of such a model creates
+    /// those indexes once its tables are loaded, which is much cheaper than
+    /// keeping them up to date row by row.
+    fn applies_by_primary_key(&self) -> bool {
+        false
+    }
+
     /// Applies one event (events of other kinds are ignored).
     async fn apply(
         &self,

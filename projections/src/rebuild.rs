@@ -82,7 +82,14 @@ pub async fn rebuild(
     Projector::new(live.clone(), store.clone(), feed.clone())
         .prepare()
         .await?;
-    projector.prepare().await?;
+    // The fresh tables; secondary indexes wait until they are loaded when the
+    // model never reads through them while applying.
+    let (now, later): (Vec<String>, Vec<String>) = fresh.schema().into_iter().partition(|s| {
+        !(fresh.applies_by_primary_key() && s.trim_start().starts_with("CREATE INDEX"))
+    });
+    for statement in &now {
+        sqlx::raw_sql(statement).execute(store.pool()).await?;
+    }
 
     // A reader task fetches the next batch while this one is applied: the log's
     // database and the read store work at the same time.
@@ -119,6 +126,9 @@ pub async fn rebuild(
         progress(events, cursor);
     }
     reader.abort();
+    for statement in &later {
+        sqlx::raw_sql(statement).execute(store.pool()).await?;
+    }
 
     let cursor = swap(
         store,

@@ -125,6 +125,12 @@ impl Projection for History {
         Self::NAME
     }
 
+    /// By `message_id` only (the reactions' key starts with it); the room index
+    /// serves the pages.
+    fn applies_by_primary_key(&self) -> bool {
+        true
+    }
+
     fn schema(&self) -> Vec<String> {
         let (m, r, s) = (&self.messages, &self.reactions, &self.suffix);
         vec![
