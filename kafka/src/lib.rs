@@ -49,6 +49,7 @@ mod config;
 mod error;
 mod leader;
 pub mod member;
+pub mod metrics;
 mod publisher;
 mod relay;
 pub mod status;

@@ -9,6 +9,7 @@
 mod auth;
 mod consistency;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 mod routes;
 pub mod stream;
