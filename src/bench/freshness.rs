@@ -30,7 +30,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     let command_api = Server::spawn(&["command-api", "--migrate"], &urls).await?;
     let read_api = Server::spawn(&["read-api"], &urls).await?;
     let mut projector = tokio::process::Command::new(std::env::current_exe()?)
-        .arg("projector")
+        .args(["projector", "--listen", "127.0.0.1:0"])
         .env("PARLEY_DATABASE_URL", &log_db.url)
         .env("PARLEY_READ_DATABASE_URL", &read_db.url)
         .env("PARLEY_LOG", "warn")
