@@ -96,11 +96,15 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
         .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
     let log = open_log(url, args.db_pool_size).await?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
+    let readiness = Readiness::Log {
+        log: log.clone(),
+        store: store.clone(),
+    };
+    let probes = Probes::start(args.listen, readiness).await?;
     let mut projectors =
         RunningProjectors::start(log.clone(), store.clone(), args.projection.as_deref()).await?;
     metrics::describe_service(metrics::Service::Projector);
-    metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
-    let probes = Probes::start(args.listen, Readiness::Log { log, store }).await?;
+    metrics::report_log_lag(log, store, projectors.names());
     let result = tokio::select! {
         _ = shutdown_signal() => projectors.stop().await,
         failed = projectors.until_one_fails() => failed,
