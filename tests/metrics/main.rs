@@ -419,7 +419,7 @@ async fn the_relay_reports_its_lead_and_its_lag_while_the_broker_is_down() {
     )
     .await;
     let scrape = relay
-        .scrape_until("relay", Duration::from_secs(60), |s| {
+        .scrape_until("relay-broker-down", Duration::from_secs(60), |s| {
             s.get("parley_relay_leader", &[]) == Some(1.0)
                 && s.value("parley_relay_lag_events", &[]) > 0.0
         })
