@@ -194,6 +194,9 @@ pub struct ProjectorArgs {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u64,
+    /// Where `/health`, `/health/ready` and `/metrics` answer.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8084")]
+    pub listen: SocketAddr,
 }
 
 /// Where a projector reads events.

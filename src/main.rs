@@ -8,6 +8,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod cli;
 mod healthcheck;
+mod metrics;
+mod probes;
 mod read_side;
 mod scaled;
 mod serve;
@@ -19,6 +21,10 @@ use clap::Parser;
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     telemetry::init(cli.log_format());
+    if let Err(err) = telemetry::install_metrics() {
+        eprintln!("error: cannot set up metrics: {err:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

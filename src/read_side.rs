@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 pub struct RunningProjectors {
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
+    names: Vec<&'static str>,
 }
 
 impl RunningProjectors {
@@ -24,11 +25,12 @@ impl RunningProjectors {
     ) -> anyhow::Result<Self> {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut started = 0;
+        let mut names = Vec::new();
         for projection in models::all() {
             if only.is_some_and(|name| name != projection.name()) {
                 continue;
             }
+            parley_projections::metrics::register(projection.name());
             let projector = Projector::new(
                 projection,
                 store.clone(),
@@ -38,10 +40,10 @@ impl RunningProjectors {
                 format!("creating the tables of projection {}", projector.name())
             })?;
             let rx = rx.clone();
+            names.push(projector.name());
             tasks.spawn(async move { projector.run(rx).await });
-            started += 1;
         }
-        if started == 0 {
+        if names.is_empty() {
             let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
             anyhow::bail!(
                 "no projection named {:?}; known: {}",
@@ -49,7 +51,16 @@ impl RunningProjectors {
                 names.join(", ")
             );
         }
-        Ok(Self { shutdown, tasks })
+        Ok(Self {
+            shutdown,
+            tasks,
+            names,
+        })
+    }
+
+    /// The projections running.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.names.clone()
     }
 
     /// Asks every projector to finish its batch and stop, then waits for them.

@@ -1,5 +1,6 @@
 //! The scaled mode's Kafka parts: `parley relay` and `parley projector --feed kafka`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -15,6 +16,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{Feed, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
+use crate::metrics::{self, Pool};
+use crate::probes::{Probes, Readiness};
 use crate::serve::{open_log, open_store, shutdown_signal};
 
 fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
@@ -39,12 +42,15 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
             )
         })?;
     let status = relay.status();
+    let pools = vec![Pool::Log(relay.log().clone())];
+    metrics::describe_service(metrics::Service::Relay);
     let (stop, stopped) = watch::channel(false);
     let running = tokio::spawn(relay.run(stopped));
     let app = Router::new()
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/ready", get(relay_ready))
         .with_state(status);
+    let app = metrics::instrument(app, "relay", pools);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -104,12 +110,35 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
         session_timeout: std::time::Duration::from_millis(args.session_timeout_ms),
         ..MemberOptions::default()
     };
-    let member = Member::new(kafka_settings(&args.kafka), options, store, projections);
+    let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+    for &name in &names {
+        parley_projections::metrics::register(name);
+    }
+    metrics::describe_service(metrics::Service::Projector);
+    let settings = kafka_settings(&args.kafka);
+    metrics::report_kafka_lag(settings.clone(), store.clone(), names);
+    let member = Member::new(settings, options, store.clone(), projections);
+    let alive = Arc::new(AtomicBool::new(true));
+    let readiness = Readiness::Kafka {
+        store,
+        member: member.status(),
+        running: alive.clone(),
+    };
+    let probes = Probes::start(args.listen, readiness).await?;
     let (stop, stopped) = watch::channel(false);
-    let running = tokio::spawn(async move { member.run(stopped).await });
+    let running = tokio::spawn(async move {
+        let result = member.run(stopped).await;
+        alive.store(false, Ordering::Relaxed);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "projector member stopped");
+        }
+        result
+    });
     shutdown_signal().await;
     stop.send_replace(true);
-    running.await?
+    let result = running.await?;
+    probes.stop().await?;
+    result
 }
 
 /// `parley projections status`.

@@ -10,6 +10,8 @@ use crate::cli::{
     AuthArgs, DeadLetterArgs, DevArgs, LimitArgs, MigrateArgs, ProjectorArgs, ReadApiArgs,
     ServiceArgs,
 };
+use crate::metrics::{self, Pool};
+use crate::probes::{Probes, Readiness};
 use crate::read_side::RunningProjectors;
 use parley_projections::ReadStore;
 
@@ -32,9 +34,13 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let settings = settings(&args.auth, Some(secret), &args.limits)?;
     let read_settings = read_settings(&settings);
     let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
+    metrics::describe_service(metrics::Service::Dev);
+    metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
+    let pools = vec![Pool::Log(log.clone()), Pool::Read(store.clone())];
     let app = router(AppState::new(log.clone(), settings)).merge(parley_read_api::v1_routes(
         parley_read_api::ReadState::new(store, Some(log), read_settings),
     ));
+    let app = metrics::instrument(app, "dev", pools);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -64,6 +70,9 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         Some(url) => Some(open_log(url, 2).await?),
         None => None,
     };
+    metrics::describe_service(metrics::Service::ReadApi);
+    let mut pools = vec![Pool::Read(store.clone())];
+    pools.extend(log.clone().map(Pool::Log));
     let mut read = read_settings(&settings);
     read.page_cache_bytes = args.page_cache_mb << 20;
     read.feed = match args.feed {
@@ -71,6 +80,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
     };
     let app = parley_read_api::router(parley_read_api::ReadState::new(store, log, read));
+    let app = metrics::instrument(app, "read-api", pools);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;
@@ -88,11 +98,21 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
         .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
     let log = open_log(url, args.db_pool_size).await?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
-    let mut projectors = RunningProjectors::start(log, store, args.projection.as_deref()).await?;
-    tokio::select! {
+    let readiness = Readiness::Log {
+        log: log.clone(),
+        store: store.clone(),
+    };
+    let probes = Probes::start(args.listen, readiness).await?;
+    let mut projectors =
+        RunningProjectors::start(log.clone(), store.clone(), args.projection.as_deref()).await?;
+    metrics::describe_service(metrics::Service::Projector);
+    metrics::report_log_lag(log, store, projectors.names());
+    let result = tokio::select! {
         _ = shutdown_signal() => projectors.stop().await,
         failed = projectors.until_one_fails() => failed,
-    }
+    };
+    probes.stop().await?;
+    result
 }
 
 pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
@@ -133,7 +153,9 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
             parley_event_log::redact_url(&args.database_url)
         )
     })?;
-    let app = router(AppState::new(log, settings));
+    metrics::describe_service(metrics::Service::CommandApi);
+    let pools = vec![Pool::Log(log.clone())];
+    let app = metrics::instrument(router(AppState::new(log, settings)), "command-api", pools);
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listening on {}", args.listen))?;

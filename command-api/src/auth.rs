@@ -229,6 +229,8 @@ impl FromRequestParts<AppState> for AuthUser {
                 ApiError::Unauthorized("expected 'Authorization: Bearer <token>'".into())
             })?;
         let user_id = state.keys.verify_access(token.trim())?;
+        // The request's log line names the caller (a field of the binary's request span).
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
         state.limiter.check(user_id)?;
         Ok(AuthUser(user_id))
     }

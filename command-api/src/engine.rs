@@ -367,7 +367,13 @@ impl Engine {
             })
             .map(|s| (s.aggregate_type.clone(), s.aggregate_id))
             .collect();
-        match self.log.append(request).await {
+        let started = Instant::now();
+        let result = self.log.append(request).await;
+        crate::metrics::appended(
+            result.as_ref().map_or(0, |appended| appended.len()),
+            started.elapsed(),
+        );
+        match result {
             Ok(appended) => {
                 if let Some(room) = decision.room {
                     self.cache_room(room);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod engine;
 mod json;
 mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
@@ -150,6 +151,7 @@ pub fn router(state: AppState) -> Router {
             put(friends::block).delete(friends::unblock),
         )
         .route("/v1/presence", put(presence::set))
+        .route_layer(axum::middleware::from_fn(metrics::count_commands))
         .merge(command_api_meta_routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -73,6 +73,44 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// A short name for logs and metrics: `postgres` or `sqlite`.
     fn backend(&self) -> &'static str;
+
+    /// The connections of the log's pool (both pools together on SQLite), for metrics.
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+}
+
+/// How many connections a pool holds and may hold: what a metrics scrape samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections lent out.
+    pub in_use: u32,
+    /// Connections open and waiting in the pool.
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    /// The figures of any sqlx pool.
+    pub fn of<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Self {
+        let open = pool.size();
+        let idle = (pool.num_idle() as u32).min(open);
+        Self {
+            in_use: open - idle,
+            idle,
+            max: pool.options().get_max_connections(),
+        }
+    }
+
+    /// Two pools counted as one.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            in_use: self.in_use + other.in_use,
+            idle: self.idle + other.idle,
+            max: self.max + other.max,
+        }
+    }
 }
 
 /// A shared handle to whichever log is configured.

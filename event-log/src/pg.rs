@@ -528,4 +528,8 @@ impl EventLog for PgLog {
     fn backend(&self) -> &'static str {
         "postgres"
     }
+
+    fn pool_stats(&self) -> Option<crate::PoolStats> {
+        Some(crate::PoolStats::of(&self.pool))
+    }
 }

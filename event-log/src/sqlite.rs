@@ -290,4 +290,8 @@ impl EventLog for SqliteLog {
     fn backend(&self) -> &'static str {
         "sqlite"
     }
+
+    fn pool_stats(&self) -> Option<crate::PoolStats> {
+        Some(crate::PoolStats::of(&self.writer).plus(crate::PoolStats::of(&self.reader)))
+    }
 }

@@ -146,10 +146,7 @@ async fn tail_orders_transaction_ids_as_numbers() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        rest.iter().map(|e| e.tx_id).collect::<Vec<_>>(),
-        vec![99]
-    );
+    assert_eq!(rest.iter().map(|e| e.tx_id).collect::<Vec<_>>(), vec![99]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

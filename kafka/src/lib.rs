@@ -3,8 +3,8 @@
 //! The [`Relay`] tails the log in its safe order (by writing transaction, then
 //! position: see [`parley_event_log::Cursor`]) and publishes each event with
 //! key = aggregate id, value = the event's JSON envelope, and headers
-//! `event_type`, `event_version`, `event_id` and `traceparent` (when the event
-//! carries one).
+//! `event_type`, `event_version`, `event_id`, and `correlation_id` and
+//! `traceparent` (when the event carries them).
 //!
 //! What it guarantees:
 //! - **At least once.** The checkpoint (table `relay_checkpoints`, in the log's
@@ -49,6 +49,7 @@ mod config;
 mod error;
 mod leader;
 pub mod member;
+pub mod metrics;
 mod publisher;
 mod relay;
 pub mod status;

@@ -87,7 +87,7 @@ impl Publisher {
 fn headers(event: &EventEnvelope) -> OwnedHeaders {
     let version = event.event_version.to_string();
     let event_id = event.event_id.to_string();
-    let headers = OwnedHeaders::new_with_capacity(4)
+    let headers = OwnedHeaders::new_with_capacity(5)
         .insert(Header {
             key: "event_type",
             value: Some(event.event_type.as_str()),
@@ -100,6 +100,15 @@ fn headers(event: &EventEnvelope) -> OwnedHeaders {
             key: "event_id",
             value: Some(event_id.as_str()),
         });
+    // The request's correlation id, so one send can be followed through the
+    // topic without decoding values.
+    let headers = match &event.metadata.correlation_id {
+        Some(correlation_id) => headers.insert(Header {
+            key: "correlation_id",
+            value: Some(correlation_id.as_str()),
+        }),
+        None => headers,
+    };
     match &event.metadata.traceparent {
         Some(traceparent) => headers.insert(Header {
             key: "traceparent",

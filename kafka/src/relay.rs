@@ -115,6 +115,11 @@ impl Relay {
         self.status.subscribe()
     }
 
+    /// The log this relay publishes (for readiness and pool metrics).
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
     /// Runs until `shutdown` turns true (or its sender is dropped): waits for the
     /// leadership, then publishes. On shutdown the batch in flight is finished and
     /// the lock released.
@@ -124,6 +129,8 @@ impl Relay {
             let options = (*self.pool.connect_options()).clone();
             let mut lock = LeaderLock::new(options, lock_key(&self.settings.topic));
             let mut table_ready = false;
+            crate::metrics::leader(false);
+            metrics::counter!(crate::metrics::RELAY_PUBLISHED_TOTAL).increment(0);
             while !stopping(&shutdown) {
                 if !table_ready {
                     match checkpoint::ensure_table(&self.pool).await {
@@ -153,6 +160,7 @@ impl Relay {
     async fn lead(&mut self, lock: &mut LeaderLock, shutdown: &mut watch::Receiver<bool>) {
         tracing::info!("took the lead");
         self.status.send_modify(|s| s.leader = true);
+        crate::metrics::leader(true);
         let mut state = Leading {
             cursor: None,
             check_topic: true,
@@ -184,6 +192,9 @@ impl Relay {
                 }
                 Err(error) => {
                     self.failed(&error);
+                    if let Some(cursor) = state.cursor {
+                        self.measure_lag(cursor).await;
+                    }
                     if error.is_kafka() {
                         state.check_topic = true;
                         self.rebuild_publisher_if_stuck(&error, &mut state);
@@ -196,6 +207,7 @@ impl Relay {
         }
         lock.release().await;
         self.status.send_modify(|s| s.leader = false);
+        crate::metrics::leader(false);
         tracing::info!("gave up the lead");
     }
 
@@ -226,6 +238,7 @@ impl Relay {
 
         let batch = self.log.read_after(cursor, self.options.batch_size).await?;
         let Some(last) = batch.last().map(|e| e.cursor()) else {
+            crate::metrics::lag(0);
             return Ok(false);
         };
         self.publisher.publish(&batch).await?;
@@ -244,7 +257,23 @@ impl Relay {
             s.published_total += batch.len() as u64;
             s.last_error = None;
         });
+        crate::metrics::published(batch.len());
+        if batch.len() as i64 >= self.options.batch_size {
+            self.measure_lag(last).await;
+        } else {
+            // A short batch read all there was: caught up.
+            crate::metrics::lag(0);
+        }
         Ok(true)
+    }
+
+    /// Sets the lag gauge: the log's head position minus `cursor`'s (positions are
+    /// handed out in order, so this counts the events behind, give or take ones
+    /// still being committed).
+    async fn measure_lag(&self, cursor: Cursor) {
+        if let Ok(head) = self.log.last_position().await {
+            crate::metrics::lag(head - cursor.position);
+        }
     }
 
     /// The topic vanished (a broker lost its storage) and was recreated empty:

@@ -60,6 +60,10 @@ async fn publishes_every_event_keyed_with_headers_and_in_aggregate_order() {
             record.headers.get("traceparent"),
             original.metadata.traceparent.as_ref()
         );
+        assert_eq!(
+            record.headers.get("correlation_id"),
+            original.metadata.correlation_id.as_ref()
+        );
         traced += usize::from(original.metadata.traceparent.is_some());
     }
     assert!(traced > 0, "some events carry a traceparent");

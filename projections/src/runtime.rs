@@ -260,6 +260,7 @@ pub async fn apply_checkpointed(
     if batch.is_empty() {
         return Ok(BatchOutcome::default());
     }
+    let started = std::time::Instant::now();
     let together = async {
         let mut tx = store.pool().begin().await?;
         let mut outcome = BatchOutcome::default();
@@ -306,7 +307,27 @@ pub async fn apply_checkpointed(
         }
     };
     store.announce_commit(projection.name());
+    crate::metrics::batch_done(projection.name(), outcome, started.elapsed());
+    log_committed(projection.name(), batch);
     Ok(outcome)
+}
+
+/// At debug level, one line per event of a committed batch, so one send can be
+/// followed from its request (the correlation id) to each projection.
+fn log_committed(projection: &str, batch: &[EventEnvelope]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for event in batch {
+        tracing::debug!(
+            projection,
+            event_id = %event.event_id,
+            event_type = %event.event_type,
+            position = event.position,
+            correlation_id = event.metadata.correlation_id.as_deref(),
+            "event projected"
+        );
+    }
 }
 
 /// Records the feed's position and announces the commit to come, in `conn`'s
@@ -396,7 +417,7 @@ pub(crate) async fn park(
     event: &EventEnvelope,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    tracing::error!(projection, event_id = %event.event_id, event_type = %event.event_type, position = event.position, reason, "event parked");
+    tracing::error!(projection, event_id = %event.event_id, event_type = %event.event_type, position = event.position, correlation_id = event.metadata.correlation_id.as_deref(), reason, "event parked");
     let letter = Letter {
         id: &event.event_id.to_string(),
         position: event.position,
@@ -423,7 +444,9 @@ pub async fn park_undecodable(
         raw,
     };
     let mut conn = store.pool().acquire().await?;
-    insert_letter(&mut conn, projection, &letter, reason).await
+    insert_letter(&mut conn, projection, &letter, reason).await?;
+    crate::metrics::parked(projection);
+    Ok(())
 }
 
 /// What a dead-letter row records of the delivery.

@@ -25,6 +25,8 @@ impl FromRequestParts<ReadState> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(|| ReadError::Unauthorized("missing bearer token".into()))?;
         let user = state.keys.verify_access(token.trim())?;
+        // The request's log line names the caller (a field of the binary's request span).
+        tracing::Span::current().record("user_id", tracing::field::display(user));
         state.limiter.check(user)?;
         Ok(Caller(user))
     }

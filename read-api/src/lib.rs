@@ -10,6 +10,7 @@ mod auth;
 pub mod cache;
 mod consistency;
 pub mod error;
+pub mod metrics;
 pub mod openapi;
 mod routes;
 pub mod stream;

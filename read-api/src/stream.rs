@@ -748,6 +748,8 @@ struct Connection {
     seen: Cursor,
     /// Whether the first frame (`retry`, and the id the stream starts after) is out.
     greeted: bool,
+    /// Counts this stream in `parley_sse_connections` until it is dropped.
+    _open: crate::metrics::OpenStream,
 }
 
 fn sse_event(event: &EventEnvelope) -> Event {
@@ -914,6 +916,7 @@ pub async fn stream(
         phase,
         seen: start,
         greeted: false,
+        _open: crate::metrics::OpenStream::new(),
     };
     let events = futures::stream::unfold(connection, |mut c| async move {
         c.next().await.map(|e| (Ok::<_, Infallible>(e), c))

@@ -48,13 +48,14 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     };
     let read_api = Server::spawn(&["read-api"], &urls).await?;
     let mut projector = tokio::process::Command::new(std::env::current_exe()?);
-    projector.arg("projector").kill_on_drop(true);
+    projector
+        .args(["projector", "--listen", "127.0.0.1:0"])
+        .kill_on_drop(true);
     for (k, v) in &urls {
         projector.env(k, v);
     }
     let mut projector = projector
         .env("PARLEY_LOG", "warn")
-        .env("PARLEY_LISTEN", "127.0.0.1:0")
         .spawn()
         .context("starting the projector")?;
 

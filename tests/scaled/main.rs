@@ -209,7 +209,7 @@ async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
     // A clean rebuild: the same log, tailed directly into an empty store.
     let rebuilt = parley_event_log::testing::fresh_database().await.unwrap();
     let mut rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["projector", "--feed", "log"])
+        .args(["projector", "--feed", "log", "--listen", "127.0.0.1:0"])
         .env("PARLEY_DATABASE_URL", &dep.log_url)
         .env("PARLEY_READ_DATABASE_URL", &rebuilt)
         .env("PARLEY_LOG", "warn")

@@ -66,6 +66,8 @@ impl Deployment {
             .env("PARLEY_KAFKA_GROUP", &self.group)
             .env("PARLEY_JWT_SECRET", SECRET)
             .env("PARLEY_RATE_LIMIT_PER_SEC", "0")
+            // Projectors serve probes too: on a port of their own, never 8084.
+            .env("PARLEY_LISTEN", "127.0.0.1:0")
             .kill_on_drop(true);
         // PARLEY_TEST_CHILD_LOG=info shows the children's logs.
         match std::env::var("PARLEY_TEST_CHILD_LOG") {

@@ -114,6 +114,7 @@ fn invalid_login() -> ApiError {
 }
 
 fn session(state: &AppState, user_id: Uuid) -> Result<Json<Session>, ApiError> {
+    tracing::Span::current().record("user_id", tracing::field::display(user_id));
     Ok(Json(Session {
         access_token: state.keys.issue_access(user_id)?,
         refresh_token: state.keys.issue_refresh(user_id)?,
