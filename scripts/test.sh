@@ -42,4 +42,11 @@ step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked
+# tests/metrics keeps one real /metrics scrape of each service here, for the
+# dashboard check below.
+scrapes="$(mktemp -d)"
+trap 'rm -rf "$scrapes"' EXIT
+PARLEY_METRICS_DUMP_DIR="$scrapes" cargo test --workspace --locked
+
+step "every metric the dashboard and the alerts use is in a real scrape"
+deploy/monitoring/check_dashboard.py --scrape "$scrapes"/*.prom
