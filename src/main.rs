@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod events;
 mod read_side;
 mod scaled;
 mod serve;
@@ -17,7 +18,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.log_format());
+    match cli.command {
+        // Their data may go to stdout: logs go to stderr.
+        cli::Task::Events(_) => telemetry::init_stderr(cli.log_format()),
+        _ => telemetry::init(cli.log_format()),
+    }
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -46,5 +51,6 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Projections(cli::ProjectionsCommand::Status(args)) => scaled::status(args).await,
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
+        cli::Task::Events(command) => events::run(command).await,
     }
 }

@@ -1,6 +1,7 @@
 //! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
 
 mod commands;
+mod export;
 mod freshness;
 mod read;
 mod seed;
@@ -13,5 +14,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Rebuild(args) => read::rebuild(args).await,
         BenchCommand::Queries(args) => read::queries(args).await,
         BenchCommand::Freshness(args) => freshness::freshness(args).await,
+        BenchCommand::Export(args) => export::export(args).await,
     }
 }
