@@ -365,3 +365,73 @@ async fn bad_arguments_are_refused_with_the_argument_named() {
         "an export created a log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_export_during_slow_writes_misses_no_position_below_where_it_stopped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (log, url) = pg_log().await;
+    seed(&log, 100).await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    // Writers whose transactions take their position, then sleep before commit:
+    // a reader that trusted MAX(position) would step over their rows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..6u64 {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query(
+                    "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence,
+                        event_type, event_version, recorded_at, metadata, payload)
+                     VALUES ($1, 'room', $2, 1, 'MemberLeft', 1, now(), '{}', '{}')",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind(uuid::Uuid::now_v7())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5 + (n * 7 + w * 13) % 40))
+                    .await;
+                tx.commit().await.unwrap();
+                n += 1;
+            }
+        }));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut exports = Vec::new();
+    for round in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+        let path = dir.path().join(format!("during-{round}.jsonl"));
+        let summary = export(
+            &url,
+            &path,
+            Filter::default(),
+            ExportOptions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+        exports.push((path, summary.covered_to));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let everything = expected(&log, false).await;
+    for (path, covered_to) in exports {
+        let want: Vec<i64> = everything
+            .iter()
+            .map(|e| e.position)
+            .filter(|p| *p <= covered_to)
+            .collect();
+        let got: Vec<i64> = read_jsonl(&path).iter().map(|e| e.position).collect();
+        assert!(covered_to > 100);
+        assert_eq!(
+            got, want,
+            "an export up to {covered_to} missed a committed event"
+        );
+    }
+}
