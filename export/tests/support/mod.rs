@@ -176,11 +176,28 @@ pub async fn append_raw(
 }
 
 /// Every event of the log in position order, shaped as an export shapes them.
+///
+/// Read with the log's own tail, which (on Postgres) only returns transactions
+/// older than every one still running anywhere on the server, so it waits until
+/// the whole log is visible (every test here appends without gaps in positions).
 pub async fn expected(log: &SharedLog, stored_shape: bool) -> Vec<EventEnvelope> {
-    let mut all = log
-        .read_after(Cursor::START, i64::MAX)
-        .await
-        .expect("read log");
+    let head = log.last_position().await.expect("head");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut all = loop {
+        let all = log
+            .read_after(Cursor::START, i64::MAX)
+            .await
+            .expect("read log");
+        if all.len() as i64 >= head {
+            break all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log's tail shows {} of {head} events after a minute",
+            all.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     all.sort_by_key(|e| e.position);
     let mut shaper = Shaper::new(stored_shape);
     for e in &mut all {
