@@ -1,11 +1,15 @@
 //! `parley events tail`: the Kafka topic into a file, without joining any group.
 //!
-//! The tail assigns itself every partition (`assign`, never `subscribe`), sets no
-//! `group.id` and commits nothing, so the projectors' consumer group never sees
-//! it: no rebalance, no stolen partition, no moved offsets. It starts at the
+//! The tail assigns itself every partition (`assign`, never `subscribe`) under a
+//! group id of its own (`parley-tail-<random>`, which librdkafka insists on even
+//! for `assign`) and commits nothing, so the projectors' consumer group never
+//! sees it: no rebalance, no stolen partition, no moved offsets. It starts at the
 //! beginning, at an offset, or at the first message at or after a time, and stops
-//! at the end offsets it saw when it started (with `follow`, it keeps going until
-//! stopped).
+//! once every partition is at the end offset it had at the start, plus what
+//! arrives in a short grace after that (at most a second, ending at the first
+//! quiet moment): Tansu reports the last batch's base offset + 1 as the end, which
+//! would otherwise cut that batch short. With `follow`, it keeps going until
+//! stopped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +20,7 @@ use chrono::{DateTime, Utc};
 use parley_event_log::EventEnvelope;
 use parley_kafka::KafkaSettings;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -62,16 +67,21 @@ pub struct TailOptions {
     pub limit: Option<u64>,
 }
 
-/// The consumer config of a tail: no group, no commits.
+/// The consumer config of a tail: a throwaway group id, never joined, no commits.
 pub fn consumer_config(settings: &KafkaSettings) -> rdkafka::ClientConfig {
     let mut config = settings.client_config();
     config
         .set("client.id", "parley-tail")
-        // No group.id: librdkafka then cannot join a group or commit offsets.
-        // assign() with explicit offsets needs neither.
+        // librdkafka refuses assign() without a group.id ("Unknown group"), but
+        // only subscribe() joins a group: with a fresh id that nothing else uses
+        // and no commits, the tail is invisible to every real group.
+        .set(
+            "group.id",
+            format!("parley-tail-{}", uuid::Uuid::new_v4().simple()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
+        .set("enable.partition.eof", "true")
         .set("allow.auto.create.topics", "false");
     for (key, value) in &settings.client_overrides {
         config.set(key, value);
@@ -125,11 +135,11 @@ pub async fn tail(
     })
     .await??;
 
-    // Partitions still to read up to their end offset (all of them with `follow`).
-    let mut pending: HashMap<i32, i64> = ends
+    // Partitions not at their end offset (seen at start) yet.
+    let mut pending: std::collections::HashSet<i32> = starts
         .iter()
-        .filter(|(p, end)| options.follow || starts.get(p).is_some_and(|s| s < end))
-        .map(|(p, end)| (*p, *end))
+        .filter(|(p, start)| ends.get(p).is_some_and(|end| *start < end))
+        .map(|(p, _)| *p)
         .collect();
     tracing::info!(
         topic = %settings.topic,
@@ -137,32 +147,40 @@ pub async fn tail(
         to_read = pending.len(),
         "tailing"
     );
+    // Once every partition is at its end offset, messages still arriving within a
+    // short grace are taken too (they belong to the last batch, which Tansu's end
+    // offsets under-count), then the tail stops at the first quiet moment.
+    let mut grace: Option<Instant> = None;
 
     let mut shaper = Shaper::new(options.stored_shape);
     let mut summary = Summary::default();
     let mut skipped = 0u64;
-    while !pending.is_empty() || options.follow {
+    loop {
         if stop.load(Ordering::Relaxed) || options.limit.is_some_and(|l| summary.events >= l) {
             summary.partial = true;
             break;
         }
-        let message = match tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await
-        {
+        if pending.is_empty() && !options.follow && grace.is_none() {
+            grace = Some(Instant::now() + Duration::from_secs(1));
+        }
+        let wait = match grace {
+            Some(deadline) if deadline <= Instant::now() => break,
+            Some(deadline) => (deadline - Instant::now()).min(Duration::from_millis(300)),
+            None => Duration::from_millis(500),
+        };
+        let message = match tokio::time::timeout(wait, consumer.recv()).await {
+            Err(_) if grace.is_some() => break, // quiet: caught up
             Err(_) => continue,
+            Ok(Err(KafkaError::PartitionEOF(partition))) => {
+                pending.remove(&partition);
+                continue;
+            }
             Ok(result) => result?,
         };
         let partition = message.partition();
         let offset = message.offset();
-        if !options.follow {
-            match pending.get(&partition) {
-                Some(&end) if offset < end => {
-                    if offset + 1 >= end {
-                        pending.remove(&partition);
-                    }
-                }
-                // Past the end seen at start: not this tail's to read.
-                _ => continue,
-            }
+        if ends.get(&partition).is_some_and(|end| offset + 1 >= *end) {
+            pending.remove(&partition);
         }
         let Some(bytes) = message.payload() else {
             skipped += 1;
@@ -258,7 +276,12 @@ mod tests {
     #[test]
     fn the_tail_never_joins_a_group() {
         let config = consumer_config(&KafkaSettings::new("k:9092"));
-        assert_eq!(config.get("group.id"), None);
+        let group = config.get("group.id").unwrap();
+        assert!(group.starts_with("parley-tail-") && group.len() > 20);
+        assert_ne!(
+            consumer_config(&KafkaSettings::default()).get("group.id"),
+            Some(group)
+        );
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
     }
 }
