@@ -5,11 +5,10 @@
 //! for `assign`) and commits nothing, so the projectors' consumer group never
 //! sees it: no rebalance, no stolen partition, no moved offsets. It starts at the
 //! beginning, at an offset, or at the first message at or after a time, and stops
-//! once every partition is at the end offset it had at the start, plus what
-//! arrives in a short grace after that (at most a second, ending at the first
-//! quiet moment): Tansu reports the last batch's base offset + 1 as the end, which
-//! would otherwise cut that batch short. With `follow`, it keeps going until
-//! stopped.
+//! once every partition is at the end offset it had at the start and the topic
+//! has then been quiet for a second (reading on for at most ten): Tansu reports
+//! the last batch's base offset + 1 as the end, up to a whole batch short of the
+//! real one. With `follow`, it keeps going until stopped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +27,12 @@ use crate::export::Summary;
 use crate::filter::Filter;
 use crate::shape::Shaper;
 use crate::sink::Sink;
+
+/// How long the topic must be silent, once every partition reached its end
+/// offset, for the tail to stop.
+const QUIET: Duration = Duration::from_secs(1);
+/// The longest a tail reads on after every partition reached its end offset.
+const GRACE: Duration = Duration::from_secs(10);
 
 /// Where each partition starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,9 +152,9 @@ pub async fn tail(
         to_read = pending.len(),
         "tailing"
     );
-    // Once every partition is at its end offset, messages still arriving within a
-    // short grace are taken too (they belong to the last batch, which Tansu's end
-    // offsets under-count), then the tail stops at the first quiet moment.
+    // Once every partition is at its end offset, messages still arriving are taken
+    // too, until the topic is quiet for QUIET (at most GRACE): Tansu's end offsets
+    // under-count by up to a whole batch.
     let mut grace: Option<Instant> = None;
 
     let mut shaper = Shaper::new(options.stored_shape);
@@ -161,11 +166,11 @@ pub async fn tail(
             break;
         }
         if pending.is_empty() && !options.follow && grace.is_none() {
-            grace = Some(Instant::now() + Duration::from_secs(1));
+            grace = Some(Instant::now() + GRACE);
         }
         let wait = match grace {
             Some(deadline) if deadline <= Instant::now() => break,
-            Some(deadline) => (deadline - Instant::now()).min(Duration::from_millis(300)),
+            Some(deadline) => (deadline - Instant::now()).min(QUIET),
             None => Duration::from_millis(500),
         };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
