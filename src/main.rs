@@ -7,6 +7,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod events;
 mod healthcheck;
 mod metrics;
 mod probes;
@@ -20,7 +21,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    telemetry::init(cli.log_format());
+    match cli.command {
+        // Their data may go to stdout: logs go to stderr.
+        cli::Task::Events(_) => telemetry::init_stderr(cli.log_format()),
+        _ => telemetry::init(cli.log_format()),
+    }
     if let Err(err) = telemetry::install_metrics() {
         eprintln!("error: cannot set up metrics: {err:#}");
         return std::process::ExitCode::FAILURE;
@@ -54,5 +59,6 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Migrate(args) => serve::migrate(args).await,
         cli::Task::Bench(bench) => bench::run(bench).await,
         cli::Task::Healthcheck(args) => healthcheck::run(args).await,
+        cli::Task::Events(command) => events::run(command).await,
     }
 }

@@ -20,7 +20,7 @@ use crate::metrics::{self, Pool};
 use crate::probes::{Probes, Readiness};
 use crate::serve::{open_log, open_store, shutdown_signal};
 
-fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
+pub(crate) fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
     for (k, v) in &args.kafka_options {
         settings = settings.with_override(k, v);

@@ -62,3 +62,16 @@ pub fn render_metrics() -> String {
         .map(PrometheusHandle::render)
         .unwrap_or_default()
 }
+
+/// Like [`init`], but logs go to stderr: for commands whose output is data on stdout.
+pub fn init_stderr(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("PARLEY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

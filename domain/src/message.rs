@@ -10,9 +10,9 @@ use uuid::Uuid;
 
 use crate::codec::{event_enum, examples, Example};
 use crate::error::DomainError;
-use crate::values::{Emoji, MessageBody, Role};
+use crate::values::{Emoji, MessageBody, MessageFormat, Role};
 
-/// A message was sent to a room.
+/// A message was sent to a room (version 2: with the body's `format`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct MessageSent {
     pub message_id: Uuid,
@@ -21,6 +21,35 @@ pub struct MessageSent {
     pub body: MessageBody,
     pub reply_to: Option<Uuid>,
     pub sent_at: DateTime<Utc>,
+    /// How the body is rendered; `plain` for every message sent before v2.
+    pub format: MessageFormat,
+}
+
+/// `MessageSent` version 1, as stored before messages had a format: still read, and
+/// upcast to today's [`MessageSent`] with `format: plain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "MessageSent")]
+pub struct MessageSentV1 {
+    pub message_id: Uuid,
+    pub room_id: Uuid,
+    pub sender_id: Uuid,
+    pub body: MessageBody,
+    pub reply_to: Option<Uuid>,
+    pub sent_at: DateTime<Utc>,
+}
+
+impl From<MessageSentV1> for MessageSent {
+    fn from(old: MessageSentV1) -> Self {
+        Self {
+            message_id: old.message_id,
+            room_id: old.room_id,
+            sender_id: old.sender_id,
+            body: old.body,
+            reply_to: old.reply_to,
+            sent_at: old.sent_at,
+            format: MessageFormat::Plain,
+        }
+    }
 }
 
 /// A message's body was replaced by its author.
@@ -66,15 +95,30 @@ event_enum! {
     /// Events of the `message` aggregate.
     pub enum MessageEvent for "message";
     {
-        MessageSent = 1,
+        MessageSent = 2,
         MessageEdited = 1,
         MessageRedacted = 1,
         ReactionAdded = 1,
         ReactionRemoved = 1,
     }
+    legacy { MessageSent = 1 => MessageSentV1 }
 }
 
 impl Example for MessageSent {
+    fn example() -> Self {
+        Self {
+            message_id: examples::id(20),
+            room_id: examples::id(10),
+            sender_id: examples::id(1),
+            body: MessageBody::parse("Hello, world!").unwrap(),
+            reply_to: Some(examples::id(19)),
+            sent_at: examples::at(),
+            format: MessageFormat::Markdown,
+        }
+    }
+}
+
+impl Example for MessageSentV1 {
     fn example() -> Self {
         Self {
             message_id: examples::id(20),
@@ -274,6 +318,8 @@ impl Message {
                     body,
                     reply_to,
                     sent_at: at,
+                    // The API has no way to ask for markdown yet: today's sends are plain.
+                    format: MessageFormat::default(),
                 }
                 .into()])
             }

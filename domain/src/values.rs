@@ -298,6 +298,24 @@ string_enum!(
 );
 
 string_enum!(
+    /// How a message body is meant to be rendered.
+    MessageFormat, field = "format", {
+        /// Plain text, shown as written.
+        Plain => "plain",
+        /// CommonMark, rendered by clients that can.
+        Markdown => "markdown",
+    }
+);
+
+/// Messages are plain text unless the sender says otherwise (and every message sent
+/// before `MessageSent` v2 was).
+impl Default for MessageFormat {
+    fn default() -> Self {
+        Self::Plain
+    }
+}
+
+string_enum!(
     /// A member's role in a room.
     Role, field = "role", {
         /// Created the room; there is exactly one.

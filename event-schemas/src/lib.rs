@@ -4,11 +4,19 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod redact;
+pub mod upcast;
+
 use parley_domain::codec::EventDescriptor;
 
 /// The folder of committed schemas, `schemas/<EventType>.v<N>.json`.
 pub fn schema_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas")
+}
+
+/// The AsyncAPI document of the Kafka topic, `asyncapi.yaml`.
+pub fn asyncapi_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("asyncapi.yaml")
 }
 
 /// The folder of golden example payloads, `examples/<EventType>.v<N>.json`.

@@ -1,6 +1,7 @@
 //! `parley bench ...`: benchmarks are commands that print figures, never timed tests.
 
 mod commands;
+mod export;
 mod freshness;
 mod kafka;
 mod read;
@@ -16,5 +17,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Freshness(args) => freshness::freshness(args).await,
         BenchCommand::Relay(args) => kafka::relay(args).await,
         BenchCommand::Projectors(args) => kafka::projectors(args).await,
+        BenchCommand::Export(args) => export::export(args).await,
     }
 }

@@ -123,6 +123,7 @@ pub async fn seed(
                     .expect("a valid body"),
                     reply_to: None,
                     sent_at: now,
+                    format: Default::default(),
                 });
                 stream("message", id, vec![new_event(&sent)])
             })

@@ -38,6 +38,7 @@ fn sent() -> MessageEvent {
         body: body("hi"),
         reply_to: None,
         sent_at: at(),
+        format: MessageFormat::Plain,
     }
     .into()
 }
@@ -119,6 +120,8 @@ fn a_member_replies_in_the_same_room() {
     let mut expected = MessageSent::example();
     expected.body = body("hi");
     expected.reply_to = Some(id(19));
+    // Sends through the API are plain text (the example shows markdown).
+    expected.format = MessageFormat::Plain;
     Given::with(())
         .given_no_previous_events()
         .when(send(true, Some(id(19)), true))

@@ -463,6 +463,7 @@ impl Script {
                 body: MessageBody::parse(body).unwrap(),
                 reply_to,
                 sent_at,
+                format: Default::default(),
             }),
         );
         message_id
