@@ -50,3 +50,7 @@ PARLEY_METRICS_DUMP_DIR="$scrapes" cargo test --workspace --locked
 
 step "every metric the dashboard and the alerts use is in a real scrape"
 deploy/monitoring/check_dashboard.py --scrape "$scrapes"/*.prom
+
+step "an analyst's view: DuckDB reads both export formats and agrees"
+# Installs the PyPI package duckdb when missing.
+python3 scripts/check-exports.py --parley target/debug/parley
