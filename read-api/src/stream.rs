@@ -753,7 +753,24 @@ struct Connection {
 }
 
 fn sse_event(event: &EventEnvelope) -> Event {
-    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
+    // Clients get today's shape of every event (an older stored version is
+    // upcast, as for every other reader).
+    let stale = parley_event_schemas::upcast::latest_version(&event.event_type)
+        .is_some_and(|latest| latest != event.event_version as u32);
+    let data = if stale {
+        let mut today = event.clone();
+        if let Some(version) = parley_event_schemas::upcast::upcast(
+            &today.event_type,
+            today.event_version as u32,
+            &mut today.payload,
+        ) {
+            today.event_version = version as i32;
+        }
+        serde_json::to_string(&today)
+    } else {
+        serde_json::to_string(event)
+    }
+    .unwrap_or_else(|_| "{}".into());
     Event::default()
         .id(format_cursor(event.cursor()))
         .event(&event.event_type)
@@ -929,6 +946,36 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_old_versions_in_todays_shape() {
+        let mut event = EventEnvelope {
+            event_id: Uuid::now_v7(),
+            event_type: "MessageSent".into(),
+            event_version: 1,
+            aggregate_type: "message".into(),
+            aggregate_id: Uuid::now_v7(),
+            sequence: 1,
+            position: 9,
+            recorded_at: chrono::Utc::now(),
+            metadata: Default::default(),
+            payload: serde_json::json!({
+                "message_id": Uuid::now_v7(), "room_id": Uuid::now_v7(),
+                "sender_id": Uuid::now_v7(), "body": "old", "sent_at": "2024-05-01T12:00:00Z"
+            }),
+            tx_id: 3,
+        };
+        let text = format!("{:?}", sse_event(&event));
+        assert!(text.contains(r#"\"event_version\":2"#), "{text}");
+        assert!(text.contains(r#"\"format\":\"plain\""#), "{text}");
+        event.event_version = 2;
+        event.payload["format"] = serde_json::json!("markdown");
+        let text = format!("{:?}", sse_event(&event));
+        assert!(
+            text.contains(r#"\"format\":\"markdown\""#),
+            "as stored: {text}"
+        );
+    }
 
     #[test]
     fn cursors_round_trip() {
