@@ -193,10 +193,6 @@ impl Member {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
-            // Events are read as they arrive: a broker that holds a fetch until
-            // its maximum wait (Tansu does, whatever fetch.min.bytes says) would
-            // otherwise add up to librdkafka's default 500 ms to every event.
-            .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", &session)
             .set("max.poll.interval.ms", &session)
             .set(
