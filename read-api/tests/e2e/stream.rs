@@ -271,7 +271,7 @@ async fn a_member_receives_a_new_message(backend: Backend) {
     assert_eq!(frame.id, Some(sse_id(cursor)));
     let envelope = frame.envelope();
     assert_eq!(envelope["event_type"], json!("MessageSent"));
-    assert_eq!(envelope["event_version"], json!(1));
+    assert_eq!(envelope["event_version"], json!(2));
     assert_eq!(envelope["aggregate_type"], json!("message"));
     assert_eq!(envelope["aggregate_id"], json!(message_id));
     assert_eq!(envelope["sequence"], json!(1));
