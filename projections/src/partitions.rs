@@ -290,7 +290,12 @@ pub async fn applied_sequences(
             "SELECT projection, aggregate_id, sequence FROM projection_applied
              WHERE projection IN ({names}) AND aggregate_id IN ({list})"
         );
-        let mut query = sqlx::query(&sql);
+        // Not prepared once per connection: the read-model connections force
+        // generic plans, and one planned while the table was nearly empty (a
+        // sequential scan) stayed in use as it grew (over 1 s at 55k rows in
+        // `bench freshness --feed kafka`). Unnamed, it is planned per call
+        // against the table's current size: an index scan.
+        let mut query = sqlx::query(&sql).persistent(false);
         for name in projections {
             query = query.bind(*name);
         }
