@@ -24,6 +24,12 @@ pub struct Cli {
     #[arg(long, global = true, env = "PARLEY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// A TOML file of settings: each key is a setting's environment name
+    /// without `PARLEY_`, in lower case (`database_url = "postgres://..."`).
+    /// The environment overrides the file; flags override both.
+    #[arg(long, global = true, env = "PARLEY_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Task,
 }
@@ -35,7 +41,8 @@ impl Cli {
             | Task::Bench(_)
             | Task::Migrate(_)
             | Task::Projections(_)
-            | Task::Events(_) => LogFormat::Pretty,
+            | Task::Events(_)
+            | Task::Config(_) => LogFormat::Pretty,
             _ => LogFormat::Json,
         })
     }
@@ -67,6 +74,42 @@ pub enum Task {
     /// Analysts: export the event log, tail the topic, replay into a sandbox.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Print a service's effective configuration (defaults, config file,
+    /// environment, flags), secrets redacted, each value with its source.
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The service whose settings to show.
+    #[arg(value_enum)]
+    pub service: ServiceName,
+    /// The service's flags, as you would pass them to it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// The long-running services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceName {
+    Dev,
+    CommandApi,
+    ReadApi,
+    Projector,
+    Relay,
+}
+
+impl ServiceName {
+    /// Its subcommand.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceName::Dev => "dev",
+            ServiceName::CommandApi => "command-api",
+            ServiceName::ReadApi => "read-api",
+            ServiceName::Projector => "projector",
+            ServiceName::Relay => "relay",
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +120,13 @@ pub struct DevArgs {
     /// Folder for the SQLite database and the generated JWT secret.
     #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -89,7 +139,7 @@ pub struct ServiceArgs {
     #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8081")]
     pub listen: SocketAddr,
     /// Event log database: postgres://user:password@host:5432/db (or sqlite://file.db).
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
     /// Database connections in the pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
@@ -97,6 +147,13 @@ pub struct ServiceArgs {
     /// Apply migrations at start-up (otherwise run `parley migrate` first).
     #[arg(long, env = "PARLEY_MIGRATE", default_value_t = false)]
     pub migrate: bool,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -118,6 +175,20 @@ pub struct AuthArgs {
     /// Key id of `--jwt-previous-secret`.
     #[arg(long, env = "PARLEY_JWT_PREVIOUS_KEY_ID", default_value = "k0")]
     pub jwt_previous_key_id: String,
+}
+
+/// How a service shuts down (see `docs/operations.md`, "Shutdown").
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Seconds from SIGTERM to exit: requests in flight, stream goodbyes and the
+    /// batch in hand finish within it; whatever is still running then is cut.
+    #[arg(
+        long,
+        env = "PARLEY_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -144,11 +215,11 @@ pub struct ReadApiArgs {
     #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8082")]
     pub listen: SocketAddr,
     /// Read-model database: postgres://... (or sqlite://file.db).
-    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
     /// Event log database, optional: lets readiness report each projection's lag,
     /// and feeds `/v1/stream` (without it the stream answers 503).
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
     /// How the projectors are fed (as given to `parley projector --feed`): decides
     /// how read-your-writes waits and the stream tell what the read models applied.
@@ -161,6 +232,13 @@ pub struct ReadApiArgs {
     /// Database connections in the pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     #[command(flatten)]
     pub auth: AuthArgs,
     #[command(flatten)]
@@ -175,10 +253,10 @@ pub struct ProjectorArgs {
     #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
     pub feed: Feed,
     /// Event log database the projectors tail (`--feed log`): postgres://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
     /// Read-model database the projectors write: postgres://...
-    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
     /// Run only this projection (history, rooms, users, presence, friends); all by default.
     #[arg(long, env = "PARLEY_PROJECTION")]
@@ -186,6 +264,8 @@ pub struct ProjectorArgs {
     /// Database connections in each pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 8)]
     pub db_pool_size: u32,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Consumer group of the projector processes (`--feed kafka`).
@@ -226,6 +306,21 @@ pub struct KafkaArgs {
     pub kafka_options: Vec<(String, String)>,
 }
 
+/// A database URL Parley can open: PostgreSQL or a SQLite file.
+fn database_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if ["postgres://", "postgresql://", "sqlite:"]
+        .iter()
+        .any(|scheme| raw.starts_with(scheme))
+    {
+        return Ok(raw.to_string());
+    }
+    let scheme = raw.split_once("://").map_or("none", |(scheme, _)| scheme);
+    Err(format!(
+        "expected postgres://user:password@host:5432/db or sqlite://file.db (scheme: {scheme})"
+    ))
+}
+
 fn key_value(raw: &str) -> Result<(String, String), String> {
     raw.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -236,8 +331,10 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
 #[derive(Debug, Args)]
 pub struct RelayArgs {
     /// Event log database the relay tails: postgres://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Partitions of the topic when the relay creates it (the most projector
@@ -284,10 +381,10 @@ pub struct StatusArgs {
     #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
     pub feed: Feed,
     /// Read-model database.
-    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
     /// Event log database (`--feed log`).
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
@@ -301,10 +398,10 @@ pub struct RebuildArgs {
     /// The read model: history, rooms, users, presence or friends.
     pub name: String,
     /// Event log database: postgres://... or sqlite://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
     /// Read-model database: postgres://... or sqlite://...
-    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
     /// No progress bar (for logs and scripts).
     #[arg(long)]
@@ -314,7 +411,7 @@ pub struct RebuildArgs {
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
     /// Read-model database.
-    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
     /// At most this many, oldest first.
     #[arg(long, default_value_t = 100)]
@@ -327,7 +424,7 @@ pub struct DeadLetterArgs {
 #[derive(Debug, Args)]
 pub struct MigrateArgs {
     /// Database to migrate: postgres://... or sqlite://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
 }
 
@@ -621,7 +718,7 @@ impl EventOutputArgs {
 #[derive(Debug, Args)]
 pub struct EventsExportArgs {
     /// Event log database: postgres://... or sqlite://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
     #[command(flatten)]
     pub filter: EventFilterArgs,
@@ -657,7 +754,7 @@ pub struct EventsTailArgs {
 #[derive(Debug, Args)]
 pub struct EventsReplayArgs {
     /// Event log database: postgres://... or sqlite://...
-    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true)]
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
     /// A fresh read-model database to fill: postgres://... or sqlite://file.db
     #[arg(long)]

@@ -7,8 +7,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod config;
 mod events;
 mod healthcheck;
+mod lifecycle;
 mod metrics;
 mod probes;
 mod read_side;
@@ -18,19 +20,50 @@ mod telemetry;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    let cli = cli::Cli::parse();
+fn main() -> std::process::ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // The config file fills in the environment: before any thread starts.
+    let sources = match config::load(&args) {
+        Ok(sources) => sources,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = match cli::Cli::try_parse_from(&args) {
+        Ok(cli) => cli,
+        Err(err) => match config::explain(err, &sources) {
+            Ok(message) => {
+                eprintln!("error: {message}");
+                return std::process::ExitCode::from(2);
+            }
+            Err(err) => err.exit(),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(start(cli, sources))
+}
+
+async fn start(cli: cli::Cli, sources: config::Sources) -> std::process::ExitCode {
     match cli.command {
         // Their data may go to stdout: logs go to stderr.
-        cli::Task::Events(_) => telemetry::init_stderr(cli.log_format()),
+        cli::Task::Events(_) | cli::Task::Config(_) => telemetry::init_stderr(cli.log_format()),
         _ => telemetry::init(cli.log_format()),
     }
     if let Err(err) = telemetry::install_metrics() {
         eprintln!("error: cannot set up metrics: {err:#}");
         return std::process::ExitCode::FAILURE;
     }
-    match run(cli).await {
+    match run(cli, &sources).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -39,7 +72,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: cli::Cli) -> anyhow::Result<()> {
+async fn run(cli: cli::Cli, sources: &config::Sources) -> anyhow::Result<()> {
     match cli.command {
         cli::Task::Dev(args) => serve::dev(args).await,
         cli::Task::CommandApi(args) => serve::command_api(args).await,
@@ -60,5 +93,6 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         cli::Task::Bench(bench) => bench::run(bench).await,
         cli::Task::Healthcheck(args) => healthcheck::run(args).await,
         cli::Task::Events(command) => events::run(command).await,
+        cli::Task::Config(args) => config::print(&args, sources),
     }
 }

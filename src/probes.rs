@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::Context;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -14,10 +13,9 @@ use parley_event_log::SharedLog;
 use parley_kafka::member::MemberStatus;
 use parley_projections::ReadStore;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use crate::lifecycle::{Http, Lifecycle};
 use crate::metrics::{instrument, Pool};
 
 /// What a projector's readiness depends on.
@@ -88,38 +86,32 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Val
 
 /// The projector's HTTP server, running in the background until [`Probes::stop`].
 pub struct Probes {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<std::io::Result<()>>,
+    http: Http,
 }
 
 impl Probes {
-    /// Binds `listen` (failing start-up when it cannot) and serves the probes.
-    pub async fn start(listen: SocketAddr, readiness: Readiness) -> anyhow::Result<Self> {
+    /// Binds `listen` (failing start-up when it cannot) and serves the probes;
+    /// readiness answers 503 once `lifecycle` drains.
+    pub async fn start(
+        listen: SocketAddr,
+        readiness: Readiness,
+        lifecycle: &Lifecycle,
+    ) -> anyhow::Result<Self> {
         let pools = readiness.pools();
         let app = Router::new()
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/health/ready", get(ready))
             .with_state(Arc::new(readiness));
         let app = instrument(app, "projector", pools);
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("listening on {listen}"))?;
+        let listener = crate::serve::bind(listen).await?;
         tracing::info!(address = %listener.local_addr()?, "projector health and metrics listening");
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        });
-        Ok(Self { stop, task })
+        Ok(Self {
+            http: lifecycle.spawn_http(listener, app),
+        })
     }
 
-    /// Stops answering (after requests in flight).
-    pub async fn stop(self) -> anyhow::Result<()> {
-        self.stop.send_replace(true);
-        self.task.await??;
-        Ok(())
+    /// Stops answering (after requests in flight), once `lifecycle` is draining.
+    pub async fn stop(self, lifecycle: &Lifecycle) -> anyhow::Result<()> {
+        lifecycle.close_http(self.http).await
     }
 }

@@ -12,13 +12,13 @@ use parley_kafka::member::{Member, MemberOptions};
 use parley_kafka::{KafkaSettings, Relay, RelayStatus};
 use parley_projections::{models, Projection};
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::cli::{Feed, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, Pool};
 use crate::probes::{Probes, Readiness};
-use crate::serve::{open_log, open_store, shutdown_signal};
+use crate::serve::{bind, open_log, open_store};
 
 pub(crate) fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
@@ -41,6 +41,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
                 parley_event_log::redact_url(&args.database_url)
             )
         })?;
+    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
     let status = relay.status();
     let pools = vec![Pool::Log(relay.log().clone())];
     metrics::describe_service(metrics::Service::Relay);
@@ -51,16 +52,16 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         .route("/health/ready", get(relay_ready))
         .with_state(status);
     let app = metrics::instrument(app, "relay", pools);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "relay health listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let http = lifecycle.spawn_http(listener, app);
+    // The relay only returns once told to stop.
+    lifecycle.until_signal().await;
     stop.send_replace(true);
-    running.await?;
-    Ok(())
+    // It finishes the batch in flight and records what the broker acknowledged.
+    let finished = async { running.await.context("the relay task panicked") };
+    lifecycle.finish("relay", finished).await?;
+    lifecycle.close_http(http).await
 }
 
 /// Ready when this replica can do its job: a standby is ready (it only waits),
@@ -124,9 +125,10 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
         member: member.status(),
         running: alive.clone(),
     };
-    let probes = Probes::start(args.listen, readiness).await?;
+    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
+    let probes = Probes::start(args.listen, readiness, &lifecycle).await?;
     let (stop, stopped) = watch::channel(false);
-    let running = tokio::spawn(async move {
+    let mut running = tokio::spawn(async move {
         let result = member.run(stopped).await;
         alive.store(false, Ordering::Relaxed);
         if let Err(e) = &result {
@@ -134,10 +136,19 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
         }
         result
     });
-    shutdown_signal().await;
-    stop.send_replace(true);
-    let result = running.await?;
-    probes.stop().await?;
+    let result = tokio::select! {
+        _ = lifecycle.until_signal() => {
+            // The member commits the batch in hand, then leaves the group.
+            stop.send_replace(true);
+            let finished = async { running.await.context("the member task panicked")? };
+            lifecycle.finish("projector member", finished).await
+        }
+        ended = &mut running => {
+            lifecycle.begin();
+            ended.context("the member task panicked")?
+        }
+    };
+    probes.stop(&lifecycle).await?;
     result
 }
 

@@ -10,6 +10,7 @@ use crate::cli::{
     AuthArgs, DeadLetterArgs, DevArgs, LimitArgs, MigrateArgs, ProjectorArgs, ReadApiArgs,
     ServiceArgs,
 };
+use crate::lifecycle::Lifecycle;
 use crate::metrics::{self, Pool};
 use crate::probes::{Probes, Readiness};
 use crate::read_side::RunningProjectors;
@@ -32,28 +33,25 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", read_db.display()))?;
     let settings = settings(&args.auth, Some(secret), &args.limits)?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let read_settings = read_settings(&settings);
     let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
     metrics::describe_service(metrics::Service::Dev);
     metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
     let pools = vec![Pool::Log(log.clone()), Pool::Read(store.clone())];
-    let app = router(AppState::new(log.clone(), settings)).merge(parley_read_api::v1_routes(
-        parley_read_api::ReadState::new(store, Some(log), read_settings),
-    ));
+    let mut read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings);
+    read.closing = lifecycle.closing();
+    let app = router(AppState::new(log, settings)).merge(parley_read_api::v1_routes(read));
     let app = metrics::instrument(app, "dev", pools);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = bind(args.listen).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         events = %db.display(),
         read_models = %read_db.display(),
         "parley dev is up: try GET /health, or the walkthrough in README.md"
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    projectors.stop().await
+    lifecycle.serve(listener, app).await?;
+    lifecycle.finish("projectors", projectors.stop()).await
 }
 
 fn read_settings(settings: &Settings) -> parley_read_api::Settings {
@@ -65,6 +63,7 @@ fn read_settings(settings: &Settings) -> parley_read_api::Settings {
 
 pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let log = match &args.database_url {
         Some(url) => Some(open_log(url, 2).await?),
@@ -79,16 +78,12 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
     };
-    let app = parley_read_api::router(parley_read_api::ReadState::new(store, log, read));
-    let app = metrics::instrument(app, "read-api", pools);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let mut state = parley_read_api::ReadState::new(store, log, read);
+    state.closing = lifecycle.closing();
+    let app = metrics::instrument(parley_read_api::router(state), "read-api", pools);
+    let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "read api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    lifecycle.serve(listener, app).await
 }
 
 pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
@@ -96,22 +91,30 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
         .database_url
         .as_deref()
         .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
+    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
     let log = open_log(url, args.db_pool_size).await?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let readiness = Readiness::Log {
         log: log.clone(),
         store: store.clone(),
     };
-    let probes = Probes::start(args.listen, readiness).await?;
+    let probes = Probes::start(args.listen, readiness, &lifecycle).await?;
     let mut projectors =
         RunningProjectors::start(log.clone(), store.clone(), args.projection.as_deref()).await?;
     metrics::describe_service(metrics::Service::Projector);
     metrics::report_log_lag(log, store, projectors.names());
     let result = tokio::select! {
-        _ = shutdown_signal() => projectors.stop().await,
-        failed = projectors.until_one_fails() => failed,
+        _ = lifecycle.until_signal() => {
+            // Each projector commits the batch in hand (events and checkpoint in
+            // one transaction) and stops.
+            lifecycle.finish("projectors", projectors.stop()).await
+        }
+        failed = projectors.until_one_fails() => {
+            lifecycle.begin();
+            failed
+        }
     };
-    probes.stop().await?;
+    probes.stop(&lifecycle).await?;
     result
 }
 
@@ -142,6 +145,7 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
 
 pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let log = if args.migrate {
         parley_event_log::open(&args.database_url, args.db_pool_size).await
     } else {
@@ -156,14 +160,16 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
     metrics::describe_service(metrics::Service::CommandApi);
     let pools = vec![Pool::Log(log.clone())];
     let app = metrics::instrument(router(AppState::new(log, settings)), "command-api", pools);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "command api listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    lifecycle.serve(listener, app).await
+}
+
+/// Binds the service's address, naming the setting when it cannot.
+pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("PARLEY_LISTEN ({listen}): cannot listen there"))
 }
 
 /// Opens the read store at `url` (applying its migrations), naming the URL
@@ -262,27 +268,4 @@ fn dev_secret(dir: &Path) -> anyhow::Result<String> {
         let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
     }
     Ok(secret)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
-    }
-    tracing::info!("shutting down");
 }

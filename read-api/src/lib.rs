@@ -23,6 +23,7 @@ use axum::Router;
 use parley_command_api::{RateLimiter, TokenKeys};
 use parley_event_log::SharedLog;
 use parley_projections::ReadStore;
+use tokio_util::sync::CancellationToken;
 
 pub use error::ReadError;
 pub use stream::StreamHub;
@@ -83,6 +84,9 @@ pub struct ReadState {
     pub feed: Feed,
     /// Newest history pages and room memberships (Postgres only; see [`cache`]).
     pub cache: Option<Arc<cache::PageCache>>,
+    /// Cancelled when the service stops taking connections (SIGTERM): every open
+    /// `/v1/stream` then ends with a retry hint and the id to resume after.
+    pub closing: CancellationToken,
 }
 
 impl ReadState {
@@ -110,6 +114,7 @@ impl ReadState {
                 settings.rate_limit_burst,
             )),
             consistency_wait: settings.consistency_wait,
+            closing: CancellationToken::new(),
         }
     }
 }

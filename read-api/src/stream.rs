@@ -748,6 +748,8 @@ struct Connection {
     seen: Cursor,
     /// Whether the first frame (`retry`, and the id the stream starts after) is out.
     greeted: bool,
+    /// Cancelled when the server shuts down: the stream then says goodbye.
+    closing: tokio_util::sync::CancellationToken,
     /// Counts this stream in `parley_sse_connections` until it is dropped.
     _open: crate::metrics::OpenStream,
 }
@@ -787,7 +789,25 @@ impl Connection {
             .id(format_cursor(self.seen))
     }
 
+    /// The next frame, or a goodbye (retry hint and resume id) once the server
+    /// is shutting down.
     async fn next(&mut self) -> Option<Event> {
+        if matches!(self.phase, Phase::Closed) {
+            return None;
+        }
+        let closing = self.closing.clone();
+        tokio::select! {
+            biased;
+            _ = closing.cancelled() => Some(self.goodbye(
+                "the server is shutting down; reconnect with Last-Event-ID to resume",
+            )),
+            // Cancel-safe: the backlog read and the broadcast receive change
+            // nothing until they complete.
+            frame = self.next_frame() => frame,
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<Event> {
         if !self.greeted {
             self.greeted = true;
             return Some(Event::default().retry(RETRY).id(format_cursor(self.seen)));
@@ -933,6 +953,7 @@ pub async fn stream(
         phase,
         seen: start,
         greeted: false,
+        closing: state.closing.clone(),
         _open: crate::metrics::OpenStream::new(),
     };
     let events = futures::stream::unfold(connection, |mut c| async move {

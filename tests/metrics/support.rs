@@ -15,7 +15,9 @@ pub const SECRET: &str = "metrics-test-secret-0123456789abcdef0123";
 
 /// A `parley` child serving HTTP; killed on drop.
 pub struct Service {
-    _child: Child,
+    /// The process (tests/lifecycle signals it and waits for its exit).
+    #[allow(dead_code)]
+    pub child: Child,
     pub base: String,
     /// Its stdout lines, when captured.
     pub lines: Arc<Mutex<Vec<String>>>,
@@ -62,11 +64,7 @@ pub async fn spawn(args: &[&str], env: &[(&str, &str)], log: Option<&str>) -> Se
             }
         });
     }
-    let service = Service {
-        _child: child,
-        base,
-        lines,
-    };
+    let service = Service { child, base, lines };
     service.wait_for("/health").await;
     service
 }

@@ -24,6 +24,7 @@ crate::both_backends!(
     without_the_event_log_the_stream_is_503,
     a_resumed_stream_filters_by_membership_at_the_time,
     events_wait_until_queries_see_them,
+    a_shutdown_ends_each_stream_with_a_retry_hint_and_where_to_resume,
 );
 
 /// How long a test waits for one frame before failing.
@@ -649,4 +650,44 @@ async fn events_wait_until_queries_see_them(backend: Backend) {
     }
     let (frame, _) = stream.event_of("MessageSent").await;
     assert_eq!(frame.envelope()["aggregate_id"], json!(message_id));
+}
+
+/// SIGTERM (the service cancels `closing`): open streams end at once with a retry
+/// hint and the id to resume after, so clients reconnect elsewhere and lose nothing.
+async fn a_shutdown_ends_each_stream_with_a_retry_hint_and_where_to_resume(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (room, _) = app.room(&alice, "general", "public").await;
+    let mut stream = Sse::open(&app, &alice, None).await;
+    stream.hello().await;
+    let (first, cursor) = send(&app, &alice, room, "before the shutdown").await;
+    let (frame, _) = stream.event_of("MessageSent").await;
+    assert_eq!(frame.envelope()["aggregate_id"], json!(first));
+    assert_eq!(frame.id.as_deref(), Some(sse_id(cursor).as_str()));
+
+    app.read.closing.cancel();
+    let goodbye = match stream.next(WAIT).await {
+        Next::Frame(f) => f,
+        Next::End => panic!("the stream ended without a goodbye"),
+        Next::Timeout => panic!("the stream stayed open after the shutdown began"),
+    };
+    assert!(goodbye.data.is_none(), "{goodbye:?}");
+    assert!(goodbye.comments[0].contains("shutting down"), "{goodbye:?}");
+    assert_eq!(goodbye.retry.as_deref(), Some("1000"));
+    assert_eq!(goodbye.id.as_deref(), Some(sse_id(cursor).as_str()));
+    assert!(
+        matches!(stream.next(WAIT).await, Next::End),
+        "the stream ends"
+    );
+    // A stream opened while shutting down says goodbye at once, with where it
+    // would have started.
+    let mut late = Sse::open(&app, &alice, Some(&sse_id(cursor))).await;
+    match late.next(WAIT).await {
+        Next::Frame(f) => {
+            assert!(f.comments[0].contains("shutting down"), "{f:?}");
+            assert_eq!(f.id.as_deref(), Some(sse_id(cursor).as_str()));
+        }
+        _ => panic!("no goodbye on a stream opened while shutting down"),
+    }
+    assert!(matches!(late.next(WAIT).await, Next::End));
 }
