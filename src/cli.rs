@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::telemetry::LogFormat;
+use crate::telemetry::{LogFormat, OtlpProtocol, Traces};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -30,11 +30,44 @@ pub struct Cli {
     #[arg(long, global = true, env = "PARLEY_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Send traces to this OpenTelemetry collector (OTLP over HTTP, base URL such
+    /// as http://otel-collector:4318). Without it no spans are exported.
+    /// `OTEL_SERVICE_NAME` and `OTEL_EXPORTER_OTLP_HEADERS` are honoured.
+    #[arg(long, global = true, env = "PARLEY_OTLP_ENDPOINT", value_parser = http_url)]
+    pub otlp_endpoint: Option<String>,
+
+    /// The OTLP encoding.
+    #[arg(
+        long,
+        global = true,
+        env = "PARLEY_OTLP_PROTOCOL",
+        value_enum,
+        default_value_t = OtlpProtocol::HttpProtobuf
+    )]
+    pub otlp_protocol: OtlpProtocol,
+
     #[command(subcommand)]
     pub command: Task,
 }
 
 impl Cli {
+    /// Where this process's traces go, if anywhere.
+    pub fn traces(&self) -> Option<Traces> {
+        let service = match self.command {
+            Task::Dev(_) => "parley-dev",
+            Task::CommandApi(_) => "parley-command-api",
+            Task::ReadApi(_) => "parley-read-api",
+            Task::Projector(_) => "parley-projector",
+            Task::Relay(_) => "parley-relay",
+            _ => "parley",
+        };
+        self.otlp_endpoint.clone().map(|endpoint| Traces {
+            endpoint,
+            protocol: self.otlp_protocol,
+            service,
+        })
+    }
+
     pub fn log_format(&self) -> LogFormat {
         self.log_format.unwrap_or(match self.command {
             Task::Dev(_)
@@ -304,6 +337,16 @@ pub struct KafkaArgs {
     /// or comma-separated in the environment.
     #[arg(long = "kafka-option", env = "PARLEY_KAFKA_OPTIONS", value_delimiter = ',', value_parser = key_value)]
     pub kafka_options: Vec<(String, String)>,
+}
+
+/// An http:// or https:// URL.
+fn http_url(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    if raw.starts_with("http://") || raw.starts_with("https://") {
+        Ok(raw.to_string())
+    } else {
+        Err("expected an http:// or https:// URL, e.g. http://otel-collector:4318".into())
+    }
 }
 
 /// A database URL Parley can open: PostgreSQL or a SQLite file.

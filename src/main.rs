@@ -40,6 +40,15 @@ fn main() -> std::process::ExitCode {
             Err(err) => err.exit(),
         },
     };
+    // Before the runtime: the trace exporter's HTTP client blocks.
+    let stderr = matches!(cli.command, cli::Task::Events(_) | cli::Task::Config(_));
+    let telemetry = match telemetry::init(cli.log_format(), stderr, cli.traces()) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,15 +59,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    runtime.block_on(start(cli, sources))
+    let code = runtime.block_on(start(cli, sources));
+    // Outside the runtime: sends the spans still buffered.
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
 async fn start(cli: cli::Cli, sources: config::Sources) -> std::process::ExitCode {
-    match cli.command {
-        // Their data may go to stdout: logs go to stderr.
-        cli::Task::Events(_) | cli::Task::Config(_) => telemetry::init_stderr(cli.log_format()),
-        _ => telemetry::init(cli.log_format()),
-    }
     if let Err(err) = telemetry::install_metrics() {
         eprintln!("error: cannot set up metrics: {err:#}");
         return std::process::ExitCode::FAILURE;

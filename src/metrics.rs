@@ -171,10 +171,29 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Makes `span` a child of the caller's W3C `traceparent` (if any), and puts
+/// `span`'s own context into the request's `traceparent` header, which the
+/// command API stores in event metadata: the projectors' spans then hang under
+/// this request.
+fn continue_trace(span: &tracing::Span, request: &mut Request) {
+    use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(request.headers()))
+    });
+    if span.set_parent(parent).is_err() {
+        tracing::debug!("request span could not join the caller's trace");
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
+    });
+}
+
 /// The request middleware: a span carrying the request and correlation ids, the
 /// route and (recorded by the authenticating extractors) the user id; one log
 /// line when the answer is ready; the request counter and latency histogram.
-async fn track(State(service): State<&'static str>, request: Request, next: Next) -> Response {
+async fn track(State(service): State<&'static str>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = request
@@ -188,6 +207,8 @@ async fn track(State(service): State<&'static str>, request: Request, next: Next
         header_value(&request, "x-correlation-id").unwrap_or_else(|| request_id.clone());
     let span = tracing::info_span!(
         "request",
+        otel.name = %format!("{method} {route}"),
+        otel.kind = "server",
         service,
         request_id,
         correlation_id,
@@ -195,6 +216,9 @@ async fn track(State(service): State<&'static str>, request: Request, next: Next
         route = %route,
         user_id = tracing::field::Empty,
     );
+    if parley_projections::traces::enabled() {
+        continue_trace(&span, &mut request);
+    }
     let response = next.run(request).instrument(span.clone()).await;
     let took = started.elapsed();
     let status = response.status().as_u16();

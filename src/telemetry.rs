@@ -1,10 +1,14 @@
 //! The one place tracing and metrics are set up: pretty logs for `dev`, JSON
-//! lines elsewhere; one Prometheus recorder per process.
+//! lines elsewhere; OTLP traces when an endpoint is configured; one Prometheus
+//! recorder per process.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -13,14 +17,116 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn init(format: LogFormat) {
+/// Where traces go, when anywhere.
+#[derive(Debug, Clone)]
+pub struct Traces {
+    /// The collector's OTLP/HTTP base URL (`/v1/traces` is added).
+    pub endpoint: String,
+    pub protocol: OtlpProtocol,
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME` wins).
+    pub service: &'static str,
+}
+
+/// OTLP over HTTP, in protobuf (what collectors expect by default) or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OtlpProtocol {
+    HttpProtobuf,
+    HttpJson,
+}
+
+/// Keeps the trace pipeline alive; [`Telemetry::shutdown`] sends what is left.
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes buffered spans (at most a few seconds) and stops the exporter.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("warning: traces not all sent: {e}");
+            }
+        }
+    }
+}
+
+/// Sets up logs (to stderr when `stderr`, for commands whose stdout is data)
+/// and, with `traces`, OpenTelemetry spans exported over OTLP: each request's
+/// span continues the caller's W3C `traceparent`, and projectors' spans join the
+/// trace of the request that wrote the event. Call it before the async runtime
+/// starts (the exporter's blocking HTTP client must not live on a runtime thread).
+pub fn init(format: LogFormat, stderr: bool, traces: Option<Traces>) -> anyhow::Result<Telemetry> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
     let filter = EnvFilter::try_from_env("PARLEY_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match format {
-        LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let fmt = tracing_subscriber::fmt::layer();
+    let logs = match (format, stderr) {
+        (LogFormat::Pretty, false) => fmt.compact().boxed(),
+        (LogFormat::Pretty, true) => fmt.compact().with_writer(std::io::stderr).boxed(),
+        (LogFormat::Json, false) => fmt.json().flatten_event(true).boxed(),
+        (LogFormat::Json, true) => fmt
+            .json()
+            .flatten_event(true)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
+    let (otel, provider) = match traces {
+        None => (None, None),
+        Some(traces) => {
+            let provider = tracer_provider(&traces)?;
+            let tracer = provider.tracer("parley");
+            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+            parley_projections::traces::enable();
+            // Spans at info and above, whatever PARLEY_LOG says about logs; never
+            // the exporter's own HTTP client (it would trace itself).
+            let spans = EnvFilter::new(
+                "info,sqlx=warn,hyper=off,hyper_util=off,h2=off,reqwest=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off,opentelemetry_http=off",
+            );
+            (
+                Some(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(spans),
+                ),
+                Some(provider),
+            )
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(otel)
+        .try_init();
+    Ok(Telemetry { provider })
+}
+
+fn tracer_provider(traces: &Traces) -> anyhow::Result<SdkTracerProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let base = traces.endpoint.trim_end_matches('/');
+    let endpoint = if base.ends_with("/v1/traces") {
+        base.to_string()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(match traces.protocol {
+            OtlpProtocol::HttpProtobuf => Protocol::HttpBinary,
+            OtlpProtocol::HttpJson => Protocol::HttpJson,
+        })
+        .with_endpoint(&endpoint)
+        .build()
+        .map_err(|e| anyhow::anyhow!("PARLEY_OTLP_ENDPOINT ({endpoint}): {e}"))?;
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(traces.service);
+    }
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
 }
 
 /// Histogram buckets (seconds) of every latency Parley records: 1 ms to 10 s.
@@ -61,17 +167,4 @@ pub fn render_metrics() -> String {
         .get()
         .map(PrometheusHandle::render)
         .unwrap_or_default()
-}
-
-/// Like [`init`], but logs go to stderr: for commands whose output is data on stdout.
-pub fn init_stderr(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("PARLEY_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Pretty => builder.compact().try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }

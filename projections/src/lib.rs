@@ -13,6 +13,7 @@ mod projection;
 pub mod rebuild;
 mod runtime;
 pub mod store;
+pub mod traces;
 
 pub use projection::{ApplyError, Projection};
 pub use runtime::{

@@ -6,6 +6,7 @@
 //! scrape of each service as `DIR/<service>.prom`.
 
 mod support;
+mod traces;
 
 use std::time::Duration;
 
