@@ -81,6 +81,17 @@ async fn span_where(received: &Received, what: &str, want: impl Fn(&Span) -> boo
     }
 }
 
+/// The `traceparent` in the metadata of the log's one `MessageSent`.
+async fn stored_traceparent(log: &str) -> String {
+    let mut db = sqlx::PgConnection::connect(log).await.unwrap();
+    sqlx::query_scalar(
+        "SELECT metadata->>'traceparent' FROM events WHERE event_type = 'MessageSent'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_is_one_trace_from_the_request_to_the_projector() {
     let log = fresh_database().await.unwrap();
@@ -139,13 +150,7 @@ async fn a_send_is_one_trace_from_the_request_to_the_projector() {
     );
 
     // The event carries the request span's context, not the caller's.
-    let mut db = sqlx::PgConnection::connect(&log).await.unwrap();
-    let stored: String = sqlx::query_scalar(
-        "SELECT metadata->>'traceparent' FROM events WHERE event_type = 'MessageSent'",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let stored = stored_traceparent(&log).await;
     assert_eq!(stored, format!("00-{trace_id}-{}-01", request.span_id));
 }
 
@@ -171,12 +176,6 @@ async fn without_an_endpoint_the_callers_traceparent_is_kept_as_sent() {
         .await
         .unwrap();
     assert_eq!(sent.status(), 201);
-    let mut db = sqlx::PgConnection::connect(&log).await.unwrap();
-    let stored: String = sqlx::query_scalar(
-        "SELECT metadata->>'traceparent' FROM events WHERE event_type = 'MessageSent'",
-    )
-    .fetch_one(&mut db)
-    .await
-    .unwrap();
+    let stored = stored_traceparent(&log).await;
     assert_eq!(stored, traceparent);
 }
