@@ -494,6 +494,19 @@ pub enum BenchCommand {
     Export(BenchExportArgs),
 }
 
+/// Where a benchmark makes its databases.
+#[derive(Debug, Args)]
+pub struct BenchServerArgs {
+    /// Postgres server for the benchmark's own databases (created fresh, dropped
+    /// after).
+    #[arg(
+        long,
+        env = "PARLEY_BENCH_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub admin_url: String,
+}
+
 #[derive(Debug, Args)]
 pub struct BenchRelayArgs {
     /// Events to seed the log with.
@@ -505,13 +518,8 @@ pub struct BenchRelayArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
-    /// Postgres server for the benchmark's own databases (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -531,13 +539,8 @@ pub struct BenchProjectorsArgs {
     /// Kafka bootstrap servers.
     #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
-    /// Postgres server for the benchmark's own databases (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -548,13 +551,8 @@ pub struct BenchExportArgs {
     /// Export format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Parquet)]
     pub format: ExportFormat,
-    /// Postgres server for the benchmark's own database (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -575,13 +573,8 @@ pub struct BenchFreshnessArgs {
     /// Kafka bootstrap servers (`--feed kafka`).
     #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
-    /// Postgres server for the benchmark's own databases (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -592,13 +585,8 @@ pub struct BenchRebuildArgs {
     /// Events to seed the log with.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Postgres server for the benchmark's own databases (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -627,13 +615,8 @@ pub struct BenchQueriesArgs {
     /// The read API's page cache in MiB (0: every page from the database).
     #[arg(long, default_value_t = 64)]
     pub page_cache_mb: usize,
-    /// Postgres server for the benchmark's own databases (dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 #[derive(Debug, Args)]
@@ -650,13 +633,8 @@ pub struct BenchCommandsArgs {
     /// Warm-up seconds, not measured.
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
-    /// Postgres server to create the benchmark database on (its own database, dropped after).
-    #[arg(
-        long,
-        env = "PARLEY_BENCH_ADMIN_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
-    )]
-    pub admin_url: String,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
     /// Command API to drive instead of starting one (its RSS is then not reported).
     #[arg(long)]
     pub target: Option<String>,

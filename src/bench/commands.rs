@@ -171,7 +171,7 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     let (server, db) = match &args.target {
         Some(_) => (None, None),
         None => {
-            let db = TempDb::create(&args.admin_url).await?;
+            let db = TempDb::create(&args.server.admin_url).await?;
             let server = Server::spawn(
                 &["command-api", "--migrate"],
                 &[

@@ -11,7 +11,7 @@ use super::seed::seed;
 use crate::cli::{BenchExportArgs, ExportFormat};
 
 pub async fn export(args: BenchExportArgs) -> anyhow::Result<()> {
-    let db = TempDb::create(&args.admin_url).await?;
+    let db = TempDb::create(&args.server.admin_url).await?;
     let result = run(&args, &db.url).await;
     db.drop_now().await?;
     result

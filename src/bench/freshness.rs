@@ -21,8 +21,8 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be at least 1");
     }
-    let log_db = TempDb::create(&args.admin_url).await?;
-    let read_db = TempDb::create(&args.admin_url).await?;
+    let log_db = TempDb::create(&args.server.admin_url).await?;
+    let read_db = TempDb::create(&args.server.admin_url).await?;
     let urls = [
         ("PARLEY_DATABASE_URL", log_db.url.clone()),
         ("PARLEY_READ_DATABASE_URL", read_db.url.clone()),

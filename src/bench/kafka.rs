@@ -83,7 +83,7 @@ pub async fn delete_topic(settings: &KafkaSettings) {
 }
 
 pub async fn relay(args: BenchRelayArgs) -> anyhow::Result<()> {
-    let (db, log, head) = seeded_log(&args.admin_url, args.events).await?;
+    let (db, log, head) = seeded_log(&args.server.admin_url, args.events).await?;
     let topic = format!("parley.bench.{}", uuid::Uuid::now_v7().simple());
     let settings = settings(&args.kafka_brokers, &topic, args.partitions);
     eprintln!("relaying the backlog to {topic} ...");
@@ -135,14 +135,14 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
     if args.members.is_empty() || args.members.contains(&0) {
         bail!("--members takes counts of at least 1, e.g. --members 1,2,3");
     }
-    let (db, log, head) = seeded_log(&args.admin_url, args.events).await?;
+    let (db, log, head) = seeded_log(&args.server.admin_url, args.events).await?;
     let mut results = Vec::new();
     for &members in &args.members {
         let topic = format!("parley.bench.{}", uuid::Uuid::now_v7().simple());
         let group = format!("parley-bench-{}", uuid::Uuid::now_v7().simple());
         let settings = settings(&args.kafka_brokers, &topic, args.partitions);
         TopicAdmin::new(&settings)?.ensure().await?;
-        let read_db = TempDb::create(&args.admin_url).await?;
+        let read_db = TempDb::create(&args.server.admin_url).await?;
         // The read models' tables and the members' bookkeeping exist before anyone polls.
         parley_projections::ReadStore::open(&read_db.url, 1).await?;
         let pool = sqlx::PgPool::connect(&read_db.url).await?;

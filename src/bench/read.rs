@@ -67,7 +67,7 @@ impl Fixture {
 }
 
 pub async fn rebuild(args: BenchRebuildArgs) -> anyhow::Result<()> {
-    let fixture = Fixture::new(&args.admin_url, args.events, 64, 100).await?;
+    let fixture = Fixture::new(&args.server.admin_url, args.events, 64, 100).await?;
     eprintln!("rebuilding {} ...", args.projection);
     let report = fixture.rebuild(&args.projection).await?;
     println!("parley bench rebuild");
@@ -91,7 +91,7 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.seconds == 0 {
         bail!("--connections and --seconds must be at least 1");
     }
-    let fixture = Fixture::new(&args.admin_url, args.events, 64, args.rooms).await?;
+    let fixture = Fixture::new(&args.server.admin_url, args.events, 64, args.rooms).await?;
     for name in ["history", "rooms", "users"] {
         let report = fixture.rebuild(name).await?;
         eprintln!("projected {name}: {:.0} events/s", report.events_per_sec());
