@@ -212,7 +212,8 @@ impl PartitionCheckpoint<'_> {
                 "SELECT aggregate_id, sequence FROM projection_applied
                  WHERE projection = $1 AND aggregate_id IN ({list})"
             );
-            let mut query = sqlx::query(&sql).bind(self.projection);
+            // Planned per call, like `applied_sequences` below (generic plans).
+            let mut query = sqlx::query(&sql).persistent(false).bind(self.projection);
             for id in chunk {
                 query = query.bind(id);
             }
