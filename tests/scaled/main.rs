@@ -161,6 +161,40 @@ async fn status(dep: &Deployment) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Waits until the read models fed through Kafka equal a clean rebuild: the same
+/// log tailed directly into an empty store (`messages`: how many it must hold).
+async fn models_equal_a_rebuild(dep: &Deployment, messages: i64) {
+    let rebuilt = parley_event_log::testing::fresh_database().await.unwrap();
+    let mut rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
+        .args(["projector", "--feed", "log", "--listen", "127.0.0.1:0"])
+        .env("PARLEY_DATABASE_URL", &dep.log_url)
+        .env("PARLEY_READ_DATABASE_URL", &rebuilt)
+        .env("PARLEY_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for_messages(&rebuilt, messages, Duration::from_secs(120)).await;
+
+    // Both sides settle (the last batches of every model); then they are equal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (kafka, log) = (
+            dump_models(&dep.read_url).await,
+            dump_models(&rebuilt).await,
+        );
+        if kafka == log {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read models fed through Kafka differ from a rebuild from the log: {}",
+            support::difference(&kafka, &log)
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let _ = rebuild.start_kill();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
     let Some(dep) = Deployment::new().await else {
@@ -206,37 +240,15 @@ async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
     // partitions resumed by another process from the stored offsets.
     drop((first, third));
     let mut restarted = dep.projector_in_group(&format!("{}-restarted", dep.group));
-    // A clean rebuild: the same log, tailed directly into an empty store.
-    let rebuilt = parley_event_log::testing::fresh_database().await.unwrap();
-    let mut rebuild = tokio::process::Command::new(env!("CARGO_BIN_EXE_parley"))
-        .args(["projector", "--feed", "log", "--listen", "127.0.0.1:0"])
-        .env("PARLEY_DATABASE_URL", &dep.log_url)
-        .env("PARLEY_READ_DATABASE_URL", &rebuilt)
-        .env("PARLEY_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    wait_for_messages(&rebuilt, 5000, Duration::from_secs(120)).await;
-
-    // Both sides settle (the last batches of every model); then they are equal.
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (kafka, log) = (
-            dump_models(&dep.read_url).await,
-            dump_models(&rebuilt).await,
-        );
-        if kafka == log {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "read models fed through Kafka differ from a rebuild from the log: {}",
-            support::difference(&kafka, &log)
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    let _ = rebuild.start_kill();
+    models_equal_a_rebuild(&dep, 5000).await;
     let _ = restarted.child.start_kill();
+}
+
+/// Whether the service behind `base` reports ready.
+async fn ready(base: &str) -> bool {
+    reqwest::get(format!("{base}/health/ready"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
 }
 
 /// Whether the relay behind `base` is the one publishing (its readiness says).
@@ -523,4 +535,64 @@ async fn the_stream_follows_projectors_fed_by_kafka_and_resumes_without_loss() {
     bob.send(own, marker, "bob's marker").await;
     let next = resumed.messages(1, within).await;
     assert_eq!(next, vec![marker], "nothing from the room bob left");
+}
+
+/// The broker dies under load and comes back empty (Tansu's memory storage: the
+/// topic is gone). The command API keeps taking sends, the relay reports not
+/// ready, then recreates the topic and republishes the log; the member rejoins
+/// and the read models end equal to a rebuild from the log: nothing lost,
+/// nothing applied twice.
+///
+/// Ignored: it fails today. After the restart the relay recreates the topic and
+/// republishes, the member is assigned its partitions again, but applies nothing
+/// more (history stays at the ~200 messages sent before the stop). Not yet known
+/// whether the member's consumer or Tansu's recreated group/topic is at fault;
+/// the member also seeks a re-assigned partition to the offsets it loaded at
+/// start-up, not to the ones stored since. Run it with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "fails: the member applies nothing after a broker restart (issue 4)"]
+async fn a_broker_restart_under_load_loses_nothing_and_applies_nothing_twice() {
+    let Some(mut dep) = Deployment::new().await else {
+        return;
+    };
+    let command_api = dep.service(&["command-api", "--migrate"]).await;
+    let relay = dep.relay().await;
+    let relay_base = relay.base.clone().unwrap();
+    let _member = dep.projector();
+    let client = Client::register(command_api.base.as_deref().unwrap(), "carol").await;
+    let mut rooms = Vec::new();
+    for i in 0..10 {
+        rooms.push(client.create_room(&format!("room {i}")).await);
+    }
+    let sending = {
+        let (base, rooms) = (command_api.base.clone().unwrap(), rooms.clone());
+        let token = client.token.clone();
+        tokio::spawn(async move {
+            let client = Client {
+                http: reqwest::Client::new(),
+                base,
+                token,
+            };
+            for _ in 0..8 {
+                send_all(&client, &rooms, 20).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    wait_for_messages(&dep.read_url, 200, Duration::from_secs(180)).await;
+
+    dep.broker.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ready(&relay_base).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay stayed ready with the broker down"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Sends go on meanwhile: the command API does not need Kafka.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    dep.broker.restart();
+    sending.await.unwrap();
+    models_equal_a_rebuild(&dep, 1600).await;
 }

@@ -268,26 +268,29 @@ pub async fn wait_for_messages(read_url: &str, n: i64, within: Duration) {
 
 /// Every row of every read-model table (not the runtime's own bookkeeping), sorted.
 pub async fn dump_models(url: &str) -> Vec<(String, Vec<String>)> {
-    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    use sqlx::Connection;
+    // One connection, closed at the end: callers poll this every second.
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT table_name::text FROM information_schema.tables
          WHERE table_schema = 'public' AND table_name NOT LIKE 'projection\\_%'
            AND table_name NOT LIKE 'projector\\_%'
            AND table_name NOT LIKE '\\_sqlx%' ORDER BY 1",
     )
-    .fetch_all(&pool)
+    .fetch_all(&mut conn)
     .await
     .unwrap();
     let mut out = Vec::new();
     for table in tables {
         let mut rows: Vec<String> =
             sqlx::query_scalar(&format!("SELECT row_to_json(t)::text FROM {table} t"))
-                .fetch_all(&pool)
+                .fetch_all(&mut conn)
                 .await
                 .unwrap();
         rows.sort();
         out.push((table, rows));
     }
+    let _ = conn.close().await;
     out
 }
 
