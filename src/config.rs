@@ -195,7 +195,12 @@ pub fn explain(err: clap::Error, sources: &Sources) -> Result<String, clap::Erro
                 Some(ContextValue::String(v)) => v.clone(),
                 _ => String::new(),
             };
-            let origin = if std::env::var_os(env).is_some_and(|v| v.to_string_lossy() == value) {
+            // A list setting's environment value is split at commas first.
+            let from_env = std::env::var_os(env).is_some_and(|v| {
+                let v = v.to_string_lossy();
+                v == value || v.split(',').any(|part| part.trim() == value)
+            });
+            let origin = if from_env {
                 sources.origin(env)
             } else {
                 format!("--{long}")

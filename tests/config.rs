@@ -117,6 +117,27 @@ fn a_malformed_kafka_option_is_named() {
 }
 
 #[test]
+fn a_malformed_item_of_a_list_in_the_environment_is_traced_to_it() {
+    let out = parley(
+        &["relay"],
+        &[
+            (
+                "PARLEY_DATABASE_URL",
+                "postgres://parley@127.0.0.1:1/parley",
+            ),
+            ("PARLEY_KAFKA_OPTIONS", "acks=all,linger"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("\"linger\""), "{err}");
+    assert!(
+        err.contains("PARLEY_KAFKA_OPTIONS in the environment"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_database_url_of_another_kind_is_named_without_its_password() {
     let out = parley(
         &["command-api"],
