@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::ProgressBar;
-use parley_event_log::EventEnvelope;
 
+use crate::event::ExportEvent;
 use crate::filter::Filter;
 use crate::shape::Shaper;
 use crate::sink::Sink;
@@ -90,7 +90,7 @@ pub async fn export(
     let after = filter.from_position.map_or(0, |from| from - 1);
     progress.set_length(up_to.saturating_sub(after).max(0) as u64);
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<EventEnvelope>, i64)>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<ExportEvent>, i64)>(2);
     let writer_options = options.clone();
     let writer_progress = progress.clone();
     let writer = tokio::task::spawn_blocking(move || {
@@ -110,7 +110,7 @@ pub async fn export(
         let covered = if (page.len() as i64) < PAGE {
             up_to
         } else {
-            page.last().map_or(up_to, |e| e.position)
+            page.last().map_or(up_to, |e| e.envelope.position)
         };
         read += page.len() as u64;
         cursor = covered;
@@ -130,7 +130,7 @@ pub async fn export(
 /// The writer's side: shapes and writes pages until the channel closes or the
 /// limit is reached; returns the summary and the last position it covered.
 fn write_pages(
-    rx: &mut tokio::sync::mpsc::Receiver<(Vec<EventEnvelope>, i64)>,
+    rx: &mut tokio::sync::mpsc::Receiver<(Vec<ExportEvent>, i64)>,
     mut sink: Sink,
     options: &ExportOptions,
     progress: &ProgressBar,
@@ -144,11 +144,11 @@ fn write_pages(
             if options.limit.is_some_and(|l| summary.events >= l) {
                 break 'pages;
             }
-            shaper.shape(&mut event);
-            sink.write(&event)?;
+            shaper.shape_text(&mut event)?;
+            sink.write_event(&event)?;
             summary.events += 1;
-            summary.last_position = Some(event.position);
-            covered = event.position;
+            summary.last_position = Some(event.envelope.position);
+            covered = event.envelope.position;
         }
         covered = page_covered;
         sink.flush()?;
