@@ -26,29 +26,47 @@ impl ExportEvent {
 
 /// `text` without the whitespace between JSON tokens: Postgres renders `jsonb` as
 /// `{"a": 1, "b": 2}`, and a JSON Lines record must not contain a line break.
+///
+/// Strings are found with `str::find` (a fast byte search) and copied whole; only
+/// the short runs between them are looked at byte by byte.
 pub fn compact_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            // Whitespace is ASCII, so `i` and `i + 1` are character boundaries.
-            out.push_str(&text[start..i]);
-            start = i + 1;
-        }
+    let mut rest = text;
+    while let Some(quote) = rest.find('"') {
+        push_without_whitespace(&mut out, &rest[..quote]);
+        let end = quote + string_len(&rest[quote..]);
+        out.push_str(&rest[quote..end]);
+        rest = &rest[end..];
     }
-    out.push_str(&text[start..]);
+    push_without_whitespace(&mut out, rest);
     out
+}
+
+/// The length of the JSON string at the start of `s` (which starts with `"`),
+/// quotes included; all of `s` if it is not closed.
+fn string_len(s: &str) -> usize {
+    let mut from = 1;
+    while let Some(at) = s[from..].find('"') {
+        let quote = from + at;
+        // Escaped when preceded by an odd number of backslashes.
+        let backslashes = s.as_bytes()[..quote]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        if backslashes % 2 == 0 {
+            return quote + 1;
+        }
+        from = quote + 1;
+    }
+    s.len()
+}
+
+fn push_without_whitespace(out: &mut String, tokens: &str) {
+    // Whitespace is ASCII, so this splits only at character boundaries.
+    for token in tokens.split([' ', '\n', '\r', '\t']) {
+        out.push_str(token);
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +85,8 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(text).unwrap()
         );
         assert_eq!(compact_json("\"héllo wörld\""), "\"héllo wörld\"");
+        assert_eq!(compact_json(r#"["a\\", " b "]"#), r#"["a\\"," b "]"#);
+        assert_eq!(compact_json(" \"open"), "\"open");
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use indicatif::ProgressBar;
 
 use crate::event::ExportEvent;
@@ -12,8 +13,11 @@ use crate::shape::Shaper;
 use crate::sink::Sink;
 use crate::source::LogSource;
 
-/// Events read from the log per query.
-pub const PAGE: i64 = 10_000;
+/// Events handed from the reader to the writer at a time.
+pub const PAGE: usize = 10_000;
+/// Events read from the log per query, streamed: the database sends rows while
+/// they are decoded and written, and one query's snapshot stays short.
+pub const QUERY_ROWS: i64 = 100_000;
 
 /// How an export runs (the filters are separate: see [`Filter`]).
 #[derive(Debug, Clone, Default)]
@@ -97,25 +101,48 @@ pub async fn export(
         write_pages(&mut rx, sink, &writer_options, &writer_progress, after)
     });
 
+    let query = source.query(filter);
     let mut cursor = after;
     let mut read = 0u64;
     let mut stopped = false;
-    while cursor < up_to {
-        if stop.load(Ordering::Relaxed) || options.limit.is_some_and(|l| read >= l) {
+    'queries: while cursor < up_to {
+        let rows = match options.limit {
+            Some(limit) => QUERY_ROWS.min(limit.saturating_sub(read) as i64),
+            None => QUERY_ROWS,
+        };
+        if stop.load(Ordering::Relaxed) || rows == 0 {
             stopped = true;
             break;
         }
-        let page = source.read_page(filter, cursor, up_to, PAGE).await?;
-        // A short page is the last one in the range.
-        let covered = if (page.len() as i64) < PAGE {
+        let mut events = query.stream(cursor, up_to, rows);
+        let mut page = Vec::with_capacity(PAGE);
+        let mut got = 0i64;
+        while let Some(event) = events.try_next().await? {
+            got += 1;
+            page.push(event);
+            if page.len() == PAGE {
+                let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
+                read += full.len() as u64;
+                cursor = full.last().map_or(cursor, |e| e.envelope.position);
+                if tx.send((full, cursor)).await.is_err() {
+                    break 'queries; // the writer failed; its error is reported below
+                }
+                if stop.load(Ordering::Relaxed) {
+                    stopped = true;
+                    break 'queries;
+                }
+            }
+        }
+        drop(events);
+        read += page.len() as u64;
+        // A short answer is the last one in the range.
+        cursor = if got < rows {
             up_to
         } else {
-            page.last().map_or(up_to, |e| e.envelope.position)
+            page.last().map_or(cursor, |e| e.envelope.position)
         };
-        read += page.len() as u64;
-        cursor = covered;
-        if tx.send((page, covered)).await.is_err() {
-            break; // the writer failed; its error is reported below
+        if tx.send((page, cursor)).await.is_err() {
+            break;
         }
     }
     drop(tx);

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures::stream::{BoxStream, StreamExt};
 use parley_event_log::EventEnvelope;
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
@@ -109,19 +110,40 @@ impl LogSource {
         }
     }
 
-    /// Up to `limit` events matching `filter` with a position in `(after, up_to]`,
-    /// in position order.
-    pub async fn read_page(
+    /// The query that reads `filter`'s events, to run once per range.
+    pub fn query<'a>(&'a self, filter: &'a Filter) -> LogQuery<'a> {
+        let sql = match self {
+            LogSource::Postgres(_) => page_sql(PG_COLUMNS, filter, |n| format!("${n}")).0,
+            LogSource::Sqlite(_) => page_sql(SQLITE_COLUMNS, filter, |_| "?".to_string()).0,
+        };
+        LogQuery {
+            source: self,
+            filter,
+            sql,
+        }
+    }
+}
+
+/// The events of one filter, read range by range (see [`LogSource::query`]).
+pub struct LogQuery<'a> {
+    source: &'a LogSource,
+    filter: &'a Filter,
+    sql: String,
+}
+
+impl LogQuery<'_> {
+    /// Up to `limit` events with a position in `(after, up_to]`, in position order,
+    /// each decoded as its row arrives (the database keeps sending meanwhile).
+    pub fn stream(
         &self,
-        filter: &Filter,
         after: i64,
         up_to: i64,
         limit: i64,
-    ) -> anyhow::Result<Vec<ExportEvent>> {
-        match self {
+    ) -> BoxStream<'_, anyhow::Result<ExportEvent>> {
+        let filter = self.filter;
+        match self.source {
             LogSource::Postgres(pool) => {
-                let (sql, _) = page_sql(PG_COLUMNS, filter, |n| format!("${n}"));
-                let mut q = sqlx::query(&sql).bind(after).bind(up_to);
+                let mut q = sqlx::query(&self.sql).bind(after).bind(up_to);
                 if !filter.types.is_empty() {
                     q = q.bind(&filter.types);
                 }
@@ -137,12 +159,10 @@ impl LogSource {
                 if let Some(t) = filter.until {
                     q = q.bind(t);
                 }
-                let rows = q.bind(limit).fetch_all(pool).await?;
-                rows.iter().map(pg_event).collect()
+                Box::pin(q.bind(limit).fetch(pool).map(|row| pg_event(&row?)))
             }
             LogSource::Sqlite(pool) => {
-                let (sql, _) = page_sql(SQLITE_COLUMNS, filter, |_| "?".to_string());
-                let mut q = sqlx::query(&sql).bind(after).bind(up_to);
+                let mut q = sqlx::query(&self.sql).bind(after).bind(up_to);
                 for t in &filter.types {
                     q = q.bind(t);
                 }
@@ -158,8 +178,7 @@ impl LogSource {
                 if let Some(t) = filter.until {
                     q = q.bind(parley_event_log::sqlite::format_time(&t));
                 }
-                let rows = q.bind(limit).fetch_all(pool).await?;
-                rows.iter().map(sqlite_event).collect()
+                Box::pin(q.bind(limit).fetch(pool).map(|row| sqlite_event(&row?)))
             }
         }
     }
