@@ -15,7 +15,7 @@ use crate::source::LogSource;
 
 /// Events handed from the reader to the writer at a time.
 pub const PAGE: usize = 10_000;
-/// Events read from the log per query, streamed: the database sends rows while
+/// Positions read from the log per query, streamed: the database sends rows while
 /// they are decoded and written, and one query's snapshot stays short.
 pub const QUERY_ROWS: i64 = 100_000;
 
@@ -114,7 +114,10 @@ pub async fn export(
             stopped = true;
             break;
         }
-        let mut events = query.stream(cursor, up_to, rows);
+        // A bounded range, not only a LIMIT: a planner without statistics (a log
+        // just written, not yet analyzed) sorts the whole range it is given.
+        let end = up_to.min(cursor.saturating_add(QUERY_ROWS));
+        let mut events = query.stream(cursor, end, rows);
         let mut page = Vec::with_capacity(PAGE);
         let mut got = 0i64;
         while let Some(event) = events.try_next().await? {
@@ -135,9 +138,9 @@ pub async fn export(
         }
         drop(events);
         read += page.len() as u64;
-        // A short answer is the last one in the range.
+        // A short answer covers its whole range.
         cursor = if got < rows {
-            up_to
+            end
         } else {
             page.last().map_or(cursor, |e| e.envelope.position)
         };

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use parley_event_log::EventEnvelope;
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
 
 use crate::event::{compact_json, ExportEvent};
 use crate::filter::Filter;
@@ -37,10 +37,15 @@ impl LogSource {
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let safe = parley_event_log::redact_url(url);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("bad postgres url {safe}: {e}"))?
+                // A streamed query lasts as long as its rows take to write: sqlx
+                // would call every one a slow statement.
+                .disable_statement_logging();
             let pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {safe}: {e}"))?;
             Ok(Self::Postgres(pool))
@@ -49,7 +54,8 @@ impl LogSource {
                 .map_err(|e| anyhow::anyhow!("bad sqlite url {safe}: {e}"))?
                 // An export of a mistyped path must fail, not create an empty log.
                 .create_if_missing(false)
-                .read_only(true);
+                .read_only(true)
+                .disable_statement_logging();
             let pool = SqlitePoolOptions::new()
                 .max_connections(2)
                 .connect_with(options)
