@@ -18,7 +18,8 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parley_event_log::EventEnvelope;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde::Deserialize;
 
 use crate::sink::{Counting, Output};
@@ -153,7 +154,7 @@ impl Columns {
             idempotency_key: s(),
             traceparent: s(),
             request_id: s(),
-            payload: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
+            payload: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 512),
             room_id: s(),
             sender_id: s(),
             user_id: s(),
@@ -242,10 +243,18 @@ pub struct ParquetSink {
 impl ParquetSink {
     pub fn new(out: Output) -> anyhow::Result<Self> {
         let (counting, bytes) = Counting::new(out);
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("parley-export {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by(format!("parley-export {}", env!("CARGO_PKG_VERSION")));
+        // A dictionary of values that never repeat is work thrown away (the writer
+        // gives up on it only after it fills); min/max of payload text answer no
+        // question.
+        for column in ["event_id", "aggregate_id", "message_id", "payload"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        let props = props
+            .set_column_statistics_enabled(ColumnPath::from("payload"), EnabledStatistics::None)
             .build();
         Ok(Self {
             writer: ArrowWriter::try_new(counting, schema(), Some(props))?,
