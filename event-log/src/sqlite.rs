@@ -137,7 +137,10 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> LogError {
     LogError::Corrupt(format!("{what}: {e}"))
 }
 
-fn envelope(row: &SqliteRow) -> Result<EventEnvelope, LogError> {
+/// Decodes an event row selected with the envelope's columns (position, tx_id,
+/// event_id, aggregate_type, aggregate_id, sequence, event_type, event_version,
+/// recorded_at, metadata, payload).
+pub fn envelope(row: &SqliteRow) -> Result<EventEnvelope, LogError> {
     let text = |name: &str| row.try_get::<String, _>(name);
     Ok(EventEnvelope {
         event_id: text("event_id")?

@@ -4,16 +4,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use indicatif::ProgressBar;
-use parley_event_log::EventEnvelope;
 
+use crate::event::ExportEvent;
 use crate::filter::Filter;
 use crate::shape::Shaper;
 use crate::sink::Sink;
 use crate::source::LogSource;
 
-/// Events read from the log per query.
-pub const PAGE: i64 = 10_000;
+/// Events handed from the reader to the writer at a time.
+pub const PAGE: usize = 10_000;
+/// Positions read from the log per query, streamed: the database sends rows while
+/// they are decoded and written, and one query's snapshot stays short.
+pub const QUERY_ROWS: i64 = 100_000;
 
 /// How an export runs (the filters are separate: see [`Filter`]).
 #[derive(Debug, Clone, Default)]
@@ -90,32 +94,58 @@ pub async fn export(
     let after = filter.from_position.map_or(0, |from| from - 1);
     progress.set_length(up_to.saturating_sub(after).max(0) as u64);
 
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<EventEnvelope>, i64)>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<ExportEvent>, i64)>(2);
     let writer_options = options.clone();
     let writer_progress = progress.clone();
     let writer = tokio::task::spawn_blocking(move || {
         write_pages(&mut rx, sink, &writer_options, &writer_progress, after)
     });
 
+    let query = source.query(filter);
     let mut cursor = after;
     let mut read = 0u64;
     let mut stopped = false;
-    while cursor < up_to {
-        if stop.load(Ordering::Relaxed) || options.limit.is_some_and(|l| read >= l) {
+    'queries: while cursor < up_to {
+        let rows = match options.limit {
+            Some(limit) => QUERY_ROWS.min(limit.saturating_sub(read) as i64),
+            None => QUERY_ROWS,
+        };
+        if stop.load(Ordering::Relaxed) || rows == 0 {
             stopped = true;
             break;
         }
-        let page = source.read_page(filter, cursor, up_to, PAGE).await?;
-        // A short page is the last one in the range.
-        let covered = if (page.len() as i64) < PAGE {
-            up_to
-        } else {
-            page.last().map_or(up_to, |e| e.position)
-        };
+        // A bounded range, not only a LIMIT: a planner without statistics (a log
+        // just written, not yet analyzed) sorts the whole range it is given.
+        let end = up_to.min(cursor.saturating_add(QUERY_ROWS));
+        let mut events = query.stream(cursor, end, rows);
+        let mut page = Vec::with_capacity(PAGE);
+        let mut got = 0i64;
+        while let Some(event) = events.try_next().await? {
+            got += 1;
+            page.push(event);
+            if page.len() == PAGE {
+                let full = std::mem::replace(&mut page, Vec::with_capacity(PAGE));
+                read += full.len() as u64;
+                cursor = full.last().map_or(cursor, |e| e.envelope.position);
+                if tx.send((full, cursor)).await.is_err() {
+                    break 'queries; // the writer failed; its error is reported below
+                }
+                if stop.load(Ordering::Relaxed) {
+                    stopped = true;
+                    break 'queries;
+                }
+            }
+        }
+        drop(events);
         read += page.len() as u64;
-        cursor = covered;
-        if tx.send((page, covered)).await.is_err() {
-            break; // the writer failed; its error is reported below
+        // A short answer covers its whole range.
+        cursor = if got < rows {
+            end
+        } else {
+            page.last().map_or(cursor, |e| e.envelope.position)
+        };
+        if tx.send((page, cursor)).await.is_err() {
+            break;
         }
     }
     drop(tx);
@@ -130,7 +160,7 @@ pub async fn export(
 /// The writer's side: shapes and writes pages until the channel closes or the
 /// limit is reached; returns the summary and the last position it covered.
 fn write_pages(
-    rx: &mut tokio::sync::mpsc::Receiver<(Vec<EventEnvelope>, i64)>,
+    rx: &mut tokio::sync::mpsc::Receiver<(Vec<ExportEvent>, i64)>,
     mut sink: Sink,
     options: &ExportOptions,
     progress: &ProgressBar,
@@ -144,11 +174,11 @@ fn write_pages(
             if options.limit.is_some_and(|l| summary.events >= l) {
                 break 'pages;
             }
-            shaper.shape(&mut event);
-            sink.write(&event)?;
+            shaper.shape_text(&mut event)?;
+            sink.write_event(&event)?;
             summary.events += 1;
-            summary.last_position = Some(event.position);
-            covered = event.position;
+            summary.last_position = Some(event.envelope.position);
+            covered = event.envelope.position;
         }
         covered = page_covered;
         sink.flush()?;

@@ -12,6 +12,7 @@
 //! is asked for. Events of a type this release does not know are passed on as
 //! stored, with a warning, and counted.
 
+pub mod event;
 pub mod export;
 pub mod filter;
 mod parquet_sink;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+pub use event::ExportEvent;
 pub use export::{ExportOptions, Summary};
 pub use filter::Filter;
 pub use parquet_sink::{schema as parquet_schema, BATCH_ROWS, ROW_GROUP_ROWS};

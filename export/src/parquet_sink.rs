@@ -6,6 +6,7 @@
 //! [`BATCH_ROWS`]; the writer closes a row group every [`ROW_GROUP_ROWS`], so
 //! memory stays flat however long the log is.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -17,7 +18,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parley_event_log::EventEnvelope;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use serde::Deserialize;
 
 use crate::sink::{Counting, Output};
 
@@ -64,6 +67,49 @@ pub fn schema() -> SchemaRef {
         .clone()
 }
 
+/// The payload fields with typed columns: each is set when the payload is an
+/// object holding it as a string, and null otherwise.
+#[derive(Debug, Default, PartialEq, Deserialize)]
+struct TypedFields<'a> {
+    #[serde(borrow, default)]
+    room_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    sender_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    user_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    body: Option<Cow<'a, str>>,
+}
+
+impl<'a> TypedFields<'a> {
+    /// Reads only these fields, borrowing their text (no `Value` is built). A
+    /// payload this cannot read (not an object, a field that is not a string or
+    /// null, a repeated key) takes the slow way, with the same result.
+    fn parse(payload: &'a str) -> Self {
+        if let Ok(fields) = serde_json::from_str(payload) {
+            return fields;
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(payload) else {
+            return Self::default();
+        };
+        let field = |name: &str| {
+            value
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(|s| Cow::Owned(s.to_string()))
+        };
+        Self {
+            room_id: field("room_id"),
+            sender_id: field("sender_id"),
+            user_id: field("user_id"),
+            message_id: field("message_id"),
+            body: field("body"),
+        }
+    }
+}
+
 /// Column builders for one batch.
 struct Columns {
     event_id: StringBuilder,
@@ -108,7 +154,7 @@ impl Columns {
             idempotency_key: s(),
             traceparent: s(),
             request_id: s(),
-            payload: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 256),
+            payload: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 512),
             room_id: s(),
             sender_id: s(),
             user_id: s(),
@@ -118,7 +164,8 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, e: &EventEnvelope, uuid_buf: &mut [u8; 36]) {
+    /// Appends `e`, whose payload is the JSON text `payload` (`e.payload` is not read).
+    fn push(&mut self, e: &EventEnvelope, payload: &str, uuid_buf: &mut [u8; 36]) {
         let mut uuid = |b: &mut StringBuilder, id: &uuid::Uuid| {
             b.append_value(id.hyphenated().encode_lower(uuid_buf));
         };
@@ -143,14 +190,16 @@ impl Columns {
             .append_option(m.idempotency_key.as_deref());
         self.traceparent.append_option(m.traceparent.as_deref());
         self.request_id.append_option(m.request_id.as_deref());
-        self.payload.append_value(e.payload.to_string());
-        let field = |name: &str| e.payload.get(name).and_then(|v| v.as_str());
-        self.room_id.append_option(field("room_id"));
-        self.sender_id.append_option(field("sender_id"));
-        self.user_id.append_option(field("user_id"));
-        self.message_id.append_option(field("message_id"));
+        self.payload.append_value(payload);
+        let typed = TypedFields::parse(payload);
+        self.room_id.append_option(typed.room_id.as_deref());
+        self.sender_id.append_option(typed.sender_id.as_deref());
+        self.user_id.append_option(typed.user_id.as_deref());
+        self.message_id.append_option(typed.message_id.as_deref());
         self.body_length.append_option(
-            field("body").map(|b| i32::try_from(b.chars().count()).unwrap_or(i32::MAX)),
+            typed
+                .body
+                .map(|b| i32::try_from(b.chars().count()).unwrap_or(i32::MAX)),
         );
         self.rows += 1;
     }
@@ -194,10 +243,18 @@ pub struct ParquetSink {
 impl ParquetSink {
     pub fn new(out: Output) -> anyhow::Result<Self> {
         let (counting, bytes) = Counting::new(out);
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .set_created_by(format!("parley-export {}", env!("CARGO_PKG_VERSION")))
+            .set_created_by(format!("parley-export {}", env!("CARGO_PKG_VERSION")));
+        // A dictionary of values that never repeat is work thrown away (the writer
+        // gives up on it only after it fills); min/max of payload text answer no
+        // question.
+        for column in ["event_id", "aggregate_id", "message_id", "payload"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), false);
+        }
+        let props = props
+            .set_column_statistics_enabled(ColumnPath::from("payload"), EnabledStatistics::None)
             .build();
         Ok(Self {
             writer: ArrowWriter::try_new(counting, schema(), Some(props))?,
@@ -207,8 +264,9 @@ impl ParquetSink {
         })
     }
 
-    pub fn write(&mut self, event: &EventEnvelope) -> anyhow::Result<()> {
-        self.columns.push(event, &mut self.uuid_buf);
+    /// Writes `event` with the payload JSON text `payload` (`event.payload` is not read).
+    pub fn write(&mut self, event: &EventEnvelope, payload: &str) -> anyhow::Result<()> {
+        self.columns.push(event, payload, &mut self.uuid_buf);
         if self.columns.rows >= BATCH_ROWS {
             let batch = self.columns.finish()?;
             self.writer.write(&batch)?;
@@ -225,5 +283,32 @@ impl ParquetSink {
         let mut out = self.writer.into_inner()?;
         std::io::Write::flush(&mut out)?;
         Ok(self.bytes.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_fields_are_the_string_fields_of_an_object_payload() {
+        let fields = TypedFields::parse(
+            r#"{"room_id":"r","body":"h\u00e9llo \"x\"","n":{"body":"nested"},"user_id":null}"#,
+        );
+        assert_eq!(fields.room_id.as_deref(), Some("r"));
+        assert_eq!(fields.body.as_deref(), Some("héllo \"x\""));
+        assert_eq!(fields.user_id, None);
+        assert_eq!(fields.sender_id, None);
+        // A field that is no string, or a payload that is no object: null columns.
+        let fields = TypedFields::parse(r#"{"room_id":7,"sender_id":"s"}"#);
+        assert_eq!(fields.room_id, None);
+        assert_eq!(fields.sender_id.as_deref(), Some("s"));
+        assert_eq!(
+            TypedFields::parse(r#""not even an object""#),
+            TypedFields::default()
+        );
+        // A repeated key: the last one counts, as in a `Value`.
+        let fields = TypedFields::parse(r#"{"room_id":"a","room_id":"b"}"#);
+        assert_eq!(fields.room_id.as_deref(), Some("b"));
     }
 }

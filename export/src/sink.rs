@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use parley_event_log::EventEnvelope;
 
+use crate::event::ExportEvent;
 use crate::parquet_sink::ParquetSink;
 
 /// An output format.
@@ -93,7 +94,15 @@ impl Sink {
     pub fn write(&mut self, event: &EventEnvelope) -> anyhow::Result<()> {
         match self {
             Sink::Jsonl(s) => s.write(event),
-            Sink::Parquet(s) => s.write(event),
+            Sink::Parquet(s) => s.write(event, &event.payload.to_string()),
+        }
+    }
+
+    /// Writes one event whose payload is JSON text.
+    pub fn write_event(&mut self, event: &ExportEvent) -> anyhow::Result<()> {
+        match self {
+            Sink::Jsonl(s) => s.write_event(event),
+            Sink::Parquet(s) => s.write(&event.envelope, &event.payload),
         }
     }
 
@@ -138,6 +147,22 @@ impl JsonlSink {
         self.line.clear();
         serde_json::to_writer(&mut self.line, event)?;
         self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        Ok(())
+    }
+
+    /// The envelope as serde writes it, with the payload text in place of its
+    /// `null` (the payload is the envelope's last field).
+    pub fn write_event(&mut self, event: &ExportEvent) -> anyhow::Result<()> {
+        const NULL_PAYLOAD: &[u8] = b"\"payload\":null}";
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &event.envelope)?;
+        if !self.line.ends_with(NULL_PAYLOAD) {
+            anyhow::bail!("an envelope with a payload, or not ending with it, in write_event");
+        }
+        self.line.truncate(self.line.len() - b"null}".len());
+        self.line.extend_from_slice(event.payload.as_bytes());
+        self.line.extend_from_slice(b"}\n");
         self.out.write_all(&self.line)?;
         Ok(())
     }

@@ -4,11 +4,13 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use parley_event_log::{EventEnvelope, Metadata};
-use sqlx::postgres::{PgPoolOptions, PgRow};
+use futures::stream::{BoxStream, StreamExt};
+use parley_event_log::EventEnvelope;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
-use sqlx::{PgPool, Row, SqlitePool};
+use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
 
+use crate::event::{compact_json, ExportEvent};
 use crate::filter::Filter;
 
 /// An event log opened read-only for export (no migrations are run).
@@ -18,18 +20,32 @@ pub enum LogSource {
     Sqlite(SqlitePool),
 }
 
-const COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, sequence, \
-     event_type, event_version, recorded_at, metadata, payload";
+/// The columns read from Postgres, in the order [`pg_event`] decodes them: the
+/// JSON as text, passed through without building a `serde_json::Value`.
+const PG_COLUMNS: &str = "position, event_id, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, recorded_at, metadata::text, payload::text";
+
+/// The columns read from SQLite: those [`parley_event_log::sqlite::envelope`]
+/// decodes, but with a `null` payload for it to parse; the payload text comes
+/// separately.
+const SQLITE_COLUMNS: &str = "position, tx_id, event_id, aggregate_type, aggregate_id, \
+     sequence, event_type, event_version, recorded_at, metadata, 'null' AS payload, \
+     payload AS payload_text";
 
 impl LogSource {
     /// Opens the log named by `postgres://...` or `sqlite://...`.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
         let safe = parley_event_log::redact_url(url);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| anyhow::anyhow!("bad postgres url {safe}: {e}"))?
+                // A streamed query lasts as long as its rows take to write: sqlx
+                // would call every one a slow statement.
+                .disable_statement_logging();
             let pool = PgPoolOptions::new()
                 .max_connections(2)
                 .acquire_timeout(Duration::from_secs(10))
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect to {safe}: {e}"))?;
             Ok(Self::Postgres(pool))
@@ -38,7 +54,8 @@ impl LogSource {
                 .map_err(|e| anyhow::anyhow!("bad sqlite url {safe}: {e}"))?
                 // An export of a mistyped path must fail, not create an empty log.
                 .create_if_missing(false)
-                .read_only(true);
+                .read_only(true)
+                .disable_statement_logging();
             let pool = SqlitePoolOptions::new()
                 .max_connections(2)
                 .connect_with(options)
@@ -99,19 +116,40 @@ impl LogSource {
         }
     }
 
-    /// Up to `limit` events matching `filter` with a position in `(after, up_to]`,
-    /// in position order.
-    pub async fn read_page(
+    /// The query that reads `filter`'s events, to run once per range.
+    pub fn query<'a>(&'a self, filter: &'a Filter) -> LogQuery<'a> {
+        let sql = match self {
+            LogSource::Postgres(_) => page_sql(PG_COLUMNS, filter, |n| format!("${n}")).0,
+            LogSource::Sqlite(_) => page_sql(SQLITE_COLUMNS, filter, |_| "?".to_string()).0,
+        };
+        LogQuery {
+            source: self,
+            filter,
+            sql,
+        }
+    }
+}
+
+/// The events of one filter, read range by range (see [`LogSource::query`]).
+pub struct LogQuery<'a> {
+    source: &'a LogSource,
+    filter: &'a Filter,
+    sql: String,
+}
+
+impl LogQuery<'_> {
+    /// Up to `limit` events with a position in `(after, up_to]`, in position order,
+    /// each decoded as its row arrives (the database keeps sending meanwhile).
+    pub fn stream(
         &self,
-        filter: &Filter,
         after: i64,
         up_to: i64,
         limit: i64,
-    ) -> anyhow::Result<Vec<EventEnvelope>> {
-        match self {
+    ) -> BoxStream<'_, anyhow::Result<ExportEvent>> {
+        let filter = self.filter;
+        match self.source {
             LogSource::Postgres(pool) => {
-                let (sql, _) = page_sql(filter, |n| format!("${n}"));
-                let mut q = sqlx::query(&sql).bind(after).bind(up_to);
+                let mut q = sqlx::query(&self.sql).bind(after).bind(up_to);
                 if !filter.types.is_empty() {
                     q = q.bind(&filter.types);
                 }
@@ -127,12 +165,10 @@ impl LogSource {
                 if let Some(t) = filter.until {
                     q = q.bind(t);
                 }
-                let rows = q.bind(limit).fetch_all(pool).await?;
-                rows.iter().map(pg_envelope).collect()
+                Box::pin(q.bind(limit).fetch(pool).map(|row| pg_event(&row?)))
             }
             LogSource::Sqlite(pool) => {
-                let (sql, _) = page_sql(filter, |_| "?".to_string());
-                let mut q = sqlx::query(&sql).bind(after).bind(up_to);
+                let mut q = sqlx::query(&self.sql).bind(after).bind(up_to);
                 for t in &filter.types {
                     q = q.bind(t);
                 }
@@ -148,8 +184,7 @@ impl LogSource {
                 if let Some(t) = filter.until {
                     q = q.bind(parley_event_log::sqlite::format_time(&t));
                 }
-                let rows = q.bind(limit).fetch_all(pool).await?;
-                rows.iter().map(sqlite_envelope).collect()
+                Box::pin(q.bind(limit).fetch(pool).map(|row| sqlite_event(&row?)))
             }
         }
     }
@@ -157,14 +192,14 @@ impl LogSource {
 
 /// The page query with only the conditions that are set (so Postgres can use the
 /// aggregate index when one is given). `param(n)` renders the n-th placeholder.
-fn page_sql(filter: &Filter, param: impl Fn(usize) -> String) -> (String, usize) {
+fn page_sql(columns: &str, filter: &Filter, param: impl Fn(usize) -> String) -> (String, usize) {
     let mut n = 0;
     let mut next = || {
         n += 1;
         param(n)
     };
     let mut sql = format!(
-        "SELECT {COLUMNS} FROM events WHERE position > {} AND position <= {}",
+        "SELECT {columns} FROM events WHERE position > {} AND position <= {}",
         next(),
         next()
     );
@@ -196,47 +231,39 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("corrupt event row ({what}): {e}")
 }
 
-fn pg_envelope(row: &PgRow) -> anyhow::Result<EventEnvelope> {
-    let metadata: serde_json::Value = row.try_get("metadata")?;
-    Ok(EventEnvelope {
-        event_id: row.try_get("event_id")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        position: row.try_get("position")?,
-        recorded_at: row.try_get::<DateTime<Utc>, _>("recorded_at")?,
-        metadata: metadata_from(metadata)?,
-        payload: row.try_get("payload")?,
+fn pg_event(row: &PgRow) -> anyhow::Result<ExportEvent> {
+    // By index, in PG_COLUMNS order: looking columns up by name costs more than
+    // decoding them.
+    let metadata: &str = row.try_get(8)?;
+    let payload: &str = row.try_get(9)?;
+    let envelope = EventEnvelope {
+        position: row.try_get(0)?,
+        event_id: row.try_get(1)?,
+        aggregate_type: row.try_get(2)?,
+        aggregate_id: row.try_get(3)?,
+        sequence: row.try_get(4)?,
+        event_type: row.try_get(5)?,
+        event_version: row.try_get(6)?,
+        recorded_at: row.try_get::<DateTime<Utc>, _>(7)?,
+        metadata: serde_json::from_str(metadata).map_err(|e| corrupt("metadata", e))?,
+        payload: serde_json::Value::Null,
         tx_id: 0,
+    };
+    // Postgres has checked the JSON; only its spacing changes.
+    Ok(ExportEvent {
+        envelope,
+        payload: compact_json(payload),
     })
 }
 
-fn metadata_from(value: serde_json::Value) -> anyhow::Result<Metadata> {
-    serde_json::from_value(value).map_err(|e| corrupt("metadata", e))
-}
-
-fn sqlite_envelope(row: &SqliteRow) -> anyhow::Result<EventEnvelope> {
-    let text = |name: &str| row.try_get::<String, _>(name);
-    Ok(EventEnvelope {
-        event_id: text("event_id")?
-            .parse()
-            .map_err(|e| corrupt("event_id", e))?,
-        event_type: text("event_type")?,
-        event_version: row.try_get("event_version")?,
-        aggregate_type: text("aggregate_type")?,
-        aggregate_id: text("aggregate_id")?
-            .parse()
-            .map_err(|e| corrupt("aggregate_id", e))?,
-        sequence: row.try_get("sequence")?,
-        position: row.try_get("position")?,
-        recorded_at: DateTime::parse_from_rfc3339(&text("recorded_at")?)
-            .map_err(|e| corrupt("recorded_at", e))?
-            .with_timezone(&Utc),
-        metadata: serde_json::from_str(&text("metadata")?).map_err(|e| corrupt("metadata", e))?,
-        payload: serde_json::from_str(&text("payload")?).map_err(|e| corrupt("payload", e))?,
-        tx_id: 0,
+fn sqlite_event(row: &SqliteRow) -> anyhow::Result<ExportEvent> {
+    let envelope = parley_event_log::sqlite::envelope(row)?;
+    let payload: &str = row.try_get("payload_text")?;
+    // SQLite keeps any text: check that it is JSON, as decoding it would.
+    serde_json::from_str::<serde::de::IgnoredAny>(payload).map_err(|e| corrupt("payload", e))?;
+    Ok(ExportEvent {
+        envelope,
+        payload: compact_json(payload),
     })
 }
 
@@ -246,7 +273,7 @@ mod tests {
 
     #[test]
     fn page_sql_has_only_the_set_conditions() {
-        let (sql, n) = page_sql(&Filter::default(), |n| format!("${n}"));
+        let (sql, n) = page_sql(PG_COLUMNS, &Filter::default(), |n| format!("${n}"));
         assert!(sql.ends_with("position > $1 AND position <= $2 ORDER BY position LIMIT $3"));
         assert_eq!(n, 3);
         let filter = Filter {
@@ -254,10 +281,10 @@ mod tests {
             aggregate_id: Some(uuid::Uuid::nil()),
             ..Filter::default()
         };
-        let (sql, n) = page_sql(&filter, |_| "?".into());
+        let (sql, n) = page_sql(SQLITE_COLUMNS, &filter, |_| "?".into());
         assert!(sql.contains("event_type IN (?, ?) AND aggregate_id = ?"));
         assert_eq!(n, 6);
-        let (sql, _) = page_sql(&filter, |n| format!("${n}"));
+        let (sql, _) = page_sql(PG_COLUMNS, &filter, |n| format!("${n}"));
         assert!(sql.contains("event_type = ANY($3) AND aggregate_id = $4"));
     }
 }
