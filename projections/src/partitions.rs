@@ -212,8 +212,7 @@ impl PartitionCheckpoint<'_> {
                 "SELECT aggregate_id, sequence FROM projection_applied
                  WHERE projection = $1 AND aggregate_id IN ({list})"
             );
-            // Planned per call, like `applied_sequences` below (generic plans).
-            let mut query = sqlx::query(&sql).persistent(false).bind(self.projection);
+            let mut query = sqlx::query(&sql).bind(self.projection);
             for id in chunk {
                 query = query.bind(id);
             }
@@ -291,12 +290,7 @@ pub async fn applied_sequences(
             "SELECT projection, aggregate_id, sequence FROM projection_applied
              WHERE projection IN ({names}) AND aggregate_id IN ({list})"
         );
-        // Not prepared once per connection: the read-model connections force
-        // generic plans, and one planned while the table was nearly empty (a
-        // sequential scan) stayed in use as it grew (over 1 s at 55k rows in
-        // `bench freshness --feed kafka`). Unnamed, it is planned per call
-        // against the table's current size: an index scan.
-        let mut query = sqlx::query(&sql).persistent(false);
+        let mut query = sqlx::query(&sql);
         for name in projections {
             query = query.bind(*name);
         }
