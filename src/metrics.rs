@@ -31,6 +31,8 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "parley_http_request_duration_se
 pub const DB_POOL_CONNECTIONS: &str = "parley_db_pool_connections";
 /// The most connections a pool opens, by pool.
 pub const DB_POOL_MAX_CONNECTIONS: &str = "parley_db_pool_max_connections";
+/// How long taking a connection from a pool waited (every pool of the process).
+pub const DB_POOL_ACQUIRE_SECONDS: &str = "parley_db_pool_acquire_seconds";
 
 /// How often projection lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
@@ -67,6 +69,11 @@ pub fn describe() {
     metrics::describe_gauge!(
         DB_POOL_MAX_CONNECTIONS,
         "The most connections a database pool opens."
+    );
+    metrics::describe_histogram!(
+        DB_POOL_ACQUIRE_SECONDS,
+        metrics::Unit::Seconds,
+        "Time a query waited for a database pool connection."
     );
 }
 

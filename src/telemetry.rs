@@ -95,11 +95,49 @@ pub fn init(format: LogFormat, stderr: bool, traces: Option<Traces>) -> anyhow::
             )
         }
     };
+    // sqlx reports each pool acquire's wait as a TRACE event: only this layer
+    // listens to them.
+    let acquires = tracing_subscriber::filter::Targets::new()
+        .with_target(POOL_ACQUIRE_TARGET, tracing::Level::TRACE);
     let _ = tracing_subscriber::registry()
         .with(logs.with_filter(filter))
+        .with(PoolWaits.with_filter(acquires))
         .with(otel)
         .try_init();
     Ok(Telemetry { provider })
+}
+
+/// Where sqlx reports pool acquires (the pools enable it: `acquire_time_level`).
+const POOL_ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+
+/// Turns sqlx's pool-acquire events into `parley_db_pool_acquire_seconds`:
+/// how long queries wait for a connection (sqlx counts no waiters itself).
+struct PoolWaits;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolWaits {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() != POOL_ACQUIRE_TARGET {
+            return;
+        }
+        let mut wait = WaitField(None);
+        event.record(&mut wait);
+        if let Some(secs) = wait.0 {
+            metrics::histogram!(crate::metrics::DB_POOL_ACQUIRE_SECONDS).record(secs);
+        }
+    }
+}
+
+/// The `aquired_after_secs` field (sqlx's spelling) of an acquire event.
+struct WaitField(Option<f64>);
+
+impl tracing::field::Visit for WaitField {
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if field.name() == "aquired_after_secs" {
+            self.0 = Some(value);
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
 fn tracer_provider(traces: &Traces) -> anyhow::Result<SdkTracerProvider> {

@@ -53,6 +53,10 @@ impl PgLog {
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
             .acquire_timeout(Duration::from_secs(5))
+            // Every acquire reports its wait as a TRACE event (target
+            // `sqlx::pool::acquire`); the `parley` binary turns those into the
+            // `parley_db_pool_acquire_seconds` histogram. Nothing listens elsewhere.
+            .acquire_time_level(tracing::log::LevelFilter::Trace)
             .connect_with(options)
             .await?;
         Ok(Self::with_pool(pool))

@@ -46,10 +46,13 @@ impl SqliteLog {
             .foreign_keys(true);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // Acquire waits as TRACE events, as for Postgres (see `pg.rs`).
+            .acquire_time_level(tracing::log::LevelFilter::Trace)
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
+            .acquire_time_level(tracing::log::LevelFilter::Trace)
             .connect_with(options.read_only(false))
             .await?;
         Ok(Self {

@@ -97,6 +97,8 @@ impl ReadStore {
                 pool_size.max(2)
             })
             .acquire_timeout(Duration::from_secs(10))
+            // Acquire waits as TRACE events (see the event log's `pg.rs`).
+            .acquire_time_level(tracing::log::LevelFilter::Trace)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     use sqlx::Executor;

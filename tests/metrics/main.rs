@@ -140,6 +140,17 @@ async fn the_command_apis_counters_move_with_its_commands() {
             &[("pool", "log"), ("state", "in_use")]
         )
         .is_some());
+    // Every query took a connection: the waits were recorded, each under 10 s.
+    let acquires_before = before.value("parley_db_pool_acquire_seconds_count", &[]);
+    let acquires = after.value("parley_db_pool_acquire_seconds_count", &[]);
+    assert!(
+        acquires >= acquires_before + 5.0,
+        "{acquires_before} -> {acquires} pool acquires"
+    );
+    assert_eq!(
+        after.value("parley_db_pool_acquire_seconds_bucket", &[("le", "10")]),
+        acquires
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
