@@ -507,17 +507,24 @@ pub struct BenchServerArgs {
     pub admin_url: String,
 }
 
+/// The broker a Kafka benchmark publishes to, and its topics' partitions.
 #[derive(Debug, Args)]
-pub struct BenchRelayArgs {
-    /// Events to seed the log with.
-    #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
-    /// Partitions of the benchmark's topic.
+pub struct BenchKafkaArgs {
+    /// Partitions of the benchmark's topics.
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
     /// Kafka bootstrap servers.
     #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRelayArgs {
+    /// Events to seed the log with.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    #[command(flatten)]
+    pub kafka: BenchKafkaArgs,
     #[command(flatten)]
     pub server: BenchServerArgs,
 }
@@ -533,12 +540,8 @@ pub struct BenchProjectorsArgs {
     /// The projection the members run.
     #[arg(long, default_value = "history")]
     pub projection: String,
-    /// Partitions of the benchmark's topics.
-    #[arg(long, default_value_t = 12)]
-    pub partitions: i32,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
+    #[command(flatten)]
+    pub kafka: BenchKafkaArgs,
     #[command(flatten)]
     pub server: BenchServerArgs,
 }

@@ -85,12 +85,12 @@ pub async fn delete_topic(settings: &KafkaSettings) {
 pub async fn relay(args: BenchRelayArgs) -> anyhow::Result<()> {
     let (db, log, head) = seeded_log(&args.server.admin_url, args.events).await?;
     let topic = format!("parley.bench.{}", uuid::Uuid::now_v7().simple());
-    let settings = settings(&args.kafka_brokers, &topic, args.partitions);
+    let settings = settings(&args.kafka.kafka_brokers, &topic, args.kafka.partitions);
     eprintln!("relaying the backlog to {topic} ...");
     let (elapsed, published) = relay_all(&db.url, settings.clone(), head).await?;
     println!("parley bench relay");
-    println!("  broker            {}", args.kafka_brokers);
-    println!("  partitions        {}", args.partitions);
+    println!("  broker            {}", args.kafka.kafka_brokers);
+    println!("  partitions        {}", args.kafka.partitions);
     println!("  backlog           {published} events");
     println!("  time              {:.2} s", elapsed.as_secs_f64());
     println!(
@@ -140,7 +140,7 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
     for &members in &args.members {
         let topic = format!("parley.bench.{}", uuid::Uuid::now_v7().simple());
         let group = format!("parley-bench-{}", uuid::Uuid::now_v7().simple());
-        let settings = settings(&args.kafka_brokers, &topic, args.partitions);
+        let settings = settings(&args.kafka.kafka_brokers, &topic, args.kafka.partitions);
         TopicAdmin::new(&settings)?.ensure().await?;
         let read_db = TempDb::create(&args.server.admin_url).await?;
         // The read models' tables and the members' bookkeeping exist before anyone polls.
@@ -158,7 +158,7 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
                     .arg(&args.projection)
                     .args(["--session-timeout-ms", "6000"])
                     .env("PARLEY_READ_DATABASE_URL", &read_db.url)
-                    .env("PARLEY_KAFKA_BROKERS", &args.kafka_brokers)
+                    .env("PARLEY_KAFKA_BROKERS", &args.kafka.kafka_brokers)
                     .env("PARLEY_KAFKA_TOPIC", &topic)
                     .env("PARLEY_KAFKA_GROUP", &group)
                     .env("PARLEY_LISTEN", "127.0.0.1:0")
@@ -229,8 +229,8 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
         read_db.drop_now().await?;
     }
     println!("parley bench projectors");
-    println!("  broker            {}", args.kafka_brokers);
-    println!("  partitions        {}", args.partitions);
+    println!("  broker            {}", args.kafka.kafka_brokers);
+    println!("  partitions        {}", args.kafka.partitions);
     println!("  projection        {}", args.projection);
     for (members, published, elapsed, relay_time) in results {
         println!(

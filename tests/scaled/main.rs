@@ -29,6 +29,29 @@ async fn send_all(client: &Client, rooms: &[Uuid], per_room: usize) -> Vec<(Vec<
     .await
 }
 
+/// In the background: `rounds` times, `per_room` messages into each room, then a
+/// `pause` (load that goes on while a test breaks things).
+fn send_in_rounds(
+    client: &Client,
+    rooms: &[Uuid],
+    rounds: usize,
+    per_room: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: client.base.clone(),
+        token: client.token.clone(),
+    };
+    let rooms = rooms.to_vec();
+    tokio::spawn(async move {
+        for _ in 0..rounds {
+            send_all(&client, &rooms, per_room).await;
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_send_reaches_history_once_in_order_through_three_members() {
     let Some(dep) = Deployment::new().await else {
@@ -209,21 +232,7 @@ async fn members_join_and_die_mid_stream_and_the_models_equal_a_rebuild() {
     for i in 0..20 {
         rooms.push(client.create_room(&format!("room {i}")).await);
     }
-    let sending = {
-        let (base, rooms) = (command_api.base.clone().unwrap(), rooms.clone());
-        let token = client.token.clone();
-        tokio::spawn(async move {
-            let client = Client {
-                http: reqwest::Client::new(),
-                base,
-                token,
-            };
-            for _ in 0..5 {
-                send_all(&client, &rooms, 50).await;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-        })
-    };
+    let sending = send_in_rounds(&client, &rooms, 5, 50, Duration::from_secs(2));
     wait_for_messages(&dep.read_url, 1000, Duration::from_secs(180)).await;
     let second = dep.projector();
     let third = dep.projector();
@@ -566,21 +575,7 @@ async fn a_broker_restart_under_load_loses_nothing_and_applies_nothing_twice() {
     for i in 0..10 {
         rooms.push(client.create_room(&format!("room {i}")).await);
     }
-    let sending = {
-        let (base, rooms) = (command_api.base.clone().unwrap(), rooms.clone());
-        let token = client.token.clone();
-        tokio::spawn(async move {
-            let client = Client {
-                http: reqwest::Client::new(),
-                base,
-                token,
-            };
-            for _ in 0..8 {
-                send_all(&client, &rooms, 20).await;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
+    let sending = send_in_rounds(&client, &rooms, 8, 20, Duration::from_secs(1));
     wait_for_messages(&dep.read_url, 200, Duration::from_secs(180)).await;
 
     dep.broker.stop();
