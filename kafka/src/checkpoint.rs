@@ -3,7 +3,11 @@
 //! One row per topic in the log's own database. It moves only after the broker
 //! acknowledged every event up to it, and never backwards: a relay that lost its
 //! leadership without noticing (a zombie) cannot rewind the new leader's progress.
-//! The one deliberate way back is [`reset`], used when the topic itself was lost.
+//! The one deliberate way back is [`new_generation`], used when the topic itself
+//! was lost: the checkpoint goes back to the start of the log and the row's
+//! topic generation goes up. Every message carries its generation in a
+//! header, so a projector can tell a recreated topic's offsets from the lost
+//! one's.
 
 use parley_event_log::Cursor;
 use sqlx::PgPool;
@@ -24,6 +28,12 @@ pub async fn ensure_table(pool: &PgPool) -> Result<(), sqlx::Error> {
              position   BIGINT NOT NULL,
              updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
          )",
+    )
+    .execute(&mut *tx)
+    .await?;
+    // Added after the first release: tables created before it are at generation 1.
+    sqlx::query(
+        "ALTER TABLE relay_checkpoints ADD COLUMN IF NOT EXISTS generation BIGINT NOT NULL DEFAULT 1",
     )
     .execute(&mut *tx)
     .await?;
@@ -58,15 +68,37 @@ pub async fn advance(pool: &PgPool, topic: &str, cursor: Cursor) -> Result<(), s
     Ok(())
 }
 
-/// Sets the checkpoint of `topic` back to the start of the log (the topic was lost).
-pub async fn reset(pool: &PgPool, topic: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO relay_checkpoints (topic, tx_id, position, updated_at)
-         VALUES ($1, 0, 0, now())
-         ON CONFLICT (topic) DO UPDATE SET tx_id = 0, position = 0, updated_at = now()",
+/// The generation of `topic` the relay publishes (1 for a topic created before
+/// Parley kept generations).
+pub async fn generation(pool: &PgPool, topic: &str) -> Result<i64, sqlx::Error> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT generation FROM relay_checkpoints WHERE topic = $1")
+            .bind(topic)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map_or(1, |(g,)| g))
+}
+
+/// The topic is missing and about to be created: the checkpoint goes back to the
+/// start of the log and the topic gets a new generation, returned: the current
+/// time in milliseconds, or the last generation plus one if that is higher. So
+/// it grows even across a restore of the log database from a backup that holds
+/// an older generation.
+///
+/// Called before the topic is created, so a relay that dies in between still
+/// republishes everything (the checkpoint is at the start) with the new
+/// generation when it, or another replica, comes back.
+pub async fn new_generation(pool: &PgPool, topic: &str) -> Result<i64, sqlx::Error> {
+    let (generation,): (i64,) = sqlx::query_as(
+        "INSERT INTO relay_checkpoints (topic, tx_id, position, generation, updated_at)
+         VALUES ($1, 0, 0, (extract(epoch FROM clock_timestamp()) * 1000)::bigint, now())
+         ON CONFLICT (topic) DO UPDATE
+           SET tx_id = 0, position = 0, updated_at = now(),
+               generation = GREATEST(relay_checkpoints.generation + 1, EXCLUDED.generation)
+         RETURNING generation",
     )
     .bind(topic)
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
-    Ok(())
+    Ok(generation)
 }

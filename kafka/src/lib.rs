@@ -3,8 +3,8 @@
 //! The [`Relay`] tails the log in its safe order (by writing transaction, then
 //! position: see [`parley_event_log::Cursor`]) and publishes each event with
 //! key = aggregate id, value = the event's JSON envelope, and headers
-//! `event_type`, `event_version`, `event_id`, and `correlation_id` and
-//! `traceparent` (when the event carries them).
+//! `event_type`, `event_version`, `event_id`, `topic_generation`, and
+//! `correlation_id` and `traceparent` (when the event carries them).
 //!
 //! What it guarantees:
 //! - **At least once.** The checkpoint (table `relay_checkpoints`, in the log's
@@ -26,7 +26,10 @@
 //!   never moves backwards, so a replica that lost the lock unawares cannot
 //!   rewind it.
 //! - **A lost topic is rebuilt.** If the topic disappears (a broker that lost its
-//!   storage), the relay recreates it and republishes the whole log.
+//!   storage), the relay recreates it and republishes the whole log under the
+//!   next topic generation (the `topic_generation` header, stored with the
+//!   checkpoint). A projector that sees a newer generation knows the partition's
+//!   offsets started again from 0 and reads it from the beginning.
 //!
 //! Kafka being down never stops the relay: it retries the same batch with a
 //! backoff (capped at 5 s) and reports `kafka_ok=false` in its [`RelayStatus`],
@@ -59,5 +62,6 @@ mod topic;
 pub use config::{KafkaSettings, DEFAULT_PARTITIONS, DEFAULT_TOPIC};
 pub use error::RelayError;
 pub use leader::lock_key;
+pub use publisher::GENERATION_HEADER;
 pub use relay::{Relay, RelayOptions, RelayStatus};
 pub use topic::{ensure_topic, topic_exists, TopicAdmin};

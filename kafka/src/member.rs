@@ -8,6 +8,11 @@
 //! (invariant 4). Kafka's committed offsets are never read
 //! (`enable.auto.commit=false`); on assignment each partition starts at the
 //! lowest offset any projection still needs, read from the read-model database.
+//! Offsets belong to a topic generation (the relay's `topic_generation`
+//! header): a message of a newer generation than a partition's stored position
+//! means the topic was lost and recreated, so the member reads that partition
+//! again from its beginning and lets the per-aggregate sequences skip what was
+//! applied before.
 //! After each applied batch the member also commits its offsets to Kafka,
 //! asynchronously and for information only, so the group's lag shows in Kafka's
 //! own tools and in autoscalers that read it (KEDA's Kafka scaler).
@@ -23,20 +28,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley_event_log::EventEnvelope;
-use parley_projections::partitions::{stored_offsets, Offset, PartitionCheckpoint};
+use parley_projections::partitions::{stored_offsets, Offset, PartitionCheckpoint, Position};
 use parley_projections::{apply_checkpointed, park_undecodable, Projection, ReadStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 use tokio::sync::watch;
 
-use crate::KafkaSettings;
+use crate::{KafkaSettings, GENERATION_HEADER};
 
 /// How often a member refreshes its row in `projector_members` (and, while busy,
 /// the other members' progress).
 const REFRESH: Duration = Duration::from_secs(5);
 
-/// Events applied between two `ANALYZE`s of the member's bookkeeping tables.
+/// Events applied before the first `ANALYZE` of the member's bookkeeping tables
+/// (early: a live stream's per-batch lookups run on those tables from the start).
+const FIRST_ANALYZE_AFTER: usize = 1_000;
+/// Events applied between two later `ANALYZE`s.
 const ANALYZE_AFTER: usize = 20_000;
 
 /// The consumer group every projector process joins unless configured otherwise.
@@ -81,8 +90,8 @@ pub struct MemberStatus {
 /// callback (librdkafka's thread) and the apply loop.
 #[derive(Default)]
 struct Shared {
-    /// The lowest next offset over all projections, per partition.
-    start: HashMap<i32, i64>,
+    /// The lowest position over all projections, per partition.
+    start: HashMap<i32, Position>,
     assigned: HashSet<i32>,
     /// Partitions revoked since the loop last looked.
     revoked: HashSet<i32>,
@@ -90,6 +99,8 @@ struct Shared {
 
 struct MemberContext {
     topic: String,
+    /// For the probe of each assigned partition's first message.
+    settings: KafkaSettings,
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -110,8 +121,39 @@ impl ConsumerContext for MemberContext {
                     .iter()
                     .map(|e| e.partition())
                     .collect();
+                // Stored offsets of an older topic generation mean nothing in
+                // this one: those partitions start from their beginning.
+                let (current, ends) = first_generations(&self.settings, &partitions);
                 for &p in &partitions {
-                    let at = shared.start.get(&p).copied().unwrap_or(0);
+                    let start = shared.start.entry(p).or_insert(Position::START);
+                    if ends.get(&p).is_some_and(|&end| start.next_offset > end) {
+                        // Past the partition's end: offsets never go back in
+                        // one topic, so this is a new one, maybe still empty.
+                        tracing::warn!(
+                            partition = p,
+                            stored = ?start,
+                            end = ends[&p],
+                            "stored offset past the partition's end (the topic was recreated): reading it from its beginning"
+                        );
+                        start.next_offset = 0;
+                    }
+                    if let Some(&generation) = current.get(&p) {
+                        if generation > start.generation {
+                            if start.next_offset > 0 {
+                                tracing::warn!(
+                                    partition = p,
+                                    generation,
+                                    stored = ?start,
+                                    "the topic was recreated: reading the partition again from its beginning"
+                                );
+                            }
+                            *start = Position {
+                                generation,
+                                next_offset: 0,
+                            };
+                        }
+                    }
+                    let at = start.next_offset;
                     if let Err(e) =
                         tpl.set_partition_offset(&self.topic, p, rdkafka::Offset::Offset(at))
                     {
@@ -207,6 +249,7 @@ impl Member {
         }
         let context = MemberContext {
             topic: self.settings.topic.clone(),
+            settings: self.settings.clone(),
             shared,
         };
         let consumer: StreamConsumer<MemberContext> = config.create_with_context(context)?;
@@ -230,10 +273,10 @@ impl Member {
         }
     }
 
-    /// The lowest next offset over the projections, per partition: where an
+    /// The lowest position over the projections, per partition: where an
     /// assigned partition must start so that no projection misses an event.
-    async fn load_starts(&self) -> Result<HashMap<i32, i64>, sqlx::Error> {
-        let mut lowest: Option<HashMap<i32, i64>> = None;
+    async fn load_starts(&self) -> Result<HashMap<i32, Position>, sqlx::Error> {
+        let mut lowest: Option<HashMap<i32, Position>> = None;
         for projection in &self.projections {
             let stored =
                 stored_offsets(&self.store, projection.name(), &self.settings.topic).await?;
@@ -266,6 +309,7 @@ impl Member {
         let mut backoff = Duration::from_millis(100);
         let mut last_refresh = Instant::now();
         let mut applied_since_analyze = 0usize;
+        let mut analyze_after = FIRST_ANALYZE_AFTER;
         while !*shutdown.borrow() {
             // Only the wait for a first message is raced (dropping `recv` loses
             // nothing); a batch being filled is never abandoned half-read.
@@ -281,7 +325,7 @@ impl Member {
                 }
             };
             let batch = match first {
-                Ok(first) => self.collect(&consumer, first).await,
+                Ok(first) => self.collect(&consumer, &shared, first).await,
                 Err(e) => Err(e.into()),
             };
             let (mut events, mut offsets) = match batch {
@@ -313,12 +357,13 @@ impl Member {
             match self.apply(&events, &offsets).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
-                    let mut s = shared.lock().expect("member lock");
-                    for o in &offsets {
-                        let n = s.start.entry(o.partition).or_insert(0);
-                        *n = (*n).max(o.offset + 1);
+                    {
+                        let mut s = shared.lock().expect("member lock");
+                        for o in &offsets {
+                            let n = s.start.entry(o.partition).or_insert(Position::START);
+                            *n = (*n).max(Position::after(o));
+                        }
                     }
-                    drop(s);
                     applied_since_analyze += events.len();
                     self.commit_for_information(&consumer, &offsets);
                     self.status.send_modify(|st| {
@@ -327,6 +372,11 @@ impl Member {
                         st.last_error = None;
                         st.assigned = assigned(&shared);
                     });
+                    if applied_since_analyze >= analyze_after {
+                        self.analyze().await;
+                        applied_since_analyze = 0;
+                        analyze_after = ANALYZE_AFTER;
+                    }
                 }
                 Err(e) => {
                     // Nothing of the batch counts as applied: start again from
@@ -343,10 +393,6 @@ impl Member {
             if last_refresh.elapsed() > REFRESH {
                 if let Err(e) = self.register(&assigned(&shared)).await {
                     tracing::warn!(error = %e, "cannot record this member's partitions");
-                }
-                if applied_since_analyze >= ANALYZE_AFTER {
-                    self.analyze().await;
-                    applied_since_analyze = 0;
                 }
                 // Other members' progress, for partitions this one may get next.
                 if let Ok(starts) = self.load_starts().await {
@@ -402,13 +448,16 @@ impl Member {
 
     /// Fills a batch after its `first` message: up to `batch_size` events, waiting
     /// at most `batch_wait`. A message that is not an envelope is parked here.
+    /// A message of a newer topic generation than its partition's start ends
+    /// the batch without its partition's events: see [`Member::restart_partition`].
     async fn collect(
         &self,
         consumer: &StreamConsumer<MemberContext>,
+        shared: &Arc<Mutex<Shared>>,
         first: rdkafka::message::BorrowedMessage<'_>,
     ) -> anyhow::Result<(Vec<EventEnvelope>, Vec<Offset>)> {
         let mut events = Vec::new();
-        let mut offsets = Vec::new();
+        let mut offsets: Vec<Offset> = Vec::new();
         let deadline = tokio::time::Instant::now() + self.options.batch_wait;
         let mut next = Some(first);
         loop {
@@ -416,7 +465,18 @@ impl Member {
                 let at = Offset {
                     partition: message.partition(),
                     offset: message.offset(),
+                    generation: generation(&message),
                 };
+                if self.restart_partition(consumer, shared, &at)? {
+                    let keep: Vec<bool> = offsets
+                        .iter()
+                        .map(|o| o.partition != at.partition)
+                        .collect();
+                    let mut k = keep.iter();
+                    events.retain(|_| *k.next().expect("same length"));
+                    offsets.retain(|o| o.partition != at.partition);
+                    break;
+                }
                 let payload = message.payload().unwrap_or_default();
                 match serde_json::from_slice::<EventEnvelope>(payload) {
                     Ok(event) => {
@@ -452,10 +512,58 @@ impl Member {
         Ok((events, offsets))
     }
 
+    /// Whether `at` is the first message seen of a newer topic generation than
+    /// its partition's start: the topic was lost and the relay recreated it and
+    /// republished the log into it, so offsets began again at 0 and the member
+    /// may have been placed anywhere in the new partition by its stale offsets.
+    /// Then the partition is read again from its beginning (librdkafka drops
+    /// what it fetched before the seek) and the per-aggregate sequences skip
+    /// what was applied before the loss.
+    fn restart_partition(
+        &self,
+        consumer: &StreamConsumer<MemberContext>,
+        shared: &Arc<Mutex<Shared>>,
+        at: &Offset,
+    ) -> anyhow::Result<bool> {
+        let mut s = shared.lock().expect("member lock");
+        let start = s.start.entry(at.partition).or_insert(Position::START);
+        if at.generation <= start.generation {
+            return Ok(false);
+        }
+        let from_the_beginning = start.next_offset == 0;
+        *start = Position {
+            generation: at.generation,
+            next_offset: 0,
+        };
+        drop(s);
+        if from_the_beginning {
+            // Nothing applied from this partition yet: the member is reading
+            // it from its beginning already (a new topic, or a new member).
+            return Ok(false);
+        }
+        tracing::warn!(
+            partition = at.partition,
+            generation = at.generation,
+            offset = at.offset,
+            "the topic was recreated: reading the partition again from its beginning"
+        );
+        consumer.seek(
+            &self.settings.topic,
+            at.partition,
+            rdkafka::Offset::Beginning,
+            Duration::from_secs(5),
+        )?;
+        Ok(true)
+    }
+
     /// Applies a batch to every projection, each in its own transaction with its
-    /// partition offsets and aggregate sequences.
+    /// partition offsets and aggregate sequences. The projections run
+    /// concurrently, on connections of their own: none waits for another's
+    /// commit. A failure leaves the others' commits standing; the rewind that
+    /// follows restarts from the lowest stored offsets and the sequences skip
+    /// what was applied.
     async fn apply(&self, events: &[EventEnvelope], offsets: &[Offset]) -> anyhow::Result<()> {
-        for projection in &self.projections {
+        let applying = self.projections.iter().map(|projection| async move {
             let checkpoint = PartitionCheckpoint {
                 projection: projection.name(),
                 topic: &self.settings.topic,
@@ -469,8 +577,12 @@ impl Member {
                 parked = outcome.parked,
                 "batch applied"
             );
-        }
-        Ok(())
+            anyhow::Ok(())
+        });
+        futures::future::join_all(applying)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// Tells Kafka how far this member got (asynchronously; a failure only
@@ -507,17 +619,85 @@ impl Member {
         let owned = assigned(shared);
         let mut s = shared.lock().expect("member lock");
         for p in owned {
-            let at = starts.get(&p).copied().unwrap_or(0);
+            let at = starts.get(&p).copied().unwrap_or(Position::START);
             s.start.insert(p, at);
             consumer.seek(
                 &self.settings.topic,
                 p,
-                rdkafka::Offset::Offset(at),
+                rdkafka::Offset::Offset(at.next_offset),
                 Duration::from_secs(5),
             )?;
         }
         Ok(())
     }
+}
+
+/// The topic generation of each of `partitions`' first message, read by a
+/// consumer of its own outside the group (partitions it cannot read within a
+/// few seconds, and empty ones, are left out), and each partition's end offset.
+///
+/// Read at assignment, before the member resumes from its stored offsets: after
+/// the topic was recreated those offsets fall anywhere in the new partitions,
+/// and a broker that serves a fetch from the next batch boundary (Tansu) may
+/// return nothing at all from there while the relay's republished batches sit
+/// below, so the member could not learn the new generation from what it reads.
+fn first_generations(
+    settings: &KafkaSettings,
+    partitions: &[i32],
+) -> (HashMap<i32, i64>, HashMap<i32, i64>) {
+    let probe = || -> anyhow::Result<(HashMap<i32, i64>, HashMap<i32, i64>)> {
+        let timeout = Duration::from_secs(5);
+        let consumer: BaseConsumer = settings
+            .client_config()
+            .set(
+                "group.id",
+                format!("parley-generation-probe-{}", uuid::Uuid::new_v4().simple()),
+            )
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        let mut list = TopicPartitionList::new();
+        let mut wanted = HashSet::new();
+        let mut ends = HashMap::new();
+        for &p in partitions {
+            let (low, high) = consumer.fetch_watermarks(&settings.topic, p, timeout)?;
+            ends.insert(p, high);
+            if high > low {
+                list.add_partition_offset(&settings.topic, p, rdkafka::Offset::Offset(low))?;
+                wanted.insert(p);
+            }
+        }
+        consumer.assign(&list)?;
+        let mut found = HashMap::new();
+        let deadline = Instant::now() + timeout;
+        while found.len() < wanted.len() && Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+                let message = message?;
+                found
+                    .entry(message.partition())
+                    .or_insert_with(|| generation(&message));
+            }
+        }
+        Ok((found, ends))
+    };
+    probe().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the partitions' topic generation; resuming from the stored offsets");
+        Default::default()
+    })
+}
+
+/// The topic generation in a message's headers (1 when absent or unreadable:
+/// messages published before the relay sent it).
+fn generation(message: &impl Message) -> i64 {
+    message
+        .headers()
+        .and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == GENERATION_HEADER)
+                .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
+        })
+        .unwrap_or(1)
 }
 
 fn hostname() -> String {

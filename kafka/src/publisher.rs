@@ -23,14 +23,20 @@ impl Publisher {
         })
     }
 
-    /// Publishes every event in order; `Ok` only once the broker acknowledged all.
+    /// Publishes every event in order, each with the topic's `generation` in its
+    /// headers; `Ok` only once the broker acknowledged all.
     ///
     /// The whole batch is enqueued before any ack is awaited, so librdkafka packs
     /// it into a few large produce requests per partition.
-    pub(crate) async fn publish(&self, events: &[EventEnvelope]) -> Result<(), RelayError> {
+    pub(crate) async fn publish(
+        &self,
+        events: &[EventEnvelope],
+        generation: i64,
+    ) -> Result<(), RelayError> {
+        let generation = generation.to_string();
         let mut deliveries = Vec::with_capacity(events.len());
         for event in events {
-            deliveries.push(self.enqueue(event).await?);
+            deliveries.push(self.enqueue(event, &generation).await?);
         }
         let total = deliveries.len();
         let mut failed = 0;
@@ -62,13 +68,17 @@ impl Publisher {
             .map(|(code, reason)| format!("{code:?}: {reason}"))
     }
 
-    async fn enqueue(&self, event: &EventEnvelope) -> Result<DeliveryFuture, RelayError> {
+    async fn enqueue(
+        &self,
+        event: &EventEnvelope,
+        generation: &str,
+    ) -> Result<DeliveryFuture, RelayError> {
         let key = event.aggregate_id.to_string();
         let payload = serde_json::to_vec(event)?;
         let mut record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)
-            .headers(headers(event));
+            .headers(headers(event, generation));
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
@@ -83,11 +93,14 @@ impl Publisher {
     }
 }
 
+/// The header naming the topic generation a message was published in.
+pub const GENERATION_HEADER: &str = "topic_generation";
+
 /// The headers consumers may route or trace by without parsing the value.
-fn headers(event: &EventEnvelope) -> OwnedHeaders {
+fn headers(event: &EventEnvelope, generation: &str) -> OwnedHeaders {
     let version = event.event_version.to_string();
     let event_id = event.event_id.to_string();
-    let headers = OwnedHeaders::new_with_capacity(5)
+    let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "event_type",
             value: Some(event.event_type.as_str()),
@@ -99,6 +112,12 @@ fn headers(event: &EventEnvelope) -> OwnedHeaders {
         .insert(Header {
             key: "event_id",
             value: Some(event_id.as_str()),
+        })
+        // Which incarnation of the topic this is: it goes up each time the relay
+        // recreates a lost topic, whose offsets then start again from 0.
+        .insert(Header {
+            key: GENERATION_HEADER,
+            value: Some(generation),
         });
     // The request's correlation id, so one send can be followed through the
     // topic without decoding values.

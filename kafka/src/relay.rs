@@ -79,6 +79,8 @@ struct Leading {
     last_topic_check: Instant,
     /// Batches in a row the broker did not acknowledge.
     failed_batches: u32,
+    /// The topic's generation, sent in every message's `topic_generation` header.
+    generation: i64,
 }
 
 impl Relay {
@@ -166,6 +168,7 @@ impl Relay {
             check_topic: true,
             last_topic_check: Instant::now(),
             failed_batches: 0,
+            generation: 1,
         };
         let mut appended = self.log.appended();
         let mut backoff = Backoff::new(self.options.max_backoff);
@@ -213,25 +216,34 @@ impl Relay {
 
     /// Publishes one batch. Returns whether there was anything to publish.
     async fn step(&mut self, state: &mut Leading) -> Result<bool, RelayError> {
-        let topic = self.settings.topic.as_str();
+        let topic = self.settings.topic.clone();
+        let topic = topic.as_str();
         let cursor = match state.cursor {
             Some(cursor) => cursor,
             None => {
                 let cursor = checkpoint::load(&self.pool, topic)
                     .await?
                     .unwrap_or(Cursor::START);
-                tracing::info!(tx_id = cursor.tx_id, position = cursor.position, "resuming");
+                state.generation = checkpoint::generation(&self.pool, topic).await?;
+                tracing::info!(
+                    tx_id = cursor.tx_id,
+                    position = cursor.position,
+                    generation = state.generation,
+                    "resuming"
+                );
                 self.status.send_modify(|s| s.cursor = cursor);
                 *state.cursor.insert(cursor)
             }
         };
         if state.check_topic {
-            let created = self.admin.ensure().await?;
+            let missing = !self.admin.exists().await?;
+            if missing {
+                self.recreate_topic(state).await?;
+            }
             state.check_topic = false;
             state.last_topic_check = Instant::now();
             self.status.send_modify(|s| s.kafka_ok = true);
-            if created && cursor != Cursor::START {
-                self.republish_from_start(state).await?;
+            if missing {
                 return Ok(true);
             }
         }
@@ -241,7 +253,7 @@ impl Relay {
             crate::metrics::lag(0);
             return Ok(false);
         };
-        self.publisher.publish(&batch).await?;
+        self.publisher.publish(&batch, state.generation).await?;
         // Every event up to `last` is acknowledged: only now may the checkpoint move.
         checkpoint::advance(&self.pool, topic, last).await?;
         state.cursor = Some(last);
@@ -276,19 +288,29 @@ impl Relay {
         }
     }
 
-    /// The topic vanished (a broker lost its storage) and was recreated empty:
-    /// consumers can only rebuild from a topic holding the whole log again.
-    async fn republish_from_start(&mut self, state: &mut Leading) -> Result<(), RelayError> {
+    /// The topic is missing: never created, or lost (a broker lost its storage).
+    /// The checkpoint goes back to the start of the log under a new topic
+    /// generation *before* the topic is created, so consumers can rebuild from a
+    /// topic holding the whole log again and can tell its offsets from the lost
+    /// topic's, even if this relay dies half-way.
+    async fn recreate_topic(&mut self, state: &mut Leading) -> Result<(), RelayError> {
         let topic = self.settings.topic.as_str();
-        tracing::error!(
-            lost_up_to = ?state.cursor,
-            "topic was lost and has been recreated: republishing the whole log"
-        );
-        checkpoint::reset(&self.pool, topic).await?;
+        let generation = checkpoint::new_generation(&self.pool, topic).await?;
+        if state.cursor != Some(Cursor::START) {
+            tracing::error!(
+                lost_up_to = ?state.cursor,
+                generation,
+                "topic was lost: recreating it and republishing the whole log"
+            );
+        }
         state.cursor = Some(Cursor::START);
+        state.generation = generation;
+        self.status.send_modify(|s| s.cursor = Cursor::START);
+        if self.admin.create().await? {
+            tracing::info!(generation, "topic created");
+        }
         // A fresh producer: the old one's idempotence state refers to the old topic.
         self.publisher = Publisher::new(&self.settings)?;
-        self.status.send_modify(|s| s.cursor = Cursor::START);
         Ok(())
     }
 

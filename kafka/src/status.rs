@@ -44,7 +44,7 @@ pub async fn partition_lag(
     for &projection in projections {
         let stored = stored_offsets(store, projection, &settings.topic).await?;
         for (&partition, &end) in &ends {
-            let next = stored.get(&partition).copied().unwrap_or(0);
+            let next = stored.get(&partition).map_or(0, |at| at.next_offset);
             rows.push(PartitionLag {
                 projection: projection.to_string(),
                 partition,

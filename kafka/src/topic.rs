@@ -43,6 +43,12 @@ impl TopicAdmin {
         if self.exists().await? {
             return Ok(false);
         }
+        self.create().await
+    }
+
+    /// Creates the topic with the configured partitions and replication. Returns
+    /// false if it exists already.
+    pub async fn create(&self) -> Result<bool, KafkaError> {
         let new_topic = NewTopic::new(
             &self.topic,
             self.partitions,

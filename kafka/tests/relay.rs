@@ -43,6 +43,11 @@ async fn publishes_every_event_keyed_with_headers_and_in_aggregate_order() {
     );
 
     let by_id: HashMap<Uuid, &EventEnvelope> = events.iter().map(|e| (e.event_id, e)).collect();
+    // The relay created the topic: its generation is the creation time in ms.
+    let generation = checkpoint::generation(&pool, &settings.topic)
+        .await
+        .unwrap();
+    assert!(generation > 1_700_000_000_000, "{generation}");
     let mut traced = 0;
     for record in &records {
         let original = by_id[&record.envelope.event_id];
@@ -56,6 +61,7 @@ async fn publishes_every_event_keyed_with_headers_and_in_aggregate_order() {
             original.event_version.to_string()
         );
         assert_eq!(record.headers["event_id"], original.event_id.to_string());
+        assert_eq!(record.headers["topic_generation"], generation.to_string());
         assert_eq!(
             record.headers.get("traceparent"),
             original.metadata.traceparent.as_ref()
@@ -183,6 +189,7 @@ async fn broker_outage_holds_the_checkpoint_then_a_lost_topic_is_republished() {
         s.cursor == before
     })
     .await;
+    let lost_generation = checkpoint::generation(&pool, &topic).await.unwrap();
 
     broker.stop();
     let after = last_cursor(&append_events(&log, 10, 20).await);
@@ -212,6 +219,23 @@ async fn broker_outage_holds_the_checkpoint_then_a_lost_topic_is_republished() {
     assert_eq!(
         distinct_ids(&records).into_iter().collect::<BTreeSet<_>>(),
         all
+    );
+    // The recreated topic is a newer generation, in every message and stored
+    // with the checkpoint, so projectors can tell its offsets from the lost ones.
+    let generation = checkpoint::generation(&pool, &topic).await.unwrap();
+    assert!(
+        generation > lost_generation,
+        "{generation} > {lost_generation}"
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.headers["topic_generation"] == generation.to_string()),
+        "{:?}",
+        records
+            .iter()
+            .map(|r| r.headers.get("topic_generation"))
+            .collect::<BTreeSet<_>>()
     );
     relay.task.abort();
 }

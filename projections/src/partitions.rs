@@ -27,6 +27,41 @@ use crate::store::{micros, ReadStore};
 pub struct Offset {
     pub partition: i32,
     pub offset: i64,
+    /// The topic generation it was published in (the relay's
+    /// `topic_generation` header; 1 when absent). Offsets of different
+    /// generations are unrelated: a recreated topic starts again from 0.
+    pub generation: i64,
+}
+
+/// How far a projection got in one partition: the next offset to apply, in
+/// the topic generation it belongs to. Ordered by generation first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub generation: i64,
+    pub next_offset: i64,
+}
+
+impl Position {
+    /// Nothing applied yet, in the first generation.
+    pub const START: Position = Position {
+        generation: 1,
+        next_offset: 0,
+    };
+
+    /// The position just after `at`.
+    pub fn after(at: &Offset) -> Self {
+        Self {
+            generation: at.generation,
+            next_offset: at.offset + 1,
+        }
+    }
+
+    /// Whether the event at `at` may still be unapplied: at or past this
+    /// position in the same generation, or of another generation, whose offsets
+    /// say nothing (then the aggregate's sequence alone decides).
+    pub fn may_hold(&self, at: &Offset) -> bool {
+        at.generation != self.generation || at.offset >= self.next_offset
+    }
 }
 
 /// The [`Checkpointer`] of one batch: `offsets[i]` is where `batch[i]` came from.
@@ -52,10 +87,10 @@ impl Checkpointer for PartitionCheckpoint<'_> {
             .iter()
             .zip(offsets)
             .map(|(event, at)| {
-                let stored = next.entry(at.partition).or_insert(0);
+                let stored = next.entry(at.partition).or_insert(Position::START);
                 let seq = applied.entry(event.aggregate_id).or_insert(0);
-                let unseen = at.offset >= *stored;
-                *stored = (*stored).max(at.offset + 1);
+                let unseen = stored.may_hold(at);
+                *stored = (*stored).max(Position::after(at));
                 if unseen && event.sequence > *seq + 1 {
                     // Only after a failed publish (a delivery lost, later ones
                     // not): the relay republishes the whole batch, gap included.
@@ -83,28 +118,32 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         range: Range<usize>,
         applied: &[bool],
     ) -> Result<(), sqlx::Error> {
-        let mut next: HashMap<i32, i64> = HashMap::new();
+        let mut next: HashMap<i32, Position> = HashMap::new();
         for at in &self.offsets[range.clone()] {
-            let n = next.entry(at.partition).or_insert(0);
-            *n = (*n).max(at.offset + 1);
+            let n = next.entry(at.partition).or_insert(Position::after(at));
+            *n = (*n).max(Position::after(at));
         }
-        let mut rows: Vec<(i32, i64)> = next.into_iter().collect();
+        let mut rows: Vec<(i32, Position)> = next.into_iter().collect();
         rows.sort_unstable();
         let sql = format!(
-            "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
+            "INSERT INTO projection_offsets
+                 (projection, topic, partition, next_offset, generation, updated_at)
              VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
-             SET next_offset = excluded.next_offset, updated_at = excluded.updated_at
-             WHERE projection_offsets.next_offset < excluded.next_offset",
-            value_rows(rows.len(), 5, "")
+             SET next_offset = excluded.next_offset, generation = excluded.generation,
+                 updated_at = excluded.updated_at
+             WHERE (projection_offsets.generation, projection_offsets.next_offset)
+                 < (excluded.generation, excluded.next_offset)",
+            value_rows(rows.len(), 6, "")
         );
         let now = micros(&Utc::now());
         let mut query = sqlx::query(&sql);
-        for (partition, next_offset) in rows {
+        for (partition, at) in rows {
             query = query
                 .bind(self.projection)
                 .bind(self.topic)
                 .bind(i64::from(partition))
-                .bind(next_offset)
+                .bind(at.next_offset)
+                .bind(at.generation)
                 .bind(now);
         }
         query.execute(&mut *conn).await?;
@@ -140,13 +179,13 @@ impl Checkpointer for PartitionCheckpoint<'_> {
 const CHUNK: usize = 500;
 
 impl PartitionCheckpoint<'_> {
-    /// The stored next offset of each partition in `offsets`, rows locked until
-    /// the transaction ends (Postgres), created at 0 when missing.
+    /// The stored position of each partition in `offsets`, rows locked until
+    /// the transaction ends (Postgres), created at [`Position::START`] when missing.
     async fn lock_partitions(
         &self,
         conn: &mut AnyConnection,
         offsets: &[Offset],
-    ) -> Result<HashMap<i32, i64>, sqlx::Error> {
+    ) -> Result<HashMap<i32, Position>, sqlx::Error> {
         let mut partitions: Vec<i32> = offsets.iter().map(|o| o.partition).collect();
         partitions.sort_unstable();
         partitions.dedup();
@@ -176,21 +215,19 @@ impl PartitionCheckpoint<'_> {
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
-            "SELECT partition, next_offset FROM projection_offsets
+            "SELECT partition, next_offset, generation FROM projection_offsets
              WHERE projection = $1 AND topic = $2 AND partition IN ({list}){lock}"
         );
         let mut query = sqlx::query(&sql).bind(self.projection).bind(self.topic);
         for p in &partitions {
             query = query.bind(i64::from(*p));
         }
-        let mut next = HashMap::new();
-        for row in query.fetch_all(&mut *conn).await? {
-            next.insert(
-                row.try_get::<i64, _>("partition")? as i32,
-                row.try_get::<i64, _>("next_offset")?,
-            );
-        }
-        Ok(next)
+        query
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(partition_position)
+            .collect()
     }
 
     /// The last applied sequence of each aggregate in `events` (absent: none).
@@ -226,27 +263,33 @@ impl PartitionCheckpoint<'_> {
     }
 }
 
-/// A projection's stored next offset per partition of `topic`.
+/// A projection's stored position per partition of `topic`.
 pub async fn stored_offsets(
     store: &ReadStore,
     projection: &str,
     topic: &str,
-) -> Result<HashMap<i32, i64>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT partition, next_offset FROM projection_offsets WHERE projection = $1 AND topic = $2",
+) -> Result<HashMap<i32, Position>, sqlx::Error> {
+    sqlx::query(
+        "SELECT partition, next_offset, generation FROM projection_offsets
+         WHERE projection = $1 AND topic = $2",
     )
     .bind(projection)
     .bind(topic)
     .fetch_all(store.pool())
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok((
-                r.try_get::<i64, _>("partition")? as i32,
-                r.try_get::<i64, _>("next_offset")?,
-            ))
-        })
-        .collect()
+    .await?
+    .iter()
+    .map(partition_position)
+    .collect()
+}
+
+fn partition_position(row: &sqlx::any::AnyRow) -> Result<(i32, Position), sqlx::Error> {
+    Ok((
+        row.try_get::<i64, _>("partition")? as i32,
+        Position {
+            generation: row.try_get("generation")?,
+            next_offset: row.try_get("next_offset")?,
+        },
+    ))
 }
 
 /// The last sequence `projection` applied of `aggregate` (0: none), as recorded by

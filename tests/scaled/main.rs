@@ -552,16 +552,12 @@ async fn the_stream_follows_projectors_fed_by_kafka_and_resumes_without_loss() {
 /// and the read models end equal to a rebuild from the log: nothing lost,
 /// nothing applied twice.
 ///
-/// Ignored: it fails today, with about 30 of 1,600 messages missing from the
-/// Kafka-fed models. The recreated topic gives the republished events new
-/// offsets, while the member's stored offsets belong to the lost topic: an
-/// event that now sits below a stored offset is taken as seen and skipped. The
-/// fix planned: a topic generation the relay bumps when it recreates the topic
-/// and sends as a header; a member seeing a newer generation on a partition
-/// starts that partition over and lets the per-aggregate sequences drop what it
-/// applied already. Run it with `--ignored`.
+/// Memory storage is the point: a broker that lost the topic is the hard case.
+/// The recreated topic gives the republished events new offsets, below the ones
+/// the member stored for the lost topic; the topic generation in each message
+/// tells the member those offsets start over (without it, about 30 of 1,600
+/// messages went missing here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "fails: offsets of a recreated topic are taken for the lost topic's (issue 4)"]
 async fn a_broker_restart_under_load_loses_nothing_and_applies_nothing_twice() {
     let Some(mut dep) = Deployment::new().await else {
         return;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parley_event_log::EventEnvelope;
 use parley_projections::partitions::{
-    applied_sequence, stored_offsets, Offset, PartitionCheckpoint,
+    applied_sequence, stored_offsets, Offset, PartitionCheckpoint, Position,
 };
 use parley_projections::{apply_checkpointed, models, ApplyError, Projection, ReadStore};
 use sqlx::Row;
@@ -54,6 +54,15 @@ impl Projection for Counter {
 /// Events spread over partitions by aggregate, as the relay keys them, each with
 /// its offset; `start` is the next free offset per partition.
 fn publish(events: &[EventEnvelope], start: &mut HashMap<i32, i64>) -> Vec<Offset> {
+    publish_in(1, events, start)
+}
+
+/// [`publish`] into topic generation `generation`.
+fn publish_in(
+    generation: i64,
+    events: &[EventEnvelope],
+    start: &mut HashMap<i32, i64>,
+) -> Vec<Offset> {
     events
         .iter()
         .map(|e| {
@@ -63,8 +72,19 @@ fn publish(events: &[EventEnvelope], start: &mut HashMap<i32, i64>) -> Vec<Offse
             Offset {
                 partition,
                 offset: *next - 1,
+                generation,
             }
         })
+        .collect()
+}
+
+/// The stored next offset per partition (generations left out).
+async fn next_offsets(store: &ReadStore, projection: &str) -> HashMap<i32, i64> {
+    stored_offsets(store, projection, TOPIC)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(p, at)| (p, at.next_offset))
         .collect()
 }
 
@@ -87,6 +107,15 @@ async fn apply_in_batches(
     }
 }
 
+/// A read store with the [`Counter`]'s table.
+async fn counted_store(env: Env) -> (ReadStore, Counter) {
+    let store = env.store().await;
+    for statement in Counter.schema() {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    (store, Counter)
+}
+
 async fn counts(store: &ReadStore) -> Vec<i64> {
     sqlx::query("SELECT times FROM counted")
         .fetch_all(store.pool())
@@ -98,12 +127,8 @@ async fn counts(store: &ReadStore) -> Vec<i64> {
 }
 
 async fn redelivered_and_republished_events_apply_once(env: Env) {
-    let store = env.store().await;
+    let (store, counter) = counted_store(env).await;
     let events = world().events;
-    let counter = Counter;
-    for statement in counter.schema() {
-        sqlx::query(&statement).execute(store.pool()).await.unwrap();
-    }
     let mut next = HashMap::new();
     let offsets = publish(&events, &mut next);
     apply_in_batches(&store, &counter, &events, &offsets, 7).await;
@@ -124,8 +149,7 @@ async fn redelivered_and_republished_events_apply_once(env: Env) {
     );
 
     // The offsets moved past the republished copies; sequences are the newest.
-    let stored = stored_offsets(&store, "counter", TOPIC).await.unwrap();
-    assert_eq!(stored, next);
+    assert_eq!(next_offsets(&store, "counter").await, next);
     let last = events.last().unwrap();
     assert_eq!(
         applied_sequence(&store, "counter", last.aggregate_id)
@@ -141,11 +165,7 @@ async fn redelivered_and_republished_events_apply_once(env: Env) {
 }
 
 async fn a_gap_waits_for_the_republished_events(env: Env) {
-    let store = env.store().await;
-    let counter = Counter;
-    for statement in counter.schema() {
-        sqlx::query(&statement).execute(store.pool()).await.unwrap();
-    }
+    let (store, counter) = counted_store(env).await;
     let events = world().events;
     let first = events
         .iter()
@@ -160,6 +180,7 @@ async fn a_gap_waits_for_the_republished_events(env: Env) {
     let at = |offset| Offset {
         partition: 0,
         offset,
+        generation: 1,
     };
     // The relay's publish of 2 failed but 3 went through; it republishes 1..3.
     let lossy = [three[0].clone(), three[2].clone()];
@@ -174,13 +195,60 @@ async fn a_gap_waits_for_the_republished_events(env: Env) {
     assert_eq!(applied_sequence(&store, "counter", first).await.unwrap(), 3);
 }
 
-async fn two_members_holding_one_partition_apply_it_once(env: Env) {
-    let store = env.store().await;
+/// The broker lost the topic; the relay recreated it (generation 2) and
+/// republished the whole log, from offset 0 again. Events the lost topic never
+/// delivered sit at offsets below the stored ones: only the generation tells
+/// they are new.
+async fn a_recreated_topic_s_events_apply_though_their_offsets_are_lower(env: Env) {
+    let (store, counter) = counted_store(env).await;
     let events = world().events;
-    let counter = Arc::new(Counter);
-    for statement in counter.schema() {
-        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    // Generation 1 delivered the first two thirds, and then some of them again.
+    let delivered = events.len() * 2 / 3;
+    let mut lost_topic = HashMap::new();
+    let first = publish_in(1, &events[..delivered], &mut lost_topic);
+    apply_in_batches(&store, &counter, &events[..delivered], &first, 9).await;
+    let again = publish_in(1, &events[..delivered], &mut lost_topic);
+    apply_in_batches(&store, &counter, &events[..delivered], &again, 9).await;
+    assert_eq!(counts(&store).await.len(), delivered);
+
+    let mut recreated = HashMap::new();
+    let republished = publish_in(2, &events, &mut recreated);
+    assert!(
+        republished[delivered..]
+            .iter()
+            .any(|at| at.offset < lost_topic[&at.partition]),
+        "some undelivered events sit below the lost topic's offsets"
+    );
+    // One batch, as a member catching up on the refilled topic reads it.
+    apply_in_batches(&store, &counter, &events, &republished, events.len()).await;
+    let counted = counts(&store).await;
+    assert_eq!(counted.len(), events.len(), "every event applied");
+    assert!(counted.iter().all(|&n| n == 1), "{counted:?}");
+    let stored = stored_offsets(&store, "counter", TOPIC).await.unwrap();
+    for (partition, next) in recreated {
+        assert_eq!(
+            stored[&partition],
+            Position {
+                generation: 2,
+                next_offset: next
+            }
+        );
     }
+
+    // A straggler of the lost generation neither applies twice nor moves the
+    // stored positions back.
+    apply_in_batches(&store, &counter, &events[..3], &first[..3], 9).await;
+    assert!(counts(&store).await.iter().all(|&n| n == 1));
+    assert_eq!(
+        stored_offsets(&store, "counter", TOPIC).await.unwrap(),
+        stored
+    );
+}
+
+async fn two_members_holding_one_partition_apply_it_once(env: Env) {
+    let (store, counter) = counted_store(env).await;
+    let counter = Arc::new(counter);
+    let events = world().events;
     let offsets = publish(&events, &mut HashMap::new());
     // During a rebalance the old and the new owner may both apply the same batch.
     let racers: Vec<_> = (0..2)
@@ -221,9 +289,7 @@ async fn fed_by_partitions_the_models_equal_the_log_fed_ones(env: Env) {
         // And everything once more, as a relay failover would republish it.
         let again = publish(
             &events,
-            &mut stored_offsets(&by_kafka, projection.name(), TOPIC)
-                .await
-                .unwrap(),
+            &mut next_offsets(&by_kafka, projection.name()).await,
         );
         apply_in_batches(&by_kafka, &*projection, &events, &again, 17).await;
     }
@@ -232,6 +298,7 @@ async fn fed_by_partitions_the_models_equal_the_log_fed_ones(env: Env) {
 
 on_both_backends!(
     a_gap_waits_for_the_republished_events,
+    a_recreated_topic_s_events_apply_though_their_offsets_are_lower,
     redelivered_and_republished_events_apply_once,
     two_members_holding_one_partition_apply_it_once,
     fed_by_partitions_the_models_equal_the_log_fed_ones,
