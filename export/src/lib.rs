@@ -15,6 +15,7 @@
 pub mod event;
 pub mod export;
 pub mod filter;
+pub mod jsonl;
 mod parquet_sink;
 pub mod replay;
 pub mod resume;

@@ -124,7 +124,7 @@ impl Sink {
     }
 }
 
-/// JSON Lines through a buffer: one `serde_json` envelope per line.
+/// JSON Lines through a buffer: one envelope per line (see [`crate::jsonl`]).
 pub struct JsonlSink {
     out: std::io::BufWriter<Counting<Output>>,
     bytes: Arc<AtomicU64>,
@@ -142,27 +142,20 @@ impl JsonlSink {
     }
 
     pub fn write(&mut self, event: &EventEnvelope) -> anyhow::Result<()> {
+        self.write_line(event, &event.payload.to_string())
+    }
+
+    /// An event whose payload is JSON text (the envelope's own payload is unused).
+    pub fn write_event(&mut self, event: &ExportEvent) -> anyhow::Result<()> {
+        self.write_line(&event.envelope, &event.payload)
+    }
+
+    fn write_line(&mut self, envelope: &EventEnvelope, payload: &str) -> anyhow::Result<()> {
         // Whole lines only reach the buffer, so a crash mid-event never leaves
         // half a line behind a complete one.
         self.line.clear();
-        serde_json::to_writer(&mut self.line, event)?;
+        crate::jsonl::write_envelope(&mut self.line, envelope, payload);
         self.line.push(b'\n');
-        self.out.write_all(&self.line)?;
-        Ok(())
-    }
-
-    /// The envelope as serde writes it, with the payload text in place of its
-    /// `null` (the payload is the envelope's last field).
-    pub fn write_event(&mut self, event: &ExportEvent) -> anyhow::Result<()> {
-        const NULL_PAYLOAD: &[u8] = b"\"payload\":null}";
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, &event.envelope)?;
-        if !self.line.ends_with(NULL_PAYLOAD) {
-            anyhow::bail!("an envelope with a payload, or not ending with it, in write_event");
-        }
-        self.line.truncate(self.line.len() - b"null}".len());
-        self.line.extend_from_slice(event.payload.as_bytes());
-        self.line.extend_from_slice(b"}\n");
         self.out.write_all(&self.line)?;
         Ok(())
     }

@@ -33,6 +33,10 @@ use crate::sink::Sink;
 const QUIET: Duration = Duration::from_secs(1);
 /// The longest a tail reads on after every partition reached its end offset.
 const GRACE: Duration = Duration::from_secs(10);
+/// A following tail flushes what it wrote at least this often, and whenever the
+/// topic goes quiet, so a reader of its output sees events as they come (JSON
+/// Lines; a Parquet file is only readable once the tail stops).
+const FOLLOW_FLUSH: Duration = Duration::from_secs(1);
 
 /// Where each partition starts.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +164,7 @@ pub async fn tail(
     let mut shaper = Shaper::new(options.stored_shape);
     let mut summary = Summary::default();
     let mut skipped = 0u64;
+    let mut flushed = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) || options.limit.is_some_and(|l| summary.events >= l) {
             summary.partial = true;
@@ -175,7 +180,13 @@ pub async fn tail(
         };
         let message = match tokio::time::timeout(wait, consumer.recv()).await {
             Err(_) if grace.is_some() => break, // quiet: caught up
-            Err(_) => continue,
+            Err(_) => {
+                if options.follow {
+                    sink.flush()?;
+                    flushed = Instant::now();
+                }
+                continue;
+            }
             Ok(Err(KafkaError::PartitionEOF(partition))) => {
                 pending.remove(&partition);
                 continue;
@@ -206,6 +217,10 @@ pub async fn tail(
         sink.write(&event)?;
         summary.events += 1;
         summary.last_position = Some(event.position);
+        if options.follow && flushed.elapsed() >= FOLLOW_FLUSH {
+            sink.flush()?;
+            flushed = Instant::now();
+        }
     }
     summary.bytes = sink.finish()?;
     summary.unknown = shaper.unknown;

@@ -160,3 +160,104 @@ async fn the_tail_reads_what_the_relay_published_without_disturbing_the_group() 
     assert_eq!(rebalances.load(Ordering::SeqCst), rebalances_before);
     assert_eq!(member.assignment().unwrap().count(), owned);
 }
+
+/// Waits until `path` holds at least `lines` complete lines; returns how many.
+async fn wait_for_lines(path: &std::path::Path, lines: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let complete = text.matches('\n').count();
+        if complete >= lines {
+            return complete;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{complete} of {lines} lines in {} after a minute",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `events tail --follow`: the tail catches up, keeps going, writes events
+/// published later as they arrive (its output flushed while it waits, so a
+/// reader sees them), and stops cleanly when asked.
+#[tokio::test]
+async fn a_following_tail_writes_later_events_as_they_arrive_and_stops_when_asked() {
+    let Some(broker) = OwnBroker::start() else {
+        return;
+    };
+    let (log, url) = pg_log().await;
+    seed(&log, 100).await;
+    let settings = KafkaSettings::new(broker.addr.clone()).with_topic("parley.events");
+    // A relay running all along, as in production.
+    let relay = Relay::connect(&url, settings.clone()).await.expect("relay");
+    let relayed = relay.status();
+    let (stop_relay, shutdown) = tokio::sync::watch::channel(false);
+    let relay_task = tokio::spawn(relay.run(shutdown));
+    let published = |n: u64| {
+        let mut relayed = relayed.clone();
+        async move {
+            tokio::time::timeout(
+                Duration::from_secs(60),
+                relayed.wait_for(|s| s.published_total >= n),
+            )
+            .await
+            .expect("the relay publishes the log")
+            .unwrap();
+        }
+    };
+    published(100).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("follow.jsonl");
+    let stop = Arc::new(AtomicBool::new(false));
+    let following = {
+        let (settings, stop) = (settings.clone(), stop.clone());
+        let out = Box::new(std::fs::File::create(&path).unwrap());
+        tokio::spawn(async move {
+            tail(
+                &settings,
+                &Filter::default(),
+                &TailOptions {
+                    start: StartAt::Beginning,
+                    follow: true,
+                    stored_shape: false,
+                    limit: None,
+                },
+                Sink::new(Format::Jsonl, out).unwrap(),
+                stop,
+            )
+            .await
+        })
+    };
+    assert_eq!(wait_for_lines(&path, 100).await, 100);
+
+    // Later events reach the file while the tail runs.
+    for n in 0..5 {
+        append_raw(&log, "AnalystProbe", 1, json!({ "n": n })).await;
+    }
+    published(105).await;
+    assert_eq!(wait_for_lines(&path, 105).await, 105);
+    assert!(!following.is_finished(), "a following tail keeps running");
+    let got = read_jsonl(&path);
+    // Each probe is its own aggregate, so on its own partition: any order.
+    let mut probes: Vec<i64> = got[100..]
+        .iter()
+        .map(|e| e.payload["n"].as_i64().unwrap())
+        .collect();
+    probes.sort_unstable();
+    assert_eq!(probes, vec![0, 1, 2, 3, 4]);
+
+    stop.store(true, Ordering::Relaxed);
+    let summary = tokio::time::timeout(Duration::from_secs(10), following)
+        .await
+        .expect("the tail stops when asked")
+        .unwrap()
+        .expect("tail");
+    assert_eq!(summary.events, 105);
+    assert_eq!(summary.unknown, 5, "AnalystProbe is no type Parley knows");
+    assert!(summary.partial, "stopped, not finished");
+    let _ = stop_relay.send(true);
+    let _ = relay_task.await;
+}
