@@ -554,6 +554,11 @@ pub struct BenchExportArgs {
     /// Export format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Parquet)]
     pub format: ExportFormat,
+    /// Export the log as just written, without the VACUUM a log in service has
+    /// had: the export's scan then also sets every row's hint bits and writes
+    /// every page back.
+    #[arg(long)]
+    pub no_vacuum: bool,
     #[command(flatten)]
     pub server: BenchServerArgs,
 }
@@ -576,6 +581,11 @@ pub struct BenchFreshnessArgs {
     /// Kafka bootstrap servers (`--feed kafka`).
     #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
+    /// A librdkafka property for the relay and the projector (`--feed kafka`),
+    /// as key=value; repeatable. On Tansu, `fetch.wait.max.ms=10`: it holds every
+    /// fetch for half that wait even when it has data (Apache Kafka answers at once).
+    #[arg(long = "kafka-option", value_parser = key_value)]
+    pub kafka_options: Vec<(String, String)>,
     #[command(flatten)]
     pub server: BenchServerArgs,
 }
@@ -766,7 +776,8 @@ pub struct EventsTailArgs {
     /// Without it, --since also picks the start (the first message at or after it).
     #[arg(long, value_parser = parley_export::tail::parse_offset)]
     pub offset: Vec<(Option<i32>, i64)>,
-    /// Keep reading new messages after the end offsets seen at start, until Ctrl-C.
+    /// Keep reading new messages after the end offsets seen at start, until
+    /// Ctrl-C; JSON Lines output is flushed at least every second.
     #[arg(long)]
     pub follow: bool,
     #[command(flatten)]

@@ -12,12 +12,13 @@ use crate::cli::{BenchExportArgs, ExportFormat};
 
 pub async fn export(args: BenchExportArgs) -> anyhow::Result<()> {
     let db = TempDb::create(&args.server.admin_url).await?;
-    let result = run(&args, &db.url).await;
+    let result = run(&args, &db).await;
     db.drop_now().await?;
     result
 }
 
-async fn run(args: &BenchExportArgs, url: &str) -> anyhow::Result<()> {
+async fn run(args: &BenchExportArgs, db: &TempDb) -> anyhow::Result<()> {
+    let url = &db.url;
     let log = parley_event_log::open(url, 8).await?;
     eprintln!("seeding {} events ...", args.events);
     let started = Instant::now();
@@ -28,6 +29,10 @@ async fn run(args: &BenchExportArgs, url: &str) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     drop(log);
+    if !args.no_vacuum {
+        eprintln!("vacuuming the log, as autovacuum has a log in service ...");
+        db.vacuum_log().await?;
+    }
     let dir = tempfile::tempdir()?;
     let format = match args.format {
         ExportFormat::Jsonl => Format::Jsonl,
@@ -50,7 +55,15 @@ async fn run(args: &BenchExportArgs, url: &str) -> anyhow::Result<()> {
     .await?;
     println!("parley bench export");
     println!("  format            {}", format.name());
-    println!("  events in the log {}", seeded.events);
+    println!(
+        "  events in the log {} ({})",
+        seeded.events,
+        if args.no_vacuum {
+            "exported as just written: --no-vacuum"
+        } else {
+            "vacuumed before the export"
+        }
+    );
     println!("{summary}");
     println!(
         "  MB/s              {:.1}",

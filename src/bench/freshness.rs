@@ -33,7 +33,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         Feed::Log => "log",
         Feed::Kafka => "kafka",
     };
-    let urls = [
+    let mut urls = vec![
         urls[0].clone(),
         urls[1].clone(),
         ("PARLEY_FEED", feed.to_string()),
@@ -41,6 +41,14 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         ("PARLEY_KAFKA_TOPIC", topic.clone()),
         ("PARLEY_KAFKA_GROUP", group),
     ];
+    if !args.kafka_options.is_empty() {
+        let options: Vec<String> = args
+            .kafka_options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        urls.push(("PARLEY_KAFKA_OPTIONS", options.join(",")));
+    }
     let command_api = Server::spawn(&["command-api", "--migrate"], &urls).await?;
     let relay = match args.feed {
         Feed::Log => None,
@@ -236,10 +244,15 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         Feed::Log => println!(
             "  setup             command-api, projector (tails the log), read-api: separate processes on Postgres"
         ),
-        Feed::Kafka => println!(
-            "  setup             command-api, relay, Kafka ({}), projector (one group member), read-api --feed kafka: separate processes",
-            args.kafka_brokers
-        ),
+        Feed::Kafka => {
+            println!(
+                "  setup             command-api, relay, Kafka ({}), projector (one group member), read-api --feed kafka: separate processes",
+                args.kafka_brokers
+            );
+            for (k, v) in &args.kafka_options {
+                println!("  kafka option      {k}={v}");
+            }
+        }
     }
     println!(
         "  offered rate      {} sends/s for {} s",
