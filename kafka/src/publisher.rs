@@ -93,7 +93,8 @@ impl Publisher {
     }
 }
 
-/// The header naming the topic generation a message was published in.
+/// The header naming the topic generation a message was published in (as
+/// [`headers`] writes it).
 pub const GENERATION_HEADER: &str = "topic_generation";
 
 /// The headers consumers may route or trace by without parsing the value.
@@ -115,8 +116,10 @@ fn headers(event: &EventEnvelope, generation: &str) -> OwnedHeaders {
         })
         // Which incarnation of the topic this is: it goes up each time the relay
         // recreates a lost topic, whose offsets then start again from 0.
+        // (A literal, as for the others: event-schemas' tests read the header
+        // names written here from this file. It is GENERATION_HEADER.)
         .insert(Header {
-            key: GENERATION_HEADER,
+            key: "topic_generation",
             value: Some(generation),
         });
     // The request's correlation id, so one send can be followed through the

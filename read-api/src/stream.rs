@@ -53,8 +53,6 @@ pub const STREAMED_PROJECTIONS: [&str; 4] = [
 
 /// Events read from the log at once.
 const READ_BATCH: i64 = 500;
-/// Pending events whose sequences a Kafka-fed hub looks up first on a wake-up.
-const FIRST_PROBE: usize = 32;
 /// The reconnection delay suggested to clients.
 const RETRY: Duration = Duration::from_millis(1000);
 /// Between keep-alive comments.
@@ -322,27 +320,18 @@ async fn step_applied(
         let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
         pending.extend(log.read_after(read_from, READ_BATCH).await?);
     }
-    // Only the applied prefix can go out, and under load most of what is
-    // pending is not applied yet: look up a small head first, and more only
-    // while all of it was applied.
-    let mut probe = FIRST_PROBE;
-    let mut sent = 0;
-    loop {
-        let head: Vec<&EventEnvelope> = pending.iter().take(probe).collect();
-        let looked_up = head.len();
-        let visible = applied_prefix(store, &head).await?;
-        for _ in 0..visible {
-            let event = pending.pop_front().expect("counted");
-            *cursor = event.cursor();
-            hub.publish(event);
-        }
-        sent += visible;
-        if visible < looked_up || pending.is_empty() {
-            break;
-        }
-        probe = (probe * 4).min(READ_BATCH as usize);
+    let head: Vec<&EventEnvelope> = pending.iter().take(READ_BATCH as usize).collect();
+    let visible = applied_prefix(store, &head).await?;
+    for _ in 0..visible {
+        let event = pending.pop_front().expect("counted");
+        *cursor = event.cursor();
+        hub.publish(event);
     }
-    Ok(if sent > 0 { Step::Progress } else { Step::Wait })
+    Ok(if visible > 0 {
+        Step::Progress
+    } else {
+        Step::Wait
+    })
 }
 
 /// How many of `events`, from the first, every streamed projection has applied
