@@ -558,8 +558,8 @@ async fn the_stream_follows_projectors_fed_by_kafka_and_resumes_without_loss() {
 /// tells the member those offsets start over (without it, about 30 of 1,600
 /// messages went missing here).
 ///
-/// Ignored again: it passed alone here (3 of 4 runs) and with the whole
-/// `tests/scaled` suite once, but failed in a CI run with the member stuck at
+/// Ignored again: with the generation probe it passed alone twice and with the
+/// whole `tests/scaled` suite once, but failed in a CI run with the member stuck at
 /// the 200 messages from before the restart: in some timing the member still
 /// resumes from its stale offsets on the recreated topic, where Tansu (which
 /// serves a fetch from the next batch boundary) gives it nothing. Run it with
