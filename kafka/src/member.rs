@@ -48,6 +48,13 @@ const FIRST_ANALYZE_AFTER: usize = 1_000;
 /// Events applied between two later `ANALYZE`s.
 const ANALYZE_AFTER: usize = 20_000;
 
+/// librdkafka's `topic.metadata.refresh.interval.ms` for members.
+const METADATA_REFRESH_MS: &str = "5000";
+
+/// How long the assignment probe may take in all: it runs inside the rebalance
+/// callback, which must return well within `max.poll.interval.ms`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The consumer group every projector process joins unless configured otherwise.
 pub const DEFAULT_GROUP: &str = "parley-projections";
 
@@ -113,7 +120,6 @@ impl ConsumerContext for MemberContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let mut shared = self.shared.lock().expect("member lock");
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let partitions: Vec<i32> = tpl
@@ -124,6 +130,8 @@ impl ConsumerContext for MemberContext {
                 // Stored offsets of an older topic generation mean nothing in
                 // this one: those partitions start from their beginning.
                 let (current, ends) = first_generations(&self.settings, &partitions);
+                let mut shared = self.shared.lock().expect("member lock");
+                let mut starts = Vec::with_capacity(partitions.len());
                 for &p in &partitions {
                     let start = shared.start.entry(p).or_insert(Position::START);
                     if ends.get(&p).is_some_and(|&end| start.next_offset > end) {
@@ -154,6 +162,7 @@ impl ConsumerContext for MemberContext {
                         }
                     }
                     let at = start.next_offset;
+                    starts.push((p, *start));
                     if let Err(e) =
                         tpl.set_partition_offset(&self.topic, p, rdkafka::Offset::Offset(at))
                     {
@@ -162,12 +171,13 @@ impl ConsumerContext for MemberContext {
                     shared.assigned.insert(p);
                     shared.revoked.remove(&p);
                 }
-                tracing::info!(?partitions, "partitions assigned");
+                tracing::info!(?partitions, starts = ?starts, "partitions assigned");
                 if let Err(e) = consumer.assign(tpl) {
                     tracing::error!(error = %e, "assign failed");
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut shared = self.shared.lock().expect("member lock");
                 let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 for p in &partitions {
                     shared.assigned.remove(p);
@@ -180,6 +190,7 @@ impl ConsumerContext for MemberContext {
             }
             other => {
                 tracing::warn!(error = ?other, "rebalance error, dropping the assignment");
+                let mut shared = self.shared.lock().expect("member lock");
                 let all: Vec<i32> = shared.assigned.drain().collect();
                 shared.revoked.extend(all);
                 let _ = consumer.unassign();
@@ -238,6 +249,12 @@ impl Member {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
+            // How soon a subscribed topic that appears (recreated after a loss,
+            // or first created by the relay after this member joined) or grows
+            // partitions is noticed: librdkafka's default is five minutes, and
+            // a member that joined while the topic was missing owns nothing
+            // until then.
+            .set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS)
             .set("session.timeout.ms", &session)
             .set("max.poll.interval.ms", &session)
             .set(
@@ -324,16 +341,30 @@ impl Member {
                     continue;
                 }
             };
-            let batch = match first {
-                Ok(first) => self.collect(&consumer, &shared, first).await,
-                Err(e) => Err(e.into()),
+            let first = match first {
+                Ok(first) => first,
+                Err(e) => {
+                    // A client error event (broker down, transport failure):
+                    // librdkafka reconnects by itself and paces these, so the
+                    // next one is taken at once. Sleeping here would let those
+                    // queued during an outage hold the member back long after
+                    // the broker returned, one backoff each.
+                    self.report_error(&e.to_string());
+                    continue;
+                }
             };
-            let (mut events, mut offsets) = match batch {
+            let (mut events, mut offsets) = match self.collect(&consumer, &shared, first).await {
                 Ok(batch) => batch,
                 Err(e) => {
+                    // The store failed while parking an undecodable message:
+                    // what was read is dropped, so read it again.
+                    tracing::warn!(error = %e, "batch not collected, rewinding to the stored offsets");
                     self.report_error(&e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if let Err(e) = self.rewind(&consumer, &shared).await {
+                        tracing::warn!(error = %e, "rewind failed");
+                    }
                     continue;
                 }
             };
@@ -342,13 +373,7 @@ impl Member {
                 let mut s = shared.lock().expect("member lock");
                 if !s.revoked.is_empty() {
                     let revoked = std::mem::take(&mut s.revoked);
-                    let keep: Vec<bool> = offsets
-                        .iter()
-                        .map(|o| !revoked.contains(&o.partition))
-                        .collect();
-                    let mut k = keep.iter();
-                    events.retain(|_| *k.next().expect("same length"));
-                    offsets.retain(|o| !revoked.contains(&o.partition));
+                    drop_partitions(&mut events, &mut offsets, |p| revoked.contains(&p));
                 }
             }
             if events.is_empty() {
@@ -447,7 +472,7 @@ impl Member {
     }
 
     /// Fills a batch after its `first` message: up to `batch_size` events, waiting
-    /// at most `batch_wait`. A message that is not an envelope is parked here.
+    /// at most `batch_wait`; a client error event ends it early. A message that is not an envelope is parked here.
     /// A message of a newer topic generation than its partition's start ends
     /// the batch without its partition's events: see [`Member::restart_partition`].
     async fn collect(
@@ -468,13 +493,7 @@ impl Member {
                     generation: generation(&message),
                 };
                 if self.restart_partition(consumer, shared, &at)? {
-                    let keep: Vec<bool> = offsets
-                        .iter()
-                        .map(|o| o.partition != at.partition)
-                        .collect();
-                    let mut k = keep.iter();
-                    events.retain(|_| *k.next().expect("same length"));
-                    offsets.retain(|o| o.partition != at.partition);
+                    drop_partitions(&mut events, &mut offsets, |p| p == at.partition);
                     break;
                 }
                 let payload = message.payload().unwrap_or_default();
@@ -505,7 +524,13 @@ impl Member {
                 break;
             }
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(message) => next = Some(message?),
+                Ok(Ok(message)) => next = Some(message),
+                // A client error event: the batch ends with what it holds
+                // (nothing read is dropped).
+                Ok(Err(e)) => {
+                    self.report_error(&e.to_string());
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -633,8 +658,9 @@ impl Member {
 }
 
 /// The topic generation of each of `partitions`' first message, read by a
-/// consumer of its own outside the group (partitions it cannot read within a
-/// few seconds, and empty ones, are left out), and each partition's end offset.
+/// consumer of its own outside the group, and each partition's end offset.
+/// Partitions it cannot read within [`PROBE_TIMEOUT`] in all, and empty ones,
+/// are left out (and logged).
 ///
 /// Read at assignment, before the member resumes from its stored offsets: after
 /// the topic was recreated those offsets fall anywhere in the new partitions,
@@ -645,8 +671,9 @@ fn first_generations(
     settings: &KafkaSettings,
     partitions: &[i32],
 ) -> (HashMap<i32, i64>, HashMap<i32, i64>) {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let left = || deadline.saturating_duration_since(Instant::now());
     let probe = || -> anyhow::Result<(HashMap<i32, i64>, HashMap<i32, i64>)> {
-        let timeout = Duration::from_secs(5);
         let consumer: BaseConsumer = settings
             .client_config()
             .set(
@@ -660,7 +687,13 @@ fn first_generations(
         let mut wanted = HashSet::new();
         let mut ends = HashMap::new();
         for &p in partitions {
-            let (low, high) = consumer.fetch_watermarks(&settings.topic, p, timeout)?;
+            let (low, high) = match consumer.fetch_watermarks(&settings.topic, p, left()) {
+                Ok(marks) => marks,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot read the partition's offsets");
+                    continue;
+                }
+            };
             ends.insert(p, high);
             if high > low {
                 list.add_partition_offset(&settings.topic, p, rdkafka::Offset::Offset(low))?;
@@ -669,21 +702,35 @@ fn first_generations(
         }
         consumer.assign(&list)?;
         let mut found = HashMap::new();
-        let deadline = Instant::now() + timeout;
-        while found.len() < wanted.len() && Instant::now() < deadline {
-            if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+        while found.len() < wanted.len() && !left().is_zero() {
+            if let Some(message) = consumer.poll(left().min(Duration::from_millis(100))) {
                 let message = message?;
                 found
                     .entry(message.partition())
                     .or_insert_with(|| generation(&message));
             }
         }
+        if found.len() < wanted.len() {
+            let unread: Vec<&i32> = wanted.iter().filter(|p| !found.contains_key(p)).collect();
+            tracing::warn!(
+                ?unread,
+                "cannot read these partitions' first message in time; they resume from their stored offsets"
+            );
+        }
         Ok((found, ends))
     };
-    probe().unwrap_or_else(|e| {
+    let started = Instant::now();
+    let outcome = probe().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read the partitions' topic generation; resuming from the stored offsets");
         Default::default()
-    })
+    });
+    tracing::info!(
+        generations = ?outcome.0,
+        ends = ?outcome.1,
+        took_ms = started.elapsed().as_millis() as u64,
+        "assignment probe"
+    );
+    outcome
 }
 
 /// The topic generation in a message's headers (1 when absent or unreadable:
@@ -698,6 +745,19 @@ fn generation(message: &impl Message) -> i64 {
                 .and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok())
         })
         .unwrap_or(1)
+}
+
+/// Removes from a batch (`events` and their `offsets`, index for index) the
+/// events of every partition `dropped` picks.
+fn drop_partitions<E>(
+    events: &mut Vec<E>,
+    offsets: &mut Vec<Offset>,
+    dropped: impl Fn(i32) -> bool,
+) {
+    debug_assert_eq!(events.len(), offsets.len());
+    let mut keep = offsets.iter().map(|o| !dropped(o.partition));
+    events.retain(|_| keep.next().unwrap_or(false));
+    offsets.retain(|o| !dropped(o.partition));
 }
 
 fn hostname() -> String {
@@ -719,4 +779,29 @@ fn assigned(shared: &Arc<Mutex<Shared>>) -> Vec<i32> {
         .collect();
     owned.sort_unstable();
     owned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(partition: i32, offset: i64) -> Offset {
+        Offset {
+            partition,
+            offset,
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn dropping_partitions_keeps_the_other_events_with_their_offsets() {
+        let mut events = vec!["a0", "b0", "a1", "c0", "b1"];
+        let mut offsets = vec![at(1, 0), at(2, 0), at(1, 1), at(3, 0), at(2, 1)];
+        drop_partitions(&mut events, &mut offsets, |p| p == 2);
+        assert_eq!(events, ["a0", "a1", "c0"]);
+        assert_eq!(offsets, [at(1, 0), at(1, 1), at(3, 0)]);
+        drop_partitions(&mut events, &mut offsets, |p| p != 3);
+        assert_eq!(events, ["c0"]);
+        assert_eq!(offsets, [at(3, 0)]);
+    }
 }
