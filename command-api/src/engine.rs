@@ -438,7 +438,7 @@ where
         let event = A::Event::from_payload(
             &envelope.event_type,
             envelope.event_version as u32,
-            envelope.payload,
+            &envelope.payload,
         )
         .map_err(|e| ApiError::internal(anyhow::anyhow!("event {}: {e}", envelope.event_id)))?;
         state.apply(event);

@@ -15,11 +15,12 @@ pub trait EventCodec: Sized {
     fn event_version(&self) -> u32;
     /// The payload: the event struct as a plain JSON object.
     fn to_payload(&self) -> Value;
-    /// Decodes a payload of any known type and version into today's event.
+    /// Decodes a payload of any known type and version into today's event
+    /// (borrowed: a reader decodes straight from the envelope it holds).
     fn from_payload(
         event_type: &str,
         event_version: u32,
-        payload: Value,
+        payload: &Value,
     ) -> Result<Self, DecodeError>;
 }
 
@@ -152,7 +153,7 @@ impl EventCodec for AnyEvent {
     fn from_payload(
         event_type: &str,
         event_version: u32,
-        payload: Value,
+        payload: &Value,
     ) -> Result<Self, DecodeError> {
         fn attempt<E: EventCodec>(
             event_type: &str,
@@ -160,12 +161,12 @@ impl EventCodec for AnyEvent {
             payload: &Value,
             wrap: fn(E) -> AnyEvent,
         ) -> Option<Result<AnyEvent, DecodeError>> {
-            match E::from_payload(event_type, event_version, payload.clone()) {
+            match E::from_payload(event_type, event_version, payload) {
                 Err(DecodeError::UnknownType { .. }) => None,
                 other => Some(other.map(wrap)),
             }
         }
-        let (t, v, p) = (event_type, event_version, &payload);
+        let (t, v, p) = (event_type, event_version, payload);
         attempt(t, v, p, AnyEvent::User)
             .or_else(|| attempt(t, v, p, AnyEvent::UsernameClaim))
             .or_else(|| attempt(t, v, p, AnyEvent::Room))
@@ -281,11 +282,11 @@ macro_rules! event_enum {
             fn from_payload(
                 event_type: &str,
                 event_version: u32,
-                payload: serde_json::Value,
+                payload: &serde_json::Value,
             ) -> Result<Self, $crate::codec::DecodeError> {
                 match (event_type, event_version) {
                     $(
-                        (stringify!($variant), $version) => serde_json::from_value::<$variant>(payload)
+                        (stringify!($variant), $version) => <$variant as serde::Deserialize>::deserialize(payload)
                             .map(Self::$variant)
                             .map_err(|source| $crate::codec::DecodeError::Invalid {
                                 event_type: event_type.to_owned(),
@@ -294,7 +295,7 @@ macro_rules! event_enum {
                             }),
                     )+
                     $($(
-                        (stringify!($lvariant), $lversion) => serde_json::from_value::<$lstruct>(payload)
+                        (stringify!($lvariant), $lversion) => <$lstruct as serde::Deserialize>::deserialize(payload)
                             .map(|old| Self::$lvariant(old.into()))
                             .map_err(|source| $crate::codec::DecodeError::Invalid {
                                 event_type: event_type.to_owned(),

@@ -39,7 +39,7 @@ fn golden_examples_of_every_version_read_as_todays_shape() {
         assert_eq!(version, latest_version(descriptor.event_type).unwrap());
         // The codec's reading of the same stored payload, written back out.
         let decoded =
-            AnyEvent::from_payload(descriptor.event_type, descriptor.version, stored).unwrap();
+            AnyEvent::from_payload(descriptor.event_type, descriptor.version, &stored).unwrap();
         assert_eq!(decoded.event_version(), version);
         assert_eq!(
             upcast_json,

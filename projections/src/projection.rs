@@ -74,7 +74,7 @@ pub(crate) fn decode<E: EventCodec>(event: &EventEnvelope) -> Result<E, ApplyErr
     E::from_payload(
         &event.event_type,
         event.event_version as u32,
-        event.payload.clone(),
+        &event.payload,
     )
     .map_err(|e| ApplyError::Poison(e.to_string()))
 }
@@ -108,7 +108,7 @@ pub(crate) async fn apply_in_runs<P: SentRuns + ?Sized>(
             match MessageEvent::from_payload(
                 &event.event_type,
                 event.event_version as u32,
-                event.payload.clone(),
+                &event.payload,
             ) {
                 Ok(MessageEvent::MessageSent(sent)) => {
                     run.push((event, sent));

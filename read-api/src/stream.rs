@@ -385,7 +385,7 @@ fn decode<E: EventCodec>(event: &EventEnvelope) -> Option<E> {
     match E::from_payload(
         &event.event_type,
         event.event_version as u32,
-        event.payload.clone(),
+        &event.payload,
     ) {
         Ok(decoded) => Some(decoded),
         Err(e) => {

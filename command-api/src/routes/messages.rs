@@ -149,7 +149,7 @@ async fn first_answer(
     let sent = match parley_domain::codec::EventCodec::from_payload(
         &first.event_type,
         first.event_version as u32,
-        first.payload.clone(),
+        &first.payload,
     ) {
         Ok(MessageEvent::MessageSent(sent)) => sent,
         _ => {

@@ -16,7 +16,7 @@ fn latest(event_type: &str) -> u32 {
 }
 
 fn decode(d: &EventDescriptor, payload: Value) -> Result<(), DecodeError> {
-    let event = AnyEvent::from_payload(d.event_type, d.version, payload.clone())?;
+    let event = AnyEvent::from_payload(d.event_type, d.version, &payload)?;
     assert_eq!(event.aggregate_type(), d.aggregate_type);
     assert_eq!(event.event_type(), d.event_type);
     // Old versions decode into today's event (upcast), which writes today's version.
@@ -76,30 +76,30 @@ fn aggregate_types_match_the_aggregates() {
 
 #[test]
 fn unknown_type_or_version_is_reported() {
-    let err = RoomEvent::from_payload("RoomExploded", 1, serde_json::json!({})).unwrap_err();
+    let err = RoomEvent::from_payload("RoomExploded", 1, &serde_json::json!({})).unwrap_err();
     assert!(matches!(
         err,
         DecodeError::UnknownType { ref event_type, version: 1 } if event_type == "RoomExploded"
     ));
-    let err = RoomEvent::from_payload("RoomCreated", 99, serde_json::json!({})).unwrap_err();
+    let err = RoomEvent::from_payload("RoomCreated", 99, &serde_json::json!({})).unwrap_err();
     assert!(matches!(err, DecodeError::UnknownType { version: 99, .. }));
     // An event of another aggregate is unknown to this codec.
-    let err = RoomEvent::from_payload("MessageSent", 1, serde_json::json!({})).unwrap_err();
+    let err = RoomEvent::from_payload("MessageSent", 1, &serde_json::json!({})).unwrap_err();
     assert!(matches!(err, DecodeError::UnknownType { .. }));
-    let err = AnyEvent::from_payload("RoomExploded", 1, serde_json::json!({})).unwrap_err();
+    let err = AnyEvent::from_payload("RoomExploded", 1, &serde_json::json!({})).unwrap_err();
     assert!(matches!(err, DecodeError::UnknownType { .. }));
 }
 
 #[test]
 fn invalid_payload_is_reported() {
-    let err = PresenceEvent::from_payload("PresenceHeartbeat", 1, serde_json::json!({"at": 1}))
+    let err = PresenceEvent::from_payload("PresenceHeartbeat", 1, &serde_json::json!({"at": 1}))
         .unwrap_err();
     assert!(matches!(err, DecodeError::Invalid { .. }));
     // A value that breaks a value type's rule is invalid too.
     let mut payload = (MessageEvent::descriptors()[0].example)();
     payload["body"] = serde_json::json!("   ");
     assert!(matches!(
-        MessageEvent::from_payload("MessageSent", 1, payload),
+        MessageEvent::from_payload("MessageSent", 1, &payload),
         Err(DecodeError::Invalid { .. })
     ));
 }
@@ -108,7 +108,7 @@ fn invalid_payload_is_reported() {
 fn unknown_fields_are_tolerated() {
     let mut payload = (all_events()[0].example)();
     payload["added_in_a_later_release"] = serde_json::json!(true);
-    UserEvent::from_payload("UserRegistered", 1, payload).unwrap();
+    UserEvent::from_payload("UserRegistered", 1, &payload).unwrap();
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn cqrs_domain_event_uses_the_same_type_and_version() {
     let event = PresenceEvent::from_payload(
         "PresenceHeartbeat",
         1,
-        (PresenceEvent::descriptors()[1].example)(),
+        &(PresenceEvent::descriptors()[1].example)(),
     )
     .unwrap();
     assert_eq!(DomainEvent::event_type(&event), "PresenceHeartbeat");
@@ -175,7 +175,7 @@ mod legacy {
 #[test]
 fn old_versions_are_upcast_and_listed() {
     use legacy::{PingEvent, Pinged};
-    let old = PingEvent::from_payload("Pinged", 1, serde_json::json!({"count": 7})).unwrap();
+    let old = PingEvent::from_payload("Pinged", 1, &serde_json::json!({"count": 7})).unwrap();
     assert_eq!(
         old,
         PingEvent::Pinged(Pinged {
@@ -187,7 +187,7 @@ fn old_versions_are_upcast_and_listed() {
     assert_eq!(old.event_version(), 2);
     let versions: Vec<_> = PingEvent::descriptors().iter().map(|d| d.version).collect();
     assert_eq!(versions, [2, 1]);
-    assert!(PingEvent::from_payload("Pinged", 3, serde_json::json!({})).is_err());
+    assert!(PingEvent::from_payload("Pinged", 3, &serde_json::json!({})).is_err());
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn message_sent_v1_is_upcast_to_v2_with_plain_format() {
         "reply_to": null,
         "sent_at": "2024-05-01T12:00:00Z"
     });
-    let event = AnyEvent::from_payload("MessageSent", 1, v1.clone()).unwrap();
+    let event = AnyEvent::from_payload("MessageSent", 1, &v1).unwrap();
     let AnyEvent::Message(MessageEvent::MessageSent(MessageSent { format, .. })) = &event else {
         panic!("not a MessageSent: {event:?}");
     };
@@ -216,7 +216,7 @@ fn message_sent_v1_is_upcast_to_v2_with_plain_format() {
     let mut missing = expected.clone();
     missing.as_object_mut().unwrap().remove("format");
     assert!(matches!(
-        AnyEvent::from_payload("MessageSent", 2, missing),
+        AnyEvent::from_payload("MessageSent", 2, &missing),
         Err(DecodeError::Invalid { .. })
     ));
 }
