@@ -472,7 +472,8 @@ impl Member {
     }
 
     /// Fills a batch after its `first` message: up to `batch_size` events, waiting
-    /// at most `batch_wait`; a client error event ends it early. A message that is not an envelope is parked here.
+    /// at most `batch_wait`; a client error event ends it early. A message that
+    /// is not an envelope is parked here.
     /// A message of a newer topic generation than its partition's start ends
     /// the batch without its partition's events: see [`Member::restart_partition`].
     async fn collect(
