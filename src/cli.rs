@@ -540,6 +540,12 @@ pub struct BenchProjectorsArgs {
     /// The projection the members run.
     #[arg(long, default_value = "history")]
     pub projection: String,
+    /// Publish the whole backlog before the members start, so they drain a full
+    /// topic without the relay sharing the machine's CPU. The rate then counts
+    /// only what was applied after every member joined (the first reading, every
+    /// 100 ms, that finds something applied sets the baseline).
+    #[arg(long)]
+    pub backlog_first: bool,
     #[command(flatten)]
     pub kafka: BenchKafkaArgs,
     #[command(flatten)]
