@@ -590,11 +590,7 @@ impl Member {
     /// what was applied.
     async fn apply(&self, events: &[EventEnvelope], offsets: &[Offset]) -> anyhow::Result<()> {
         let applying = self.projections.iter().map(|projection| async move {
-            let checkpoint = PartitionCheckpoint {
-                projection: projection.name(),
-                topic: &self.settings.topic,
-                offsets,
-            };
+            let checkpoint = PartitionCheckpoint::new(&**projection, &self.settings.topic, offsets);
             let outcome =
                 apply_checkpointed(&self.store, &**projection, events, &checkpoint).await?;
             tracing::debug!(

@@ -18,6 +18,6 @@ pub mod traces;
 pub use projection::{ApplyError, Projection};
 pub use runtime::{
     apply_checkpointed, dead_letters, park_undecodable, BatchOutcome, Checkpointer, DeadLetter,
-    Feed, LogFeed, Projector, BATCH_SIZE,
+    Fate, Feed, LogFeed, Projector, BATCH_SIZE,
 };
 pub use store::{Backend, ReadStore, StoreError};

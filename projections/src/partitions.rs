@@ -9,8 +9,9 @@
 //! for the transaction, so two group members that briefly both hold a partition
 //! (during a rebalance) apply its events once between them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -19,7 +20,8 @@ use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 use crate::projection::value_rows;
-use crate::runtime::Checkpointer;
+use crate::projection::Projection;
+use crate::runtime::{Checkpointer, Fate};
 use crate::store::{micros, ReadStore};
 
 /// Where one delivered event sits in the topic.
@@ -65,10 +67,32 @@ impl Position {
 }
 
 /// The [`Checkpointer`] of one batch: `offsets[i]` is where `batch[i]` came from.
+///
+/// A model with a [`sequenced_type`](Projection::sequenced_type) keeps the
+/// sequences of those aggregates itself; `projection_applied` then only holds
+/// the ones the model cannot show: an aggregate with a parked event (its row
+/// may be missing or behind), from that event on.
 pub struct PartitionCheckpoint<'a> {
-    pub projection: &'a str,
-    pub topic: &'a str,
-    pub offsets: &'a [Offset],
+    projection: &'a dyn Projection,
+    topic: &'a str,
+    offsets: &'a [Offset],
+    /// Aggregates of the model's own type that `projection_applied` follows.
+    recorded: Mutex<HashSet<Uuid>>,
+}
+
+impl<'a> PartitionCheckpoint<'a> {
+    pub fn new(projection: &'a dyn Projection, topic: &'a str, offsets: &'a [Offset]) -> Self {
+        Self {
+            projection,
+            topic,
+            offsets,
+            recorded: Mutex::default(),
+        }
+    }
+
+    fn is_own(&self, event: &EventEnvelope) -> bool {
+        self.projection.sequenced_type() == Some(event.aggregate_type.as_str())
+    }
 }
 
 #[async_trait]
@@ -95,7 +119,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
                     // Only after a failed publish (a delivery lost, later ones
                     // not): the relay republishes the whole batch, gap included.
                     tracing::warn!(
-                        projection = self.projection,
+                        projection = self.projection.name(),
                         aggregate_id = %event.aggregate_id,
                         sequence = event.sequence,
                         applied = *seq,
@@ -116,7 +140,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
         range: Range<usize>,
-        applied: &[bool],
+        fates: &[Fate],
     ) -> Result<(), sqlx::Error> {
         let mut next: HashMap<i32, Position> = HashMap::new();
         for at in &self.offsets[range.clone()] {
@@ -139,7 +163,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         let mut query = sqlx::query(&sql);
         for (partition, at) in rows {
             query = query
-                .bind(self.projection)
+                .bind(self.projection.name())
                 .bind(self.topic)
                 .bind(i64::from(partition))
                 .bind(at.next_offset)
@@ -149,9 +173,25 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         query.execute(&mut *conn).await?;
 
         let mut seqs: HashMap<Uuid, i64> = HashMap::new();
-        for (event, _) in batch[range].iter().zip(applied).filter(|(_, a)| **a) {
-            let s = seqs.entry(event.aggregate_id).or_insert(0);
-            *s = (*s).max(event.sequence);
+        {
+            let mut recorded = self.recorded.lock().expect("recorded lock");
+            for (event, fate) in batch[range].iter().zip(fates) {
+                if *fate == Fate::Skipped {
+                    continue;
+                }
+                if self.is_own(event) {
+                    // The model's row shows this event unless it was parked or an
+                    // earlier one was (then the row may be missing or behind).
+                    if *fate == Fate::Parked {
+                        recorded.insert(event.aggregate_id);
+                    }
+                    if !recorded.contains(&event.aggregate_id) {
+                        continue;
+                    }
+                }
+                let s = seqs.entry(event.aggregate_id).or_insert(0);
+                *s = (*s).max(event.sequence);
+            }
         }
         let seqs: Vec<(Uuid, i64)> = seqs.into_iter().collect();
         for chunk in seqs.chunks(CHUNK) {
@@ -165,7 +205,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
             let mut query = sqlx::query(&sql);
             for (aggregate, seq) in chunk {
                 query = query
-                    .bind(self.projection)
+                    .bind(self.projection.name())
                     .bind(aggregate.to_string())
                     .bind(*seq);
             }
@@ -198,7 +238,7 @@ impl PartitionCheckpoint<'_> {
         let mut query = sqlx::query(&sql);
         for p in &partitions {
             query = query
-                .bind(self.projection)
+                .bind(self.projection.name())
                 .bind(self.topic)
                 .bind(i64::from(*p))
                 .bind(0_i64)
@@ -218,7 +258,9 @@ impl PartitionCheckpoint<'_> {
             "SELECT partition, next_offset, generation FROM projection_offsets
              WHERE projection = $1 AND topic = $2 AND partition IN ({list}){lock}"
         );
-        let mut query = sqlx::query(&sql).bind(self.projection).bind(self.topic);
+        let mut query = sqlx::query(&sql)
+            .bind(self.projection.name())
+            .bind(self.topic);
         for p in &partitions {
             query = query.bind(i64::from(*p));
         }
@@ -231,36 +273,89 @@ impl PartitionCheckpoint<'_> {
     }
 
     /// The last applied sequence of each aggregate in `events` (absent: none).
+    /// Aggregates of the model's own type are asked of the model first, and of
+    /// `projection_applied` only where the model's answer would be a gap.
     async fn applied(
         &self,
         conn: &mut AnyConnection,
         events: &[EventEnvelope],
     ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        let mut ids: Vec<String> = events.iter().map(|e| e.aggregate_id.to_string()).collect();
-        ids.sort_unstable();
-        ids.dedup();
+        // Per own aggregate, the last sequence this batch brings.
+        let mut last_own: HashMap<Uuid, i64> = HashMap::new();
+        let mut others: Vec<Uuid> = Vec::new();
+        for event in events {
+            if self.is_own(event) {
+                let last = last_own.entry(event.aggregate_id).or_insert(event.sequence);
+                *last = (*last).max(event.sequence);
+            } else {
+                others.push(event.aggregate_id);
+            }
+        }
         let mut applied = HashMap::new();
-        for chunk in ids.chunks(CHUNK) {
-            let list = (2..2 + chunk.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT aggregate_id, sequence FROM projection_applied
-                 WHERE projection = $1 AND aggregate_id IN ({list})"
-            );
-            let mut query = sqlx::query(&sql).bind(self.projection);
-            for id in chunk {
-                query = query.bind(id);
+        if !last_own.is_empty() {
+            let ids: Vec<Uuid> = last_own.keys().copied().collect();
+            applied = self.projection.own_sequences(conn, &ids).await?;
+            // The model's row lags only behind a parked event, and only such an
+            // aggregate has a `projection_applied` row: ask there when the batch
+            // goes beyond the model's next event. (A lone next event that was
+            // parked before is parked again, which changes nothing.)
+            let behind: Vec<Uuid> = last_own
+                .iter()
+                .filter(|(id, last)| applied.get(*id).copied().unwrap_or(0) + 1 < **last)
+                .map(|(id, _)| *id)
+                .collect();
+            let found = recorded_sequences(conn, &[self.projection.name()], &behind).await?;
+            let mut recorded = self.recorded.lock().expect("recorded lock");
+            for ((_, id), seq) in found {
+                recorded.insert(id);
+                let s = applied.entry(id).or_insert(0);
+                *s = (*s).max(seq);
             }
-            for row in query.fetch_all(&mut *conn).await? {
-                let id: String = row.try_get("aggregate_id")?;
-                let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                applied.insert(id, row.try_get::<i64, _>("sequence")?);
-            }
+        }
+        for ((_, id), seq) in recorded_sequences(conn, &[self.projection.name()], &others).await? {
+            applied.insert(id, seq);
         }
         Ok(applied)
     }
+}
+
+/// What `projection_applied` holds for `projections` and `aggregates`.
+async fn recorded_sequences(
+    conn: &mut AnyConnection,
+    projections: &[&str],
+    aggregates: &[Uuid],
+) -> Result<HashMap<(String, Uuid), i64>, sqlx::Error> {
+    let mut ids: Vec<String> = aggregates.iter().map(Uuid::to_string).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut applied = HashMap::new();
+    for chunk in ids.chunks(CHUNK) {
+        let names = (1..=projections.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let list = (projections.len() + 1..=projections.len() + chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT projection, aggregate_id, sequence FROM projection_applied
+             WHERE projection IN ({names}) AND aggregate_id IN ({list})"
+        );
+        let mut query = sqlx::query(&sql);
+        for name in projections {
+            query = query.bind(*name);
+        }
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get("aggregate_id")?;
+            let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            applied.insert((row.try_get("projection")?, id), row.try_get("sequence")?);
+        }
+    }
+    Ok(applied)
 }
 
 /// A projection's stored position per partition of `topic`.
@@ -299,51 +394,33 @@ pub async fn applied_sequence(
     projection: &str,
     aggregate: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT sequence FROM projection_applied WHERE projection = $1 AND aggregate_id = $2",
-    )
-    .bind(projection)
-    .bind(aggregate.to_string())
-    .fetch_optional(store.pool())
-    .await?;
-    row.map_or(Ok(0), |r| r.try_get("sequence"))
+    let applied = applied_sequences(store, &[projection], &[aggregate]).await?;
+    Ok(applied
+        .get(&(projection.to_string(), aggregate))
+        .copied()
+        .unwrap_or(0))
 }
 
 /// The last sequence each of `projections` applied of each of `aggregates`, as
-/// recorded by a partitioned feed (absent: none). One query per 500 aggregates.
+/// recorded by a partitioned feed (absent: none): in `projection_applied`, and
+/// for a model that keeps its own type's sequences, in the model's rows.
 pub async fn applied_sequences(
     store: &ReadStore,
     projections: &[&str],
     aggregates: &[Uuid],
 ) -> Result<HashMap<(String, Uuid), i64>, sqlx::Error> {
-    let mut ids: Vec<String> = aggregates.iter().map(Uuid::to_string).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut applied = HashMap::new();
-    for chunk in ids.chunks(CHUNK) {
-        let names = (1..=projections.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let list = (projections.len() + 1..=projections.len() + chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT projection, aggregate_id, sequence FROM projection_applied
-             WHERE projection IN ({names}) AND aggregate_id IN ({list})"
-        );
-        let mut query = sqlx::query(&sql);
-        for name in projections {
-            query = query.bind(*name);
+    let mut conn = store.pool().acquire().await?;
+    let mut applied = recorded_sequences(&mut conn, projections, aggregates).await?;
+    for name in projections {
+        let Some(model) = crate::models::by_name(name, "") else {
+            continue;
+        };
+        if model.sequenced_type().is_none() {
+            continue;
         }
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for row in query.fetch_all(store.pool()).await? {
-            let id: String = row.try_get("aggregate_id")?;
-            let id = Uuid::parse_str(&id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            applied.insert((row.try_get("projection")?, id), row.try_get("sequence")?);
+        for (id, seq) in model.own_sequences(&mut conn, aggregates).await? {
+            let s = applied.entry((name.to_string(), id)).or_insert(0);
+            *s = (*s).max(seq);
         }
     }
     Ok(applied)

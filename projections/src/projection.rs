@@ -1,10 +1,13 @@
 //! What a read model implements to be driven by the runtime.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use parley_domain::codec::EventCodec;
 use parley_domain::message::{MessageEvent, MessageSent};
 use parley_event_log::EventEnvelope;
 use sqlx::AnyConnection;
+use uuid::Uuid;
 
 /// Why an event was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,25 @@ pub trait Projection: Send + Sync + 'static {
     /// keeping them up to date row by row.
     fn applies_by_primary_key(&self) -> bool {
         false
+    }
+
+    /// The aggregate type whose applied events this model reflects in its own
+    /// rows, one per aggregate with the last sequence it applied (history: each
+    /// message's `last_sequence`). A partitioned feed then asks the model
+    /// ([`own_sequences`](Self::own_sequences)) instead of writing a
+    /// `projection_applied` row for every such aggregate.
+    fn sequenced_type(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The last applied sequence of those of `ids` (aggregates of the
+    /// [`sequenced_type`](Self::sequenced_type)) the model holds a row for.
+    async fn own_sequences(
+        &self,
+        _conn: &mut AnyConnection,
+        _ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        Ok(HashMap::new())
     }
 
     /// Applies one event (events of other kinds are ignored).

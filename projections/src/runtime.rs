@@ -218,15 +218,25 @@ pub trait Checkpointer: Send + Sync {
         Ok(vec![true; range.len()])
     }
 
-    /// Records that `batch[range]` is done: `applied[j]` tells whether
-    /// `batch[range.start + j]` was applied (or parked), or skipped as a duplicate.
+    /// Records that `batch[range]` is done: `fates[j]` tells what became of
+    /// `batch[range.start + j]`.
     async fn record(
         &self,
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
         range: Range<usize>,
-        applied: &[bool],
+        fates: &[Fate],
     ) -> Result<(), sqlx::Error>;
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Applied before (a duplicate delivery): left alone.
+    Skipped,
+    Applied,
+    /// Poison: parked in the dead-letter table.
+    Parked,
 }
 
 /// The log cursor as a projection's checkpoint.
@@ -241,7 +251,7 @@ impl Checkpointer for LogCheckpoint<'_> {
         conn: &mut AnyConnection,
         batch: &[EventEnvelope],
         range: Range<usize>,
-        _applied: &[bool],
+        _fates: &[Fate],
     ) -> Result<(), sqlx::Error> {
         save_checkpoint(conn, self.key, batch[range.end - 1].cursor()).await
     }
@@ -276,12 +286,22 @@ pub async fn apply_checkpointed(
         } else {
             projection.apply_many(&mut tx, &todo).await?
         };
-        for (event, result) in todo.iter().zip(results) {
-            match result {
-                None => outcome.applied += 1,
+        let mut results = results.into_iter();
+        let mut fates = Vec::with_capacity(batch.len());
+        for (event, fresh) in batch.iter().zip(&fresh) {
+            if !*fresh {
+                fates.push(Fate::Skipped);
+                continue;
+            }
+            match results.next().flatten() {
+                None => {
+                    outcome.applied += 1;
+                    fates.push(Fate::Applied);
+                }
                 Some(reason) => {
                     park(&mut tx, projection.name(), event, &reason).await?;
                     outcome.parked += 1;
+                    fates.push(Fate::Parked);
                 }
             }
         }
@@ -291,7 +311,7 @@ pub async fn apply_checkpointed(
             projection,
             batch,
             0..batch.len(),
-            &fresh,
+            &fates,
         )
         .await?;
         tx.commit().await?;
@@ -339,9 +359,9 @@ async fn record(
     projection: &dyn Projection,
     batch: &[EventEnvelope],
     range: Range<usize>,
-    applied: &[bool],
+    fates: &[Fate],
 ) -> Result<(), sqlx::Error> {
-    checkpoint.record(conn, batch, range, applied).await?;
+    checkpoint.record(conn, batch, range, fates).await?;
     announce_in(conn, projection.name()).await
 }
 
@@ -354,26 +374,26 @@ async fn apply_one_by_one(
     let mut outcome = BatchOutcome::default();
     for (i, event) in batch.iter().enumerate() {
         let mut tx = store.pool().begin().await?;
-        if !checkpoint.unapplied(&mut tx, batch, i..i + 1).await?[0] {
-            record(&mut tx, checkpoint, projection, batch, i..i + 1, &[false]).await?;
-            tx.commit().await?;
-            continue;
-        }
-        match projection.apply(&mut tx, event).await {
-            Ok(()) => {
-                record(&mut tx, checkpoint, projection, batch, i..i + 1, &[true]).await?;
-                tx.commit().await?;
-                outcome.applied += 1;
+        let fate = if !checkpoint.unapplied(&mut tx, batch, i..i + 1).await?[0] {
+            Fate::Skipped
+        } else {
+            match projection.apply(&mut tx, event).await {
+                Ok(()) => Fate::Applied,
+                Err(ApplyError::Store(e)) if is_transient(&e) => return Err(e),
+                Err(err) => {
+                    tx.rollback().await?;
+                    tx = store.pool().begin().await?;
+                    park(&mut tx, projection.name(), event, &err.to_string()).await?;
+                    Fate::Parked
+                }
             }
-            Err(ApplyError::Store(e)) if is_transient(&e) => return Err(e),
-            Err(err) => {
-                tx.rollback().await?;
-                let mut tx = store.pool().begin().await?;
-                park(&mut tx, projection.name(), event, &err.to_string()).await?;
-                record(&mut tx, checkpoint, projection, batch, i..i + 1, &[true]).await?;
-                tx.commit().await?;
-                outcome.parked += 1;
-            }
+        };
+        record(&mut tx, checkpoint, projection, batch, i..i + 1, &[fate]).await?;
+        tx.commit().await?;
+        match fate {
+            Fate::Skipped => {}
+            Fate::Applied => outcome.applied += 1,
+            Fate::Parked => outcome.parked += 1,
         }
     }
     Ok(outcome)

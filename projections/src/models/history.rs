@@ -5,6 +5,8 @@
 //! an event at or below it changes nothing, so replays and duplicate deliveries
 //! are harmless.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -14,6 +16,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
+use super::{placeholders, IN_CHUNK};
 use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
@@ -129,6 +132,35 @@ impl Projection for History {
     /// serves the pages.
     fn applies_by_primary_key(&self) -> bool {
         true
+    }
+
+    /// Every message event it applies advances its row's `last_sequence`.
+    fn sequenced_type(&self) -> Option<&'static str> {
+        Some("message")
+    }
+
+    async fn own_sequences(
+        &self,
+        conn: &mut AnyConnection,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT message_id, last_sequence FROM {} WHERE message_id IN ({})",
+                self.messages,
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
+                found.insert(id, row.try_get("last_sequence")?);
+            }
+        }
+        Ok(found)
     }
 
     fn schema(&self) -> Vec<String> {

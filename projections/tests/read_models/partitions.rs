@@ -10,8 +10,11 @@ use parley_event_log::EventEnvelope;
 use parley_projections::partitions::{
     applied_sequence, stored_offsets, Offset, PartitionCheckpoint, Position,
 };
-use parley_projections::{apply_checkpointed, models, ApplyError, Projection, ReadStore};
+use parley_projections::{
+    apply_checkpointed, dead_letters, models, ApplyError, Projection, ReadStore,
+};
 use sqlx::Row;
+use uuid::Uuid;
 
 use crate::support::{dump, project_all, world, Env};
 
@@ -49,6 +52,109 @@ impl Projection for Counter {
         .await?;
         Ok(())
     }
+}
+
+/// [`Counter`] for messages, keeping their sequences itself as history does:
+/// one row per message with its last applied sequence, created by its first
+/// event and moved by later ones only if it exists. A payload holding
+/// `"poison": true` is poison.
+struct OwnCounter;
+
+#[async_trait]
+impl Projection for OwnCounter {
+    fn name(&self) -> &'static str {
+        "own_counter"
+    }
+
+    fn schema(&self) -> Vec<String> {
+        vec![
+            "CREATE TABLE IF NOT EXISTS own_counted (event_id TEXT PRIMARY KEY, times BIGINT NOT NULL)".into(),
+            "CREATE TABLE IF NOT EXISTS own_heads (aggregate_id TEXT PRIMARY KEY, last_sequence BIGINT NOT NULL)".into(),
+        ]
+    }
+
+    fn sequenced_type(&self) -> Option<&'static str> {
+        Some("message")
+    }
+
+    async fn own_sequences(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        let mut found = HashMap::new();
+        for id in ids {
+            let row = sqlx::query("SELECT last_sequence FROM own_heads WHERE aggregate_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+            if let Some(row) = row {
+                found.insert(*id, row.get::<i64, _>("last_sequence"));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        event: &EventEnvelope,
+    ) -> Result<(), ApplyError> {
+        if event.aggregate_type != "message" {
+            return Ok(());
+        }
+        if event.payload.get("poison").is_some() {
+            return Err(ApplyError::Poison("poisoned on purpose".into()));
+        }
+        sqlx::query(
+            "INSERT INTO own_counted (event_id, times) VALUES ($1, 1)
+             ON CONFLICT (event_id) DO UPDATE SET times = own_counted.times + 1",
+        )
+        .bind(event.event_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+        let sql = if event.sequence == 1 {
+            "INSERT INTO own_heads (last_sequence, aggregate_id) VALUES ($1, $2)"
+        } else {
+            "UPDATE own_heads SET last_sequence = $1 WHERE aggregate_id = $2"
+        };
+        sqlx::query(sql)
+            .bind(event.sequence)
+            .bind(event.aggregate_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn own_counts(store: &ReadStore) -> HashMap<String, i64> {
+    sqlx::query("SELECT event_id, times FROM own_counted")
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("event_id"), r.get("times")))
+        .collect()
+}
+
+/// Rows `projection_applied` holds for `projection`.
+async fn recorded(store: &ReadStore, projection: &str) -> HashMap<String, i64> {
+    sqlx::query("SELECT aggregate_id, sequence FROM projection_applied WHERE projection = $1")
+        .bind(projection)
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("aggregate_id"), r.get("sequence")))
+        .collect()
+}
+
+async fn own_counted_store(env: &Env) -> ReadStore {
+    let store = env.store().await;
+    for statement in OwnCounter.schema() {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    store
 }
 
 /// Events spread over partitions by aggregate, as the relay keys them, each with
@@ -96,11 +202,7 @@ async fn apply_in_batches(
     batch: usize,
 ) {
     for (events, offsets) in events.chunks(batch).zip(offsets.chunks(batch)) {
-        let checkpoint = PartitionCheckpoint {
-            projection: projection.name(),
-            topic: TOPIC,
-            offsets,
-        };
+        let checkpoint = PartitionCheckpoint::new(projection, TOPIC, offsets);
         apply_checkpointed(store, projection, events, &checkpoint)
             .await
             .unwrap();
@@ -296,7 +398,119 @@ async fn fed_by_partitions_the_models_equal_the_log_fed_ones(env: Env) {
     assert_eq!(dump(&by_kafka, false).await, dump(&by_log, false).await);
 }
 
+/// A model that keeps its messages' sequences itself dedupes redeliveries and
+/// republished copies by them, with no `projection_applied` row per message.
+async fn a_model_s_own_sequences_dedupe_without_a_row_per_aggregate(env: Env) {
+    let store = own_counted_store(&env).await;
+    let events = world().events;
+    let mut next = HashMap::new();
+    let offsets = publish(&events, &mut next);
+    apply_in_batches(&store, &OwnCounter, &events, &offsets, 7).await;
+    apply_in_batches(&store, &OwnCounter, &events, &offsets, 5).await;
+    let republished = publish(&events, &mut next);
+    apply_in_batches(&store, &OwnCounter, &events, &republished, 11).await;
+
+    let messages: Vec<&EventEnvelope> = events
+        .iter()
+        .filter(|e| e.aggregate_type == "message")
+        .collect();
+    let counted = own_counts(&store).await;
+    assert_eq!(counted.len(), messages.len());
+    assert!(counted.values().all(|&n| n == 1), "{counted:?}");
+    let rows = recorded(&store, "own_counter").await;
+    assert!(
+        messages
+            .iter()
+            .all(|e| !rows.contains_key(&e.aggregate_id.to_string())),
+        "no projection_applied row for a message: {rows:?}"
+    );
+    // Other aggregates are still recorded there.
+    assert!(events
+        .iter()
+        .filter(|e| e.aggregate_type != "message")
+        .all(|e| rows.contains_key(&e.aggregate_id.to_string())));
+}
+
+/// A parked first event leaves the model without the message's row: its later
+/// events must still apply (not wait for a "gap" forever), once each.
+async fn after_a_parked_event_an_own_aggregate_s_later_events_still_apply(env: Env) {
+    let events = world().events;
+    let id = events
+        .iter()
+        .find(|e| e.aggregate_type == "message" && e.sequence == 3)
+        .expect("a message with three events")
+        .aggregate_id;
+    let mut three: Vec<EventEnvelope> = events
+        .iter()
+        .filter(|e| e.aggregate_id == id)
+        .take(3)
+        .cloned()
+        .collect();
+    three[0].payload["poison"] = serde_json::Value::Bool(true);
+    let at = |offset| Offset {
+        partition: 0,
+        offset,
+        generation: 1,
+    };
+    let offsets = [at(0), at(1), at(2)];
+    // One event per batch, then all three in one batch (on a fresh store).
+    for batch in [1, 3] {
+        let store = own_counted_store(&env).await;
+        apply_in_batches(&store, &OwnCounter, &three, &offsets, batch).await;
+        // Redelivered, and republished at new offsets.
+        apply_in_batches(&store, &OwnCounter, &three, &offsets, batch).await;
+        apply_in_batches(&store, &OwnCounter, &three, &[at(3), at(4), at(5)], batch).await;
+        let counted = own_counts(&store).await;
+        let expected: HashMap<String, i64> = three[1..]
+            .iter()
+            .map(|e| (e.event_id.to_string(), 1))
+            .collect();
+        assert_eq!(counted, expected, "batches of {batch}");
+        assert_eq!(
+            recorded(&store, "own_counter").await.get(&id.to_string()),
+            Some(&3),
+            "the parked message is followed in projection_applied (batches of {batch})"
+        );
+        let parked = dead_letters(&store, 10).await.unwrap();
+        assert_eq!(parked.len(), 1, "batches of {batch}");
+    }
+}
+
+/// Read-your-writes in the scaled mode asks history itself for messages.
+async fn history_answers_for_its_messages_sequences(env: Env) {
+    let store = env.store().await;
+    let history = models::by_name("history", "").unwrap();
+    for statement in history.schema() {
+        sqlx::query(&statement).execute(store.pool()).await.unwrap();
+    }
+    let events = world().events;
+    let offsets = publish(&events, &mut HashMap::new());
+    apply_in_batches(&store, &*history, &events, &offsets, 9).await;
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e.aggregate_type == "message")
+        .unwrap();
+    assert!(!recorded(&store, "history")
+        .await
+        .contains_key(&last.aggregate_id.to_string()));
+    assert_eq!(
+        applied_sequence(&store, "history", last.aggregate_id)
+            .await
+            .unwrap(),
+        last.sequence
+    );
+    let unknown = Uuid::now_v7();
+    assert_eq!(
+        applied_sequence(&store, "history", unknown).await.unwrap(),
+        0
+    );
+}
+
 on_both_backends!(
+    a_model_s_own_sequences_dedupe_without_a_row_per_aggregate,
+    after_a_parked_event_an_own_aggregate_s_later_events_still_apply,
+    history_answers_for_its_messages_sequences,
     a_gap_waits_for_the_republished_events,
     a_recreated_topic_s_events_apply_though_their_offsets_are_lower,
     redelivered_and_republished_events_apply_once,
