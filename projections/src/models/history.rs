@@ -16,7 +16,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use super::{placeholders, IN_CHUNK};
+use super::{message_sequences, parse_uuid};
 use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
@@ -144,23 +144,7 @@ impl Projection for History {
         conn: &mut AnyConnection,
         ids: &[Uuid],
     ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        let mut found = HashMap::new();
-        for chunk in ids.chunks(IN_CHUNK) {
-            let sql = format!(
-                "SELECT message_id, last_sequence FROM {} WHERE message_id IN ({})",
-                self.messages,
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query(&sql);
-            for id in chunk {
-                query = query.bind(id.to_string());
-            }
-            for row in query.fetch_all(&mut *conn).await? {
-                let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
-                found.insert(id, row.try_get("last_sequence")?);
-            }
-        }
-        Ok(found)
+        message_sequences(conn, &self.messages, ids).await
     }
 
     fn schema(&self) -> Vec<String> {
@@ -331,10 +315,6 @@ pub fn decode_cursor(cursor: &str) -> Option<i64> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let raw = std::str::from_utf8(&raw).ok()?;
     raw.strip_prefix('p')?.parse().ok()
-}
-
-fn parse_uuid(s: &str) -> Result<Uuid, sqlx::Error> {
-    s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
 /// Reads a page of a room's history for `viewer` (no membership check).

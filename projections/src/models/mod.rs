@@ -1,6 +1,9 @@
 //! The read models, each a [`Projection`](crate::Projection) with its own checkpoint.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use sqlx::{AnyConnection, Row};
 
 use crate::projection::Projection;
 
@@ -49,3 +52,28 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 
 /// Values bound per `IN (...)` query at most (SQLite's historical limit is 999).
 pub(crate) const IN_CHUNK: usize = 500;
+
+/// `message_id -> last_sequence` of those of `ids` that `table` holds a row
+/// for: the own sequences of a model keeping one row per message.
+pub(crate) async fn message_sequences(
+    conn: &mut AnyConnection,
+    table: &str,
+    ids: &[uuid::Uuid],
+) -> Result<HashMap<uuid::Uuid, i64>, sqlx::Error> {
+    let mut found = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let sql = format!(
+            "SELECT message_id, last_sequence FROM {table} WHERE message_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
+            found.insert(id, row.try_get("last_sequence")?);
+        }
+    }
+    Ok(found)
+}

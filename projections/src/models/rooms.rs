@@ -9,6 +9,8 @@
 //! row remembers the last sequence of its stream that was applied; an event at or
 //! below it changes nothing.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parley_domain::message::{MessageEvent, MessageSent};
@@ -19,7 +21,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use super::parse_uuid;
+use super::{message_sequences, parse_uuid};
 use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
 use crate::store::{from_micros, micros};
 
@@ -222,8 +224,16 @@ impl Rooms {
                     .await?;
                 }
             }
-            // Reactions change nothing a room list shows.
-            MessageEvent::ReactionAdded(_) | MessageEvent::ReactionRemoved(_) => {}
+            // Reactions change nothing a room list shows, but the row still
+            // records that they were applied (its sequences are the model's own).
+            MessageEvent::ReactionAdded(e) => {
+                self.advance(conn, m, "message_id", e.message_id, event.sequence)
+                    .await?;
+            }
+            MessageEvent::ReactionRemoved(e) => {
+                self.advance(conn, m, "message_id", e.message_id, event.sequence)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -271,6 +281,20 @@ pub fn preview(body: &str) -> String {
 impl Projection for Rooms {
     fn name(&self) -> &'static str {
         Self::NAME
+    }
+
+    /// Every message event it applies advances its message row's
+    /// `last_sequence` (reactions too, though a room list does not show them).
+    fn sequenced_type(&self) -> Option<&'static str> {
+        Some("message")
+    }
+
+    async fn own_sequences(
+        &self,
+        conn: &mut AnyConnection,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        message_sequences(conn, &self.messages, ids).await
     }
 
     fn schema(&self) -> Vec<String> {
