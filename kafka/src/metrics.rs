@@ -1,6 +1,9 @@
 //! The relay's metrics, recorded through the `metrics` facade (the `parley`
 //! binary installs the Prometheus recorder; docs/metrics.md lists every name).
 
+use parley_event_log::EventEnvelope;
+use parley_projections::metrics::seconds_since;
+
 /// Events the broker acknowledged (republished ones count again).
 pub const RELAY_PUBLISHED_TOTAL: &str = "parley_relay_published_total";
 /// Events in the log not published yet: the log's head position minus the
@@ -9,6 +12,9 @@ pub const RELAY_LAG_EVENTS: &str = "parley_relay_lag_events";
 /// When the last batch was acknowledged, in seconds since the Unix epoch.
 pub const RELAY_LAST_PUBLISH_TIMESTAMP_SECONDS: &str =
     "parley_relay_last_publish_timestamp_seconds";
+/// Time from an event's recording in the log to the broker's acknowledgement of
+/// it, in seconds.
+pub const RELAY_DELAY_SECONDS: &str = "parley_relay_delay_seconds";
 /// 1 while this replica holds the lock and publishes, 0 while it stands by.
 pub const RELAY_LEADER: &str = "parley_relay_leader";
 
@@ -25,6 +31,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Unix time of the last acknowledged batch."
     );
+    metrics::describe_histogram!(
+        RELAY_DELAY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from an event's recording in the log to the broker's acknowledgement."
+    );
     metrics::describe_gauge!(RELAY_LEADER, "1 while this replica publishes.");
 }
 
@@ -36,8 +47,13 @@ pub(crate) fn leader(leading: bool) {
     }
 }
 
-pub(crate) fn published(events: usize) {
-    metrics::counter!(RELAY_PUBLISHED_TOTAL).increment(events as u64);
+pub(crate) fn published(events: &[EventEnvelope]) {
+    metrics::counter!(RELAY_PUBLISHED_TOTAL).increment(events.len() as u64);
+    let delay = metrics::histogram!(RELAY_DELAY_SECONDS);
+    let acknowledged = chrono::Utc::now();
+    for event in events {
+        delay.record(seconds_since(event.recorded_at, acknowledged));
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

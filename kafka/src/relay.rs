@@ -269,7 +269,7 @@ impl Relay {
             s.published_total += batch.len() as u64;
             s.last_error = None;
         });
-        crate::metrics::published(batch.len());
+        crate::metrics::published(&batch);
         if batch.len() as i64 >= self.options.batch_size {
             self.measure_lag(last).await;
         } else {

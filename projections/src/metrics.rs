@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use parley_event_log::EventEnvelope;
+
 use crate::runtime::BatchOutcome;
 
 /// Events applied to a read model, by projection (duplicates skipped are not).
@@ -11,14 +14,28 @@ pub const APPLIED_TOTAL: &str = "parley_projection_applied_total";
 pub const DEAD_LETTERS_TOTAL: &str = "parley_projection_dead_letters_total";
 /// How long one batch took to apply and commit, in seconds, by projection.
 pub const BATCH_DURATION_SECONDS: &str = "parley_projection_batch_duration_seconds";
+/// Time from an event's recording in the log (its `recorded_at`) to the commit
+/// that applied it to a read model, in seconds, by projection: how fresh the
+/// read models are, whatever the feed.
+pub const DELAY_SECONDS: &str = "parley_projection_delay_seconds";
 /// Events not applied yet, by projection and partition (`log` for the log feed):
 /// set by the projector process every few seconds, see [`set_lag`].
 pub const LAG: &str = "parley_projection_lag";
 
 /// Records a committed batch.
-pub(crate) fn batch_done(projection: &'static str, outcome: BatchOutcome, took: Duration) {
+pub(crate) fn batch_done(
+    projection: &'static str,
+    batch: &[EventEnvelope],
+    outcome: BatchOutcome,
+    took: Duration,
+) {
     metrics::histogram!(BATCH_DURATION_SECONDS, "projection" => projection)
         .record(took.as_secs_f64());
+    let delay = metrics::histogram!(DELAY_SECONDS, "projection" => projection);
+    let now = Utc::now();
+    for event in batch {
+        delay.record(seconds_since(event.recorded_at, now));
+    }
     metrics::counter!(APPLIED_TOTAL, "projection" => projection).increment(outcome.applied as u64);
     if outcome.parked > 0 {
         metrics::counter!(DEAD_LETTERS_TOTAL, "projection" => projection)
@@ -38,6 +55,14 @@ pub fn set_lag(projection: &str, partition: &str, lag: i64) {
         .set(lag.max(0) as f64);
 }
 
+/// Seconds from `then` to `now`; 0 when `then` is later (clocks of different
+/// machines disagree a little).
+pub fn seconds_since(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
+    (now - then)
+        .to_std()
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
 /// Describes these metrics (Prometheus `HELP` lines); call once the recorder is
 /// installed.
 pub fn describe() {
@@ -50,6 +75,11 @@ pub fn describe() {
         BATCH_DURATION_SECONDS,
         metrics::Unit::Seconds,
         "Time to apply and commit one batch."
+    );
+    metrics::describe_histogram!(
+        DELAY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from an event's recording in the log to its commit in a read model."
     );
     metrics::describe_gauge!(
         LAG,

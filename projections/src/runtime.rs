@@ -327,7 +327,7 @@ pub async fn apply_checkpointed(
         }
     };
     store.announce_commit(projection.name());
-    crate::metrics::batch_done(projection.name(), outcome, started.elapsed());
+    crate::metrics::batch_done(projection.name(), batch, outcome, started.elapsed());
     log_committed(projection.name(), batch);
     crate::traces::projected(projection.name(), batch, started.elapsed());
     Ok(outcome)
