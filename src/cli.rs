@@ -577,8 +577,9 @@ pub struct BenchFreshnessArgs {
     /// Seconds of sending.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
-    /// Probe the history query for one send in this many.
-    #[arg(long, default_value_t = 20)]
+    /// Probe the history query for one send in this many (each probe polls
+    /// every 2 ms until its message shows, so probes add load of their own).
+    #[arg(long, default_value_t = 100)]
     pub history_every: u64,
     /// `log`: one projector tails the log. `kafka`: a relay publishes to a fresh
     /// topic and one projector consumes it (needs a Kafka broker).

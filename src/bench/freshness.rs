@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -14,8 +14,13 @@ use uuid::Uuid;
 
 use super::commands::{print_latency, Server, TempDb};
 use crate::cli::{BenchFreshnessArgs, Feed};
+use parley_projections::models::history::encode_cursor;
+use parley_read_api::stream::STREAMED_PROJECTIONS;
 
 type Sent = Arc<Mutex<HashMap<Uuid, Instant>>>;
+
+/// How often a history probe asks again.
+const PROBE_EVERY: Duration = Duration::from_millis(2);
 
 pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 {
@@ -55,17 +60,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         Feed::Kafka => Some(Server::spawn(&["relay"], &urls).await?),
     };
     let read_api = Server::spawn(&["read-api"], &urls).await?;
-    let mut projector = tokio::process::Command::new(std::env::current_exe()?);
-    projector
-        .args(["projector", "--listen", "127.0.0.1:0"])
-        .kill_on_drop(true);
-    for (k, v) in &urls {
-        projector.env(k, v);
-    }
-    let mut projector = projector
-        .env("PARLEY_LOG", "warn")
-        .spawn()
-        .context("starting the projector")?;
+    let projector = Server::spawn(&["projector"], &urls).await?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let (c, r) = (command_api.base.clone(), read_api.base.clone());
@@ -186,18 +181,25 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
                 .send()
                 .await;
             let answered = Instant::now();
-            match answer {
+            let position = match answer {
                 Ok(a) if a.status().as_u16() == 201 => {
                     sent.lock().unwrap().insert(id, answered);
+                    let body: Value = a.json().await.unwrap_or_default();
+                    body["positions"][0].as_i64()
                 }
                 _ => return false,
-            }
-            if probe_history {
-                // Poll the newest page (no consistency token) until the message shows.
+            };
+            if let (true, Some(position)) = (probe_history, position) {
+                // Poll the page that starts right where the send sits in the log
+                // (no consistency token) until the message shows: one indexed row
+                // per poll, however far behind the read model is.
+                let after = encode_cursor(position - 1);
                 let deadline = answered + Duration::from_secs(10);
                 while Instant::now() < deadline {
                     if let Ok(page) = http
-                        .get(format!("{r}/v1/rooms/{room}/messages?limit=20"))
+                        .get(format!(
+                            "{r}/v1/rooms/{room}/messages?after={after}&limit=1"
+                        ))
                         .bearer_auth(&token)
                         .send()
                         .await
@@ -213,7 +215,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
                             }
                         }
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(PROBE_EVERY).await;
                 }
             }
             true
@@ -263,12 +265,44 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     println!("  send response -> SSE event:");
     print_latency(&sse);
     println!(
-        "  send response -> visible in a history page ({} probes, polling every 1 ms):",
-        history.len()
+        "  send response -> visible in a history page ({} of {} probes, polling every {} ms):",
+        history.len(),
+        n / args.history_every,
+        PROBE_EVERY.as_millis()
     );
     print_latency(&history);
-    let _ = projector.start_kill();
-    let _ = projector.wait().await;
+    // The stages, as the services themselves measured them (Prometheus
+    // histograms: the quantiles are bucket bounds).
+    println!("  from the services' own histograms (event recorded -> ...):");
+    print_stage(
+        &http,
+        &command_api,
+        "appended (append's own time)",
+        "parley_append_duration_seconds",
+        "",
+    )
+    .await;
+    if let Some(relay) = &relay {
+        print_stage(
+            &http,
+            relay,
+            "acknowledged by Kafka",
+            "parley_relay_delay_seconds",
+            "",
+        )
+        .await;
+    }
+    for projection in STREAMED_PROJECTIONS {
+        print_stage(
+            &http,
+            &projector,
+            &format!("committed to {projection}"),
+            "parley_projection_delay_seconds",
+            &format!("projection=\"{projection}\""),
+        )
+        .await;
+    }
+    projector.stop().await;
     command_api.stop().await;
     read_api.stop().await;
     if let Some(relay) = relay {
@@ -280,4 +314,109 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     }
     log_db.drop_now().await?;
     read_db.drop_now().await
+}
+
+/// One line of the stage summary: mean and bucket-bound quantiles of a delay
+/// histogram scraped from `server`'s `/metrics`.
+async fn print_stage(
+    http: &reqwest::Client,
+    server: &Server,
+    what: &str,
+    metric: &str,
+    label: &str,
+) {
+    let text = match http.get(format!("{}/metrics", server.base)).send().await {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    match scraped_histogram(&text, metric, label) {
+        Some(h) if h.count > 0.0 => println!(
+            "    {what:<28} mean {:.2} ms, p50 <= {}, p99 <= {} ({} events)",
+            h.sum / h.count * 1000.0,
+            h.bound(0.50),
+            h.bound(0.99),
+            h.count
+        ),
+        _ => println!("    {what:<28} (not reported)"),
+    }
+}
+
+/// A Prometheus histogram read back from the text format.
+struct Scraped {
+    /// (upper bound in seconds, cumulative count), ascending.
+    buckets: Vec<(f64, f64)>,
+    sum: f64,
+    count: f64,
+}
+
+impl Scraped {
+    /// The smallest bucket bound holding quantile `q`, in milliseconds.
+    fn bound(&self, q: f64) -> String {
+        let wanted = q * self.count;
+        match self.buckets.iter().find(|(_, below)| *below >= wanted) {
+            Some((le, _)) if le.is_finite() => format!("{} ms", (le * 1e6).round() / 1e3),
+            _ => "+Inf".to_string(),
+        }
+    }
+}
+
+/// Finds `metric`'s series whose labels contain `label` (empty: any) in the
+/// Prometheus text `text`.
+fn scraped_histogram(text: &str, metric: &str, label: &str) -> Option<Scraped> {
+    let mut scraped = Scraped {
+        buckets: Vec::new(),
+        sum: 0.0,
+        count: 0.0,
+    };
+    let mut found = false;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        if !labels.contains(label) {
+            continue;
+        }
+        if name == format!("{metric}_bucket") {
+            let le = labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .and_then(|le| le.parse::<f64>().ok())?;
+            scraped.buckets.push((le, value));
+        } else if name == format!("{metric}_sum") {
+            scraped.sum = value;
+            found = true;
+        } else if name == format!("{metric}_count") {
+            scraped.count = value;
+        }
+    }
+    scraped.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    found.then_some(scraped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scraped_histogram;
+
+    #[test]
+    fn reads_a_labelled_histogram_back_from_the_text_format() {
+        let text = "# HELP d x\n\
+            d_bucket{projection=\"rooms\",le=\"0.01\"} 9\n\
+            d_bucket{projection=\"history\",le=\"0.01\"} 1\n\
+            d_bucket{projection=\"history\",le=\"0.025\"} 98\n\
+            d_bucket{projection=\"history\",le=\"+Inf\"} 100\n\
+            d_sum{projection=\"history\"} 2\n\
+            d_count{projection=\"history\"} 100\n";
+        let h = scraped_histogram(text, "d", "projection=\"history\"").unwrap();
+        assert_eq!(h.count, 100.0);
+        assert_eq!(h.sum, 2.0);
+        assert_eq!(h.bound(0.5), "25 ms");
+        assert_eq!(h.bound(0.99), "+Inf");
+        assert_eq!(h.bound(0.01), "10 ms");
+        assert!(scraped_histogram(text, "missing", "").is_none());
+    }
 }
