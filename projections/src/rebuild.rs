@@ -74,7 +74,7 @@ pub async fn rebuild(
     let started = Instant::now();
     let suffix = format!("_r{}", chrono::Utc::now().timestamp_millis());
     let live = models::by_name(name, "").ok_or_else(|| unknown(name))?;
-    let fresh = models::by_name(name, &suffix).ok_or_else(|| unknown(name))?;
+    let fresh = models::for_rebuild(name, &suffix).ok_or_else(|| unknown(name))?;
     let key = format!("{name}{suffix}");
     let projector =
         Projector::with_checkpoint_key(fresh.clone(), store.clone(), feed.clone(), key.clone());

@@ -28,6 +28,8 @@ pub struct History {
     messages: String,
     reactions: String,
     suffix: String,
+    /// Rebuild tables: created empty and filled once, in log order.
+    fresh: bool,
 }
 
 impl History {
@@ -43,6 +45,19 @@ impl History {
             messages: format!("history_messages{suffix}"),
             reactions: format!("history_reactions{suffix}"),
             suffix: suffix.to_string(),
+            fresh: false,
+        }
+    }
+
+    /// The model over fresh tables a rebuild fills from the start of the log.
+    /// Its sent messages go in without an `ON CONFLICT` check: the log holds
+    /// each `MessageSent` once (sequence 1 of its message), and a rebuild reads
+    /// every event once, in order. (Were a send there twice, the batch would fail
+    /// and be retried event by event, parking the second one: nothing is lost.)
+    pub fn rebuilding(suffix: &str) -> Self {
+        Self {
+            fresh: true,
+            ..Self::with_suffix(suffix)
         }
     }
 
@@ -95,9 +110,14 @@ impl SentRuns for History {
     ) -> Result<(), sqlx::Error> {
         let sql = format!(
             "INSERT INTO {} (message_id, room_id, position, last_sequence, sender_id, body, reply_to, sent_at, redacted)
-             VALUES {} ON CONFLICT (message_id) DO NOTHING",
+             VALUES {}{}",
             self.messages,
-            value_rows(run.len(), 8, ", 0")
+            value_rows(run.len(), 8, ", 0"),
+            if self.fresh {
+                ""
+            } else {
+                " ON CONFLICT (message_id) DO NOTHING"
+            }
         );
         let mut query = sqlx::query(&sql);
         for (event, e) in run {

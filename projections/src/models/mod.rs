@@ -37,6 +37,15 @@ pub fn by_name(name: &str, suffix: &str) -> Option<Arc<dyn Projection>> {
     })
 }
 
+/// The read model called `name` over fresh tables named with `suffix`, for a
+/// rebuild that fills them once from the start of the log.
+pub fn for_rebuild(name: &str, suffix: &str) -> Option<Arc<dyn Projection>> {
+    match name {
+        history::History::NAME => Some(Arc::new(history::History::rebuilding(suffix))),
+        _ => by_name(name, suffix),
+    }
+}
+
 /// Reads a UUID stored as TEXT.
 pub(crate) fn parse_uuid(s: &str) -> Result<uuid::Uuid, sqlx::Error> {
     s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))

@@ -6,17 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use parley_domain::values::Visibility;
+use parley_domain::message::{MessageEvent, MessageSent};
+use parley_domain::values::{MessageBody, Visibility};
 use parley_event_log::{Cursor, EventEnvelope};
 use parley_projections::models::{history, rooms};
 use parley_projections::rebuild::rebuild;
-use parley_projections::{Feed, Projector};
+use parley_projections::{dead_letters, Feed, Projector};
 use sqlx::Row;
 
 use crate::support::{dump, project, Env, Script};
 
 on_both_backends!(
     rebuild_during_reads_and_writes_equals_a_clean_run,
+    a_send_logged_twice_is_parked_by_a_rebuild_and_the_rest_applies,
     unknown_projection_is_refused
 );
 
@@ -145,14 +147,7 @@ async fn rebuild_during_reads_and_writes_equals_a_clean_run(env: Env) {
 
     let clean = env.store().await;
     project(&clean, Arc::new(history::History::new()), &events).await;
-    for target in [&store, &clean] {
-        for projection in parley_projections::models::all() {
-            Projector::new(projection, target.clone(), feed.clone())
-                .prepare()
-                .await
-                .unwrap();
-        }
-    }
+    prepare_all(&[&store, &clean], &feed).await;
     assert_eq!(
         history_only(dump(&store, false).await),
         history_only(dump(&clean, false).await)
@@ -171,6 +166,78 @@ async fn rebuild_during_reads_and_writes_equals_a_clean_run(env: Env) {
         store.checkpoint(history::History::NAME).await.unwrap(),
         last
     );
+}
+
+/// A rebuild inserts sent messages without a conflict check (its tables are
+/// fresh and the log holds each send once). A log that breaks that rule anyway
+/// must not fail the rebuild: the second send is parked and everything else
+/// applies, ending equal to the live model.
+async fn a_send_logged_twice_is_parked_by_a_rebuild_and_the_rest_applies(env: Env) {
+    let mut script = Script::new();
+    let alice = script.register("alice");
+    let room = script.create_room(alice, "general", Visibility::Public);
+    let first = script.send(room, alice, "first");
+    let again = script.push(
+        "message",
+        first,
+        MessageEvent::from(MessageSent {
+            message_id: first,
+            room_id: room,
+            sender_id: alice,
+            body: MessageBody::parse("sent again").unwrap(),
+            reply_to: None,
+            sent_at: script.now(),
+            format: Default::default(),
+        }),
+    );
+    let second = script.send(room, alice, "second");
+    script.edit(first, room, alice, "first, edited");
+    let events = script.events.clone();
+
+    let store = env.store().await;
+    let feed = Arc::new(GrowingFeed(Mutex::new(events.clone())));
+    rebuild(&store, feed.clone(), history::History::NAME, |_, _| {})
+        .await
+        .expect("the rebuild finishes");
+
+    let parked = dead_letters(&store, 10).await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].event_id, again.event_id.to_string());
+    let bodies: Vec<(String, Option<String>)> =
+        sqlx::query("SELECT message_id, body FROM history_messages ORDER BY position")
+            .fetch_all(store.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get("message_id"), r.get("body")))
+            .collect();
+    assert_eq!(
+        bodies,
+        [
+            (first.to_string(), Some("first, edited".to_string())),
+            (second.to_string(), Some("second".to_string())),
+        ]
+    );
+
+    let clean = env.store().await;
+    project(&clean, Arc::new(history::History::new()), &events).await;
+    prepare_all(&[&store, &clean], &feed).await;
+    assert_eq!(
+        history_only(dump(&store, false).await),
+        history_only(dump(&clean, false).await)
+    );
+}
+
+/// Creates every model's tables in each store (`dump` reads them all).
+async fn prepare_all(stores: &[&parley_projections::ReadStore], feed: &Arc<GrowingFeed>) {
+    for target in stores {
+        for projection in parley_projections::models::all() {
+            Projector::new(projection, (*target).clone(), feed.clone())
+                .prepare()
+                .await
+                .unwrap();
+        }
+    }
 }
 
 async fn unknown_projection_is_refused(env: Env) {
