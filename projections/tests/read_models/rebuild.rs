@@ -11,7 +11,7 @@ use parley_domain::values::{MessageBody, Visibility};
 use parley_event_log::{Cursor, EventEnvelope};
 use parley_projections::models::{history, rooms};
 use parley_projections::rebuild::rebuild;
-use parley_projections::{dead_letters, Feed, Projector};
+use parley_projections::{dead_letters, Feed, Projector, ReadStore};
 use sqlx::Row;
 
 use crate::support::{dump, project, Env, Script};
@@ -145,13 +145,7 @@ async fn rebuild_during_reads_and_writes_equals_a_clean_run(env: Env) {
         "the reader ran during the rebuild"
     );
 
-    let clean = env.store().await;
-    project(&clean, Arc::new(history::History::new()), &events).await;
-    prepare_all(&[&store, &clean], &feed).await;
-    assert_eq!(
-        history_only(dump(&store, false).await),
-        history_only(dump(&clean, false).await)
-    );
+    assert_equals_a_clean_run(&env, &store, &feed, &events).await;
 
     // No rebuild tables or checkpoints are left behind.
     let keys: Vec<String> = sqlx::query("SELECT projection FROM projection_checkpoints")
@@ -219,25 +213,31 @@ async fn a_send_logged_twice_is_parked_by_a_rebuild_and_the_rest_applies(env: En
         ]
     );
 
-    let clean = env.store().await;
-    project(&clean, Arc::new(history::History::new()), &events).await;
-    prepare_all(&[&store, &clean], &feed).await;
-    assert_eq!(
-        history_only(dump(&store, false).await),
-        history_only(dump(&clean, false).await)
-    );
+    assert_equals_a_clean_run(&env, &store, &feed, &events).await;
 }
 
-/// Creates every model's tables in each store (`dump` reads them all).
-async fn prepare_all(stores: &[&parley_projections::ReadStore], feed: &Arc<GrowingFeed>) {
-    for target in stores {
+/// Asserts that `store`'s history equals a clean run of `events` into a new store.
+async fn assert_equals_a_clean_run(
+    env: &Env,
+    store: &ReadStore,
+    feed: &Arc<GrowingFeed>,
+    events: &[EventEnvelope],
+) {
+    let clean = env.store().await;
+    project(&clean, Arc::new(history::History::new()), events).await;
+    // `dump` reads every model's tables.
+    for target in [store, &clean] {
         for projection in parley_projections::models::all() {
-            Projector::new(projection, (*target).clone(), feed.clone())
+            Projector::new(projection, target.clone(), feed.clone())
                 .prepare()
                 .await
                 .unwrap();
         }
     }
+    assert_eq!(
+        history_only(dump(store, false).await),
+        history_only(dump(&clean, false).await)
+    );
 }
 
 async fn unknown_projection_is_refused(env: Env) {
