@@ -112,9 +112,14 @@ impl Checkpointer for PartitionCheckpoint<'_> {
             .zip(offsets)
             .map(|(event, at)| {
                 let stored = next.entry(at.partition).or_insert(Position::START);
-                let seq = applied.entry(event.aggregate_id).or_insert(0);
                 let unseen = stored.may_hold(at);
                 *stored = (*stored).max(Position::after(at));
+                if !self.projection.consumes(&event.aggregate_type) {
+                    // Nothing to apply, nor to record: the partition's offset
+                    // moves past it all the same.
+                    return false;
+                }
+                let seq = applied.entry(event.aggregate_id).or_insert(0);
                 if unseen && event.sequence > *seq + 1 {
                     // Only after a failed publish (a delivery lost, later ones
                     // not): the relay republishes the whole batch, gap included.
@@ -284,6 +289,9 @@ impl PartitionCheckpoint<'_> {
         let mut last_own: HashMap<Uuid, i64> = HashMap::new();
         let mut others: Vec<Uuid> = Vec::new();
         for event in events {
+            if !self.projection.consumes(&event.aggregate_type) {
+                continue;
+            }
             if self.is_own(event) {
                 let last = last_own.entry(event.aggregate_id).or_insert(event.sequence);
                 *last = (*last).max(event.sequence);

@@ -43,6 +43,20 @@ pub trait Projection: Send + Sync + 'static {
         false
     }
 
+    /// The aggregate types whose events can change this model (`None`: any).
+    /// A partitioned feed passes the others over without bookkeeping (it
+    /// records no sequence for them), and the stream and read-your-writes
+    /// never wait on this model for them.
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
+    /// Whether events of `aggregate_type` can change this model.
+    fn consumes(&self, aggregate_type: &str) -> bool {
+        self.aggregate_types()
+            .is_none_or(|types| types.contains(&aggregate_type))
+    }
+
     /// The aggregate type whose applied events this model reflects in its own
     /// rows, one per aggregate with the last sequence it applied (history: each
     /// message's `last_sequence`). A partitioned feed then asks the model

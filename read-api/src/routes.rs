@@ -31,13 +31,7 @@ pub async fn my_rooms(
     Caller(me): Caller,
     Consistency(token): Consistency,
 ) -> Result<Json<Value>, ReadError> {
-    wait_for(
-        &state.store,
-        token,
-        &[rooms::Rooms::NAME],
-        state.consistency_wait,
-    )
-    .await?;
+    wait_for(&state, token, &[rooms::Rooms::NAME], state.consistency_wait).await?;
     let list = rooms::rooms_of(state.store.pool(), me).await?;
     Ok(Json(json!({ "rooms": list })))
 }
@@ -64,7 +58,7 @@ pub async fn room(
     Path(room_id): Path<Uuid>,
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
-        &state.store,
+        &state,
         token,
         &[rooms::Rooms::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -169,7 +163,7 @@ pub async fn history(
         return Ok(json_body(body));
     }
     wait_for(
-        &state.store,
+        &state,
         token,
         &[history::History::NAME, rooms::Rooms::NAME],
         state.consistency_wait,
@@ -212,7 +206,7 @@ pub async fn friends(
     Consistency(token): Consistency,
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
-        &state.store,
+        &state,
         token,
         &[friends::Friends::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -254,7 +248,7 @@ pub async fn friend_requests(
         }
     };
     wait_for(
-        &state.store,
+        &state,
         token,
         &[friends::Friends::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -294,7 +288,7 @@ pub async fn blocks(
     Consistency(token): Consistency,
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
-        &state.store,
+        &state,
         token,
         &[friends::Friends::NAME],
         state.consistency_wait,
@@ -332,7 +326,7 @@ pub async fn presence(
         return Err(ReadError::BadRequest("give 1 to 100 user ids".into()));
     }
     wait_for(
-        &state.store,
+        &state,
         token,
         &[presence::PresenceModel::NAME],
         state.consistency_wait,

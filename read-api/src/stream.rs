@@ -28,7 +28,7 @@ use parley_domain::codec::EventCodec;
 use parley_domain::friendship::{FriendRequestCancelled, FriendRequestDeclined, FriendRequestSent};
 use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
-use parley_projections::models::{friends, history, presence, rooms};
+use parley_projections::models::{self, friends, history, presence, rooms};
 use parley_projections::partitions::{applied_sequences, offsets_version};
 use parley_projections::ReadStore;
 use serde::Deserialize;
@@ -334,22 +334,30 @@ async fn step_applied(
     })
 }
 
-/// How many of `events`, from the first, every streamed projection has applied
-/// (by the sequences a partitioned feed records per aggregate).
+/// How many of `events`, from the first, every streamed projection that reads
+/// them has applied (by the sequences a partitioned feed records per
+/// aggregate): a message waits for history and rooms, not for friends.
 async fn applied_prefix(store: &ReadStore, events: &[&EventEnvelope]) -> anyhow::Result<usize> {
     if events.is_empty() {
         return Ok(0);
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
     let applied = applied_sequences(store, &STREAMED_PROJECTIONS, &ids).await?;
+    let streamed: Vec<_> = STREAMED_PROJECTIONS
+        .iter()
+        .filter_map(|name| models::by_name(name, ""))
+        .collect();
     Ok(events
         .iter()
         .take_while(|e| {
-            STREAMED_PROJECTIONS.iter().all(|p| {
-                applied
-                    .get(&(p.to_string(), e.aggregate_id))
-                    .is_some_and(|seq| *seq >= e.sequence)
-            })
+            streamed
+                .iter()
+                .filter(|p| p.consumes(&e.aggregate_type))
+                .all(|p| {
+                    applied
+                        .get(&(p.name().to_string(), e.aggregate_id))
+                        .is_some_and(|seq| *seq >= e.sequence)
+                })
         })
         .count())
 }

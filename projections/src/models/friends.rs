@@ -115,6 +115,10 @@ impl Projection for Friends {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["friendship"])
+    }
+
     fn schema(&self) -> Vec<String> {
         let (st, f, r, b, s) = (
             &self.streams,
@@ -164,7 +168,7 @@ impl Projection for Friends {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        if event.aggregate_type != "friendship" {
+        if !self.consumes(&event.aggregate_type) {
             return Ok(());
         }
         let decoded: FriendshipEvent = decode(event)?;

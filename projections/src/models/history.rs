@@ -148,6 +148,10 @@ impl Projection for History {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["message"])
+    }
+
     /// By `message_id` only (the reactions' key starts with it); the room index
     /// serves the pages.
     fn applies_by_primary_key(&self) -> bool {
@@ -215,7 +219,7 @@ impl Projection for History {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        if event.aggregate_type != "message" {
+        if !self.consumes(&event.aggregate_type) {
             return Ok(());
         }
         let decoded: MessageEvent = decode(event)?;

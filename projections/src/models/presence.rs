@@ -56,6 +56,10 @@ impl Projection for PresenceModel {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["presence"])
+    }
+
     fn schema(&self) -> Vec<String> {
         let p = &self.presence;
         vec![format!(
@@ -74,7 +78,7 @@ impl Projection for PresenceModel {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        if event.aggregate_type != "presence" {
+        if !self.consumes(&event.aggregate_type) {
             return Ok(());
         }
         let decoded: PresenceEvent = decode(event)?;

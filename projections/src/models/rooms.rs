@@ -283,6 +283,10 @@ impl Projection for Rooms {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["room", "message", "read_marker"])
+    }
+
     /// Every message event it applies advances its message row's
     /// `last_sequence` (reactions too, though a room list does not show them).
     fn sequenced_type(&self) -> Option<&'static str> {

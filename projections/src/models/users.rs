@@ -48,6 +48,10 @@ impl Projection for Users {
         Self::NAME
     }
 
+    fn aggregate_types(&self) -> Option<&'static [&'static str]> {
+        Some(&["user"])
+    }
+
     fn schema(&self) -> Vec<String> {
         let u = &self.users;
         vec![format!(
@@ -65,7 +69,7 @@ impl Projection for Users {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
-        if event.aggregate_type != "user" {
+        if !self.consumes(&event.aggregate_type) {
             return Ok(());
         }
         let decoded: UserEvent = decode(event)?;

@@ -398,6 +398,38 @@ async fn fed_by_partitions_the_models_equal_the_log_fed_ones(env: Env) {
     assert_eq!(dump(&by_kafka, false).await, dump(&by_log, false).await);
 }
 
+/// Events of aggregate types a model does not read are passed over with no
+/// bookkeeping: no `projection_applied` row for them (friends and presence kept
+/// one for every message), yet the partitions' offsets move past them.
+async fn a_model_records_nothing_of_aggregates_it_does_not_read(env: Env) {
+    let events = world().events;
+    let mut ends = HashMap::new();
+    let offsets = publish(&events, &mut ends);
+    let store = env.store().await;
+    for projection in models::all() {
+        for statement in projection.schema() {
+            sqlx::query(&statement).execute(store.pool()).await.unwrap();
+        }
+        apply_in_batches(&store, &*projection, &events, &offsets, 13).await;
+        let name = projection.name();
+        let foreign: Vec<&EventEnvelope> = events
+            .iter()
+            .filter(|e| !projection.consumes(&e.aggregate_type))
+            .collect();
+        assert!(!foreign.is_empty(), "{name}: the world has others' events");
+        let rows = recorded(&store, name).await;
+        for event in foreign {
+            assert!(
+                !rows.contains_key(&event.aggregate_id.to_string()),
+                "{name}: a row for {} {}",
+                event.aggregate_type,
+                event.aggregate_id
+            );
+        }
+        assert_eq!(next_offsets(&store, name).await, ends, "{name}");
+    }
+}
+
 /// A model that keeps its messages' sequences itself dedupes redeliveries and
 /// republished copies by them, with no `projection_applied` row per message.
 async fn a_model_s_own_sequences_dedupe_without_a_row_per_aggregate(env: Env) {
@@ -517,6 +549,7 @@ async fn message_models_answer_for_their_messages_sequences(env: Env) {
 }
 
 on_both_backends!(
+    a_model_records_nothing_of_aggregates_it_does_not_read,
     a_model_s_own_sequences_dedupe_without_a_row_per_aggregate,
     after_a_parked_event_an_own_aggregate_s_later_events_still_apply,
     message_models_answer_for_their_messages_sequences,
