@@ -43,8 +43,26 @@ impl ReadError {
 
 impl From<sqlx::Error> for ReadError {
     fn from(e: sqlx::Error) -> Self {
+        if is_missing_table(&e) {
+            // A read API started before any projector made the models' tables
+            // (a fresh deployment): nothing is broken, it is just early.
+            tracing::warn!(error = %e, "read model tables missing");
+            return ReadError::Unavailable(
+                "the read models are not set up yet: no projector has run against this read database; retry once one has"
+                    .into(),
+            );
+        }
         ReadError::Internal(e.into())
     }
+}
+
+/// Whether the store answered that a table does not exist (Postgres SQLSTATE
+/// 42P01; SQLite "no such table").
+fn is_missing_table(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code().as_deref() == Some("42P01") || db.message().starts_with("no such table")
 }
 
 impl From<parley_command_api::ApiError> for ReadError {

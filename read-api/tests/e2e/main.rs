@@ -3,6 +3,7 @@
 
 mod app;
 mod cache;
+mod missing_models;
 mod read_your_writes;
 mod stream;
 mod visibility;
