@@ -224,6 +224,7 @@ async fn run_hub(shared: Weak<Shared>) {
         // Seen before reading the checkpoints: a commit after this point wakes
         // the wait below, so none is missed between the read and the wait.
         committed.borrow_and_update();
+        let before = commits_of(&store, &STREAMED_PROJECTIONS);
         let step = match feed {
             Feed::Log => step(&hub, &log, &store, &mut cursor, &mut pending).await,
             Feed::Kafka => step_applied(&hub, &log, &store, &mut cursor, &mut pending).await,
@@ -235,10 +236,29 @@ async fn run_hub(shared: Weak<Shared>) {
         match step {
             Ok(Step::Progress) => {}
             Ok(Step::Wait) => {
-                // Projectors announce their commits; the timeout only covers a
-                // lost notification link.
-                if let Ok(Err(_)) = tokio::time::timeout(IDLE_WAIT, committed.changed()).await {
-                    tokio::time::sleep(IDLE_WAIT).await;
+                // Fed by Kafka, the oldest pending event waits only for the
+                // models that read its type: other models' commits (presence
+                // or users, for a message) cannot let it through, so they do
+                // not cost a step. Commits during the step count (`before`).
+                let needed = match (feed, pending.front()) {
+                    (Feed::Kafka, Some(head)) => readers_of(&head.aggregate_type),
+                    _ => Vec::new(),
+                };
+                // (An event no streamed model reads never waits: none is needed.)
+                let needed = if needed.is_empty() {
+                    STREAMED_PROJECTIONS.to_vec()
+                } else {
+                    needed
+                };
+                loop {
+                    // Projectors announce their commits; the timeout only
+                    // covers a lost notification link.
+                    match tokio::time::timeout(IDLE_WAIT, committed.changed()).await {
+                        Ok(Ok(())) if moved(&store, &before, &needed) == Some(false) => continue,
+                        Ok(Err(_)) => tokio::time::sleep(IDLE_WAIT).await,
+                        _ => {}
+                    }
+                    break;
                 }
             }
             Err(e) => {
@@ -247,6 +267,38 @@ async fn run_hub(shared: Weak<Shared>) {
             }
         }
     }
+}
+
+/// Commits heard of per projection (`None` while commits cannot be heard).
+fn commits_of(store: &ReadStore, names: &[&'static str]) -> Vec<(&'static str, Option<u64>)> {
+    names
+        .iter()
+        .map(|name| (*name, store.generation(&[name])))
+        .collect()
+}
+
+/// The streamed models that read events of `aggregate_type`.
+fn readers_of(aggregate_type: &str) -> Vec<&'static str> {
+    STREAMED_PROJECTIONS
+        .iter()
+        .copied()
+        .filter(|name| models::by_name(name, "").is_some_and(|m| m.consumes(aggregate_type)))
+        .collect()
+}
+
+/// Whether any of `needed` committed since `before` was read; `None` when that
+/// cannot be told (commits not heard), so the caller steps anyway.
+fn moved(
+    store: &ReadStore,
+    before: &[(&'static str, Option<u64>)],
+    needed: &[&'static str],
+) -> Option<bool> {
+    let mut any = false;
+    for (name, was) in before.iter().filter(|(n, _)| needed.contains(n)) {
+        let now = store.generation(&[name])?;
+        any |= Some(now) != *was;
+    }
+    Some(any)
 }
 
 /// Where the hub starts: with a log feed, at the slowest streamed checkpoint;
@@ -975,6 +1027,15 @@ pub async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_event_waits_only_for_the_streamed_models_that_read_it() {
+        assert_eq!(readers_of("message"), ["history", "rooms"]);
+        assert_eq!(readers_of("room"), ["rooms"]);
+        assert_eq!(readers_of("friendship"), ["friends"]);
+        assert_eq!(readers_of("presence"), ["presence"]);
+        assert!(readers_of("user").is_empty());
+    }
 
     #[test]
     fn streams_old_versions_in_todays_shape() {
