@@ -17,7 +17,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -30,7 +30,7 @@ use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use parley_projections::models::{self, friends, history, presence, rooms};
 use parley_projections::partitions::{applied_sequences, offsets_version};
-use parley_projections::ReadStore;
+use parley_projections::{Projection, ReadStore};
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 use utoipa::IntoParams;
@@ -277,12 +277,23 @@ fn commits_of(store: &ReadStore, names: &[&'static str]) -> Vec<(&'static str, O
         .collect()
 }
 
+/// The [`STREAMED_PROJECTIONS`]' models, made once (the hub asks them on every step).
+fn streamed_models() -> &'static [Arc<dyn Projection>] {
+    static MODELS: OnceLock<Vec<Arc<dyn Projection>>> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        STREAMED_PROJECTIONS
+            .iter()
+            .filter_map(|name| models::by_name(name, ""))
+            .collect()
+    })
+}
+
 /// The streamed models that read events of `aggregate_type`.
 fn readers_of(aggregate_type: &str) -> Vec<&'static str> {
-    STREAMED_PROJECTIONS
+    streamed_models()
         .iter()
-        .copied()
-        .filter(|name| models::by_name(name, "").is_some_and(|m| m.consumes(aggregate_type)))
+        .filter(|m| m.consumes(aggregate_type))
+        .map(|m| m.name())
         .collect()
 }
 
@@ -395,14 +406,10 @@ async fn applied_prefix(store: &ReadStore, events: &[&EventEnvelope]) -> anyhow:
     }
     let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
     let applied = applied_sequences(store, &STREAMED_PROJECTIONS, &ids).await?;
-    let streamed: Vec<_> = STREAMED_PROJECTIONS
-        .iter()
-        .filter_map(|name| models::by_name(name, ""))
-        .collect();
     Ok(events
         .iter()
         .take_while(|e| {
-            streamed
+            streamed_models()
                 .iter()
                 .filter(|p| p.consumes(&e.aggregate_type))
                 .all(|p| {
