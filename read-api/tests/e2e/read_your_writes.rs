@@ -127,6 +127,13 @@ async fn a_lagging_read_model_answers_504_not_stale_data(backend: Backend) {
         .await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(answer.body["status"], json!(504));
+    // Fed by the log, a model waits for the token's position even when it does
+    // not read the token's aggregate (friends, for a room): that position also
+    // covers whatever the client wrote before it.
+    let answer = app
+        .call("GET", "/v1/friends", Some(&alice), Some(&token), None)
+        .await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
     // Without a token the query answers at once (with what the model has).
     let answer = app.call("GET", "/v1/rooms", Some(&alice), None, None).await;
     assert_eq!(answer.status, StatusCode::OK);
