@@ -417,16 +417,26 @@ pub async fn applied_sequences(
     projections: &[&str],
     aggregates: &[Uuid],
 ) -> Result<HashMap<(String, Uuid), i64>, sqlx::Error> {
-    let mut conn = store.pool().acquire().await?;
-    let mut applied = recorded_sequences(&mut conn, projections, aggregates).await?;
-    for name in projections {
-        let Some(model) = crate::models::by_name(name, "") else {
-            continue;
-        };
-        if model.sequenced_type().is_none() {
-            continue;
-        }
-        for (id, seq) in model.own_sequences(&mut conn, aggregates).await? {
+    // The lookups are independent, so each runs on its own connection at the
+    // same time: a waiting reader (the stream hub on every projector commit)
+    // pays for the slowest of them, not for their sum.
+    let recorded = async {
+        let mut conn = store.pool().acquire().await?;
+        recorded_sequences(&mut conn, projections, aggregates).await
+    };
+    let models: Vec<_> = projections
+        .iter()
+        .filter_map(|name| crate::models::by_name(name, ""))
+        .filter(|model| model.sequenced_type().is_some())
+        .collect();
+    let own = futures::future::try_join_all(models.iter().map(|model| async move {
+        let mut conn = store.pool().acquire().await?;
+        let sequences = model.own_sequences(&mut conn, aggregates).await?;
+        Ok::<_, sqlx::Error>((model.name(), sequences))
+    }));
+    let (mut applied, own) = futures::try_join!(recorded, own)?;
+    for (name, sequences) in own {
+        for (id, seq) in sequences {
             let s = applied.entry((name.to_string(), id)).or_insert(0);
             *s = (*s).max(seq);
         }

@@ -370,8 +370,13 @@ async fn step(
     Ok(if sent { Step::Progress } else { Step::Wait })
 }
 
-/// [`step`] for projectors fed by Kafka: reads the log ahead, then broadcasts, in
-/// log order, the events every streamed projection has recorded as applied.
+/// [`step`] for projectors fed by Kafka: broadcasts, in log order, the events
+/// every streamed projection that reads them has recorded as applied.
+///
+/// The events in hand are looked at first. While the oldest of them is not
+/// applied nothing can go out, so the log is read further only once they have
+/// all gone: each projector commit then costs the hub one lookup, not a log
+/// read as well.
 async fn step_applied(
     hub: &Shared,
     log: &SharedLog,
@@ -379,10 +384,44 @@ async fn step_applied(
     cursor: &mut Cursor,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<Step> {
-    if pending.len() < READ_BATCH as usize {
-        let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
-        pending.extend(log.read_after(read_from, READ_BATCH).await?);
+    let window = READ_BATCH as usize;
+    if !pending.is_empty() {
+        let sent = publish_applied(hub, store, cursor, pending).await?;
+        if !pending.is_empty() {
+            // Step again at once only if the whole window went out: the events
+            // after it may be applied too. Otherwise the next commit says when.
+            return Ok(if sent == window {
+                Step::Progress
+            } else {
+                Step::Wait
+            });
+        }
     }
+    // Everything known went out: look for newer events.
+    let newer = log.read_after(*cursor, READ_BATCH).await?;
+    if newer.is_empty() {
+        return Ok(Step::Wait);
+    }
+    let more_in_the_log = newer.len() == window;
+    pending.extend(newer);
+    let sent = publish_applied(hub, store, cursor, pending).await?;
+    Ok(
+        if sent == window || (pending.is_empty() && more_in_the_log) {
+            Step::Progress
+        } else {
+            Step::Wait
+        },
+    )
+}
+
+/// Broadcasts the applied prefix of the oldest [`READ_BATCH`] `pending` events
+/// and returns how many went out.
+async fn publish_applied(
+    hub: &Shared,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<usize> {
     let head: Vec<&EventEnvelope> = pending.iter().take(READ_BATCH as usize).collect();
     let visible = applied_prefix(store, &head).await?;
     for _ in 0..visible {
@@ -390,11 +429,7 @@ async fn step_applied(
         *cursor = event.cursor();
         hub.publish(event);
     }
-    Ok(if visible > 0 {
-        Step::Progress
-    } else {
-        Step::Wait
-    })
+    Ok(visible)
 }
 
 /// How many of `events`, from the first, every streamed projection that reads
