@@ -9,8 +9,9 @@
 //! What it guarantees:
 //! - **At least once.** The checkpoint (table `relay_checkpoints`, in the log's
 //!   database) moves only after the broker acknowledged (`acks=all`) every event
-//!   of a batch. A crash, a Kafka outage or a failed batch means republishing
-//!   from the checkpoint, so an event can appear more than once, never zero times.
+//!   of a batch (it is written together with the next read). A crash, a Kafka
+//!   outage or a failed batch means republishing from the checkpoint, so an
+//!   event can appear more than once, never zero times.
 //! - **Per-aggregate order.** The key is the aggregate id, so all of an
 //!   aggregate's events land on one partition; the relay enqueues them in log
 //!   order, which is sequence order within an aggregate, and the idempotent
