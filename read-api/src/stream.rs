@@ -402,16 +402,14 @@ async fn step_applied(
     if newer.is_empty() {
         return Ok(Step::Wait);
     }
-    let more_in_the_log = newer.len() == window;
     pending.extend(newer);
+    // A whole window out means a full read out: there may be more in the log.
     let sent = publish_applied(hub, store, cursor, pending).await?;
-    Ok(
-        if sent == window || (pending.is_empty() && more_in_the_log) {
-            Step::Progress
-        } else {
-            Step::Wait
-        },
-    )
+    Ok(if sent == window {
+        Step::Progress
+    } else {
+        Step::Wait
+    })
 }
 
 /// Broadcasts the applied prefix of the oldest [`READ_BATCH`] `pending` events
