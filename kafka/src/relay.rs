@@ -90,6 +90,21 @@ struct Leading {
     generation: i64,
 }
 
+impl Leading {
+    /// A new lead: the checkpoint and the generation are loaded, and the topic
+    /// checked, by the first step.
+    fn new() -> Self {
+        Self {
+            cursor: None,
+            unsaved: None,
+            check_topic: true,
+            last_topic_check: Instant::now(),
+            failed_batches: 0,
+            generation: 1,
+        }
+    }
+}
+
 impl Relay {
     /// Opens the Postgres log at `database_url` and a relay publishing it.
     pub async fn connect(database_url: &str, settings: KafkaSettings) -> Result<Self, RelayError> {
@@ -170,14 +185,7 @@ impl Relay {
         tracing::info!("took the lead");
         self.status.send_modify(|s| s.leader = true);
         crate::metrics::leader(true);
-        let mut state = Leading {
-            cursor: None,
-            unsaved: None,
-            check_topic: true,
-            last_topic_check: Instant::now(),
-            failed_batches: 0,
-            generation: 1,
-        };
+        let mut state = Leading::new();
         let mut appended = self.log.appended();
         let mut backoff = Backoff::new(self.options.max_backoff);
         while !stopping(shutdown) {
@@ -216,9 +224,14 @@ impl Relay {
                 }
             }
         }
-        // What was acknowledged is stored before the lead goes: the checkpoint
-        // only moves forward, so a late write cannot undo a successor's.
-        if let Err(e) = self.save_checkpoint(&mut state).await {
+        self.step_down(&mut state, lock).await;
+    }
+
+    /// Ends a lead: stores what was acknowledged, then frees the lock.
+    async fn step_down(&mut self, state: &mut Leading, lock: &mut LeaderLock) {
+        // The checkpoint only moves forward, so this late write cannot undo a
+        // successor's.
+        if let Err(e) = self.save_checkpoint(state).await {
             tracing::warn!(error = %e, "could not store the last checkpoint");
         }
         lock.release().await;
@@ -424,8 +437,109 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
-    use super::Backoff;
-    use std::time::Duration;
+    use super::*;
+    use crate::testing::OwnBroker;
+    use chrono::Utc;
+    use parley_event_log::{testing, AppendRequest, EventLog, Metadata, NewEvent, StreamWrite};
+    use uuid::Uuid;
+
+    /// A relay on a broker of the test's own and a fresh log holding `events`
+    /// events of one room, with the log's end; `None` when no broker can run.
+    async fn relay_with_events(events: usize) -> Option<(OwnBroker, Relay, Cursor)> {
+        let broker = OwnBroker::start()?;
+        let url = testing::fresh_database().await.expect("test database");
+        let log = PgLog::connect(&url, 4).await.expect("connect");
+        log.migrate().await.expect("migrate");
+        let request = AppendRequest {
+            streams: vec![StreamWrite {
+                aggregate_type: "room".into(),
+                aggregate_id: Uuid::now_v7(),
+                expected_version: 0,
+                events: (0..events)
+                    .map(|n| NewEvent {
+                        event_type: "MessageSent".into(),
+                        event_version: 1,
+                        payload: serde_json::json!({ "n": n }),
+                    })
+                    .collect(),
+            }],
+            metadata: Metadata::default(),
+            recorded_at: Utc::now(),
+            idempotency: None,
+        };
+        let appended = log.append(request).await.expect("append");
+        let end = appended.iter().map(|a| a.cursor()).max().expect("events");
+        let pool = log.pool().clone();
+        checkpoint::ensure_table(&pool)
+            .await
+            .expect("checkpoint table");
+        let settings = KafkaSettings::new(&broker.addr).with_topic("parley.test.relay");
+        let relay = Relay::new(Arc::new(log), pool, settings).expect("relay");
+        Some((broker, relay, end))
+    }
+
+    /// The checkpoint as stored.
+    async fn stored(relay: &Relay) -> Option<Cursor> {
+        checkpoint::load(&relay.pool, &relay.settings.topic)
+            .await
+            .expect("load checkpoint")
+    }
+
+    /// Two steps of a new lead: the first creates the topic, the second
+    /// publishes the whole log, acknowledged but not yet stored.
+    async fn publish_all(relay: &mut Relay, end: Cursor) -> Leading {
+        let mut state = Leading::new();
+        assert!(relay.step(&mut state).await.expect("create the topic"));
+        assert!(relay.step(&mut state).await.expect("publish"));
+        assert_eq!(state.unsaved, Some(end), "acknowledged up to the end");
+        assert_eq!(
+            stored(relay).await,
+            Some(Cursor::START),
+            "stored with the next read, not yet"
+        );
+        state
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_topic_drops_the_acknowledged_cursor_not_yet_stored() {
+        let Some((_broker, mut relay, end)) = relay_with_events(5).await else {
+            return;
+        };
+        let mut state = publish_all(&mut relay, end).await;
+        let lost_generation = state.generation;
+
+        // The topic goes, with the batch's checkpoint still unwritten.
+        relay.admin.delete().await.expect("delete the topic");
+        state.check_topic = true;
+        assert!(relay.step(&mut state).await.expect("recreate the topic"));
+        assert!(state.generation > lost_generation, "a new generation");
+        // What the next step writes with its read: nothing of the lost topic's,
+        // so a crash now still republishes the whole log.
+        relay.save_checkpoint(&mut state).await.expect("save");
+        assert_eq!(stored(&relay).await, Some(Cursor::START));
+
+        assert!(relay.step(&mut state).await.expect("republish"));
+        relay.save_checkpoint(&mut state).await.expect("save");
+        assert_eq!(stored(&relay).await, Some(end));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stepping_down_stores_the_acknowledged_cursor_then_frees_the_lock() {
+        let Some((_broker, mut relay, end)) = relay_with_events(5).await else {
+            return;
+        };
+        let options = (*relay.pool.connect_options()).clone();
+        let key = lock_key(&relay.settings.topic);
+        let mut lock = LeaderLock::new(options.clone(), key);
+        assert!(lock.try_acquire().await.expect("lock"));
+        let mut state = publish_all(&mut relay, end).await;
+
+        relay.step_down(&mut state, &mut lock).await;
+        assert_eq!(stored(&relay).await, Some(end));
+        assert!(!relay.status.borrow().leader);
+        let mut successor = LeaderLock::new(options, key);
+        assert!(successor.try_acquire().await.expect("lock"), "lock freed");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_ceiling() {
