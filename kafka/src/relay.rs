@@ -48,6 +48,10 @@ pub struct RelayOptions {
     pub max_backoff: Duration,
     /// How often an idle leader checks that the topic still exists.
     pub topic_check_interval: Duration,
+    /// How often a leader checks that its session still holds the lock. A
+    /// leader that lost it may publish for this long more: duplicates, which
+    /// consumers skip, and never a checkpoint moved back.
+    pub lock_check_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -58,6 +62,7 @@ impl Default for RelayOptions {
             lock_retry: Duration::from_secs(1),
             max_backoff: Duration::from_secs(5),
             topic_check_interval: Duration::from_secs(5),
+            lock_check_interval: Duration::from_millis(250),
         }
     }
 }
@@ -188,10 +193,15 @@ impl Relay {
         let mut state = Leading::new();
         let mut appended = self.log.appended();
         let mut backoff = Backoff::new(self.options.max_backoff);
+        // The lock was just taken: its first check is due an interval from now.
+        let mut lock_checked = Instant::now();
         while !stopping(shutdown) {
-            if !lock.still_held().await {
-                tracing::warn!("leader lock lost, stepping down");
-                break;
+            if lock_checked.elapsed() >= self.options.lock_check_interval {
+                if !lock.still_held().await {
+                    tracing::warn!("leader lock lost, stepping down");
+                    break;
+                }
+                lock_checked = Instant::now();
             }
             match self.step(&mut state).await {
                 Ok(true) => {
