@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parley_event_log::EventEnvelope;
-use parley_projections::partitions::{stored_offsets, Offset, PartitionCheckpoint, Position};
+use parley_projections::partitions::{
+    store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
+};
 use parley_projections::{apply_checkpointed, park_undecodable, Projection, ReadStore};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::Headers;
@@ -69,6 +71,11 @@ pub struct MemberOptions {
     /// librdkafka's `session.timeout.ms` and `max.poll.interval.ms`: how soon
     /// the group notices a dead member (and how long a rebalance can take).
     pub session_timeout: Duration,
+    /// How long a projection may pass over batches that hold nothing for it
+    /// (friends and presence under a stream of messages) without a transaction
+    /// of its own. Its partitions' positions are stored with its next batch, or
+    /// once this long passed; until then its lag shows that far behind.
+    pub idle_record_every: Duration,
 }
 
 impl Default for MemberOptions {
@@ -78,6 +85,7 @@ impl Default for MemberOptions {
             batch_size: 1000,
             batch_wait: Duration::from_millis(5),
             session_timeout: Duration::from_secs(10),
+            idle_record_every: Duration::from_secs(1),
         }
     }
 }
@@ -102,6 +110,23 @@ struct Shared {
     assigned: HashSet<i32>,
     /// Partitions revoked since the loop last looked.
     revoked: HashSet<i32>,
+}
+
+/// A projection's positions passed over without a transaction (see
+/// [`MemberOptions::idle_record_every`]).
+struct Idle {
+    carried: Carried,
+    /// When the projection last stored its positions.
+    stored_at: Instant,
+}
+
+impl Idle {
+    fn new() -> Self {
+        Self {
+            carried: Carried::default(),
+            stored_at: Instant::now(),
+        }
+    }
 }
 
 struct MemberContext {
@@ -327,14 +352,23 @@ impl Member {
         let mut last_refresh = Instant::now();
         let mut applied_since_analyze = 0usize;
         let mut analyze_after = FIRST_ANALYZE_AFTER;
+        let mut idle: HashMap<&'static str, Idle> = HashMap::new();
         while !*shutdown.borrow() {
+            let carrying = idle.values().any(|i| !i.carried.is_empty());
+            let pause = if carrying {
+                self.options.idle_record_every.min(REFRESH)
+            } else {
+                REFRESH
+            };
             // Only the wait for a first message is raced (dropping `recv` loses
             // nothing); a batch being filled is never abandoned half-read.
             let first = tokio::select! {
                 first = consumer.recv() => first,
                 _ = shutdown.changed() => break,
-                // Idle: still record the partitions this member owns.
-                _ = tokio::time::sleep(REFRESH) => {
+                // Idle: store what was passed over, and still record the
+                // partitions this member owns.
+                _ = tokio::time::sleep(pause) => {
+                    self.store_idle(&mut idle, false).await;
                     if let Err(e) = self.register(&assigned(&shared)).await {
                         tracing::warn!(error = %e, "cannot record this member's partitions");
                     }
@@ -379,7 +413,7 @@ impl Member {
             if events.is_empty() {
                 continue;
             }
-            match self.apply(&events, &offsets).await {
+            match self.apply(&events, &offsets, &mut idle).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     {
@@ -431,6 +465,7 @@ impl Member {
             }
         }
         tracing::info!("projector member stopping");
+        self.store_idle(&mut idle, true).await;
         consumer.unsubscribe();
         let _ = sqlx::query("DELETE FROM projector_members WHERE member_id = $1")
             .bind(&self.id)
@@ -588,23 +623,77 @@ impl Member {
     /// commit. A failure leaves the others' commits standing; the rewind that
     /// follows restarts from the lowest stored offsets and the sequences skip
     /// what was applied.
-    async fn apply(&self, events: &[EventEnvelope], offsets: &[Offset]) -> anyhow::Result<()> {
-        let applying = self.projections.iter().map(|projection| async move {
-            let checkpoint = PartitionCheckpoint::new(&**projection, &self.settings.topic, offsets);
+    ///
+    /// A projection that reads none of the batch's events is passed over, its
+    /// positions carried in `idle`, until `idle_record_every` passed since it
+    /// last stored them: a batch of messages costs friends and presence nothing.
+    async fn apply(
+        &self,
+        events: &[EventEnvelope],
+        offsets: &[Offset],
+        idle: &mut HashMap<&'static str, Idle>,
+    ) -> anyhow::Result<()> {
+        let now = Instant::now();
+        let mut due = Vec::with_capacity(self.projections.len());
+        for projection in &self.projections {
+            let state = idle.entry(projection.name()).or_insert_with(Idle::new);
+            let reads_any = events
+                .iter()
+                .any(|e| projection.consumes(&e.aggregate_type));
+            if !reads_any && now.duration_since(state.stored_at) < self.options.idle_record_every {
+                state.carried.carry(offsets);
+                continue;
+            }
+            due.push((projection, state.carried.clone()));
+        }
+        let applying = due.iter().map(|(projection, carried)| async move {
+            let checkpoint =
+                PartitionCheckpoint::new(&***projection, &self.settings.topic, offsets)
+                    .with_carried(carried);
             let outcome =
-                apply_checkpointed(&self.store, &**projection, events, &checkpoint).await?;
+                apply_checkpointed(&self.store, &***projection, events, &checkpoint).await?;
             tracing::debug!(
                 projection = projection.name(),
                 applied = outcome.applied,
                 parked = outcome.parked,
                 "batch applied"
             );
-            anyhow::Ok(())
+            anyhow::Ok(projection.name())
         });
-        futures::future::join_all(applying)
-            .await
-            .into_iter()
-            .collect()
+        let results = futures::future::join_all(applying).await;
+        let mut outcome = Ok(());
+        for result in results {
+            match result {
+                Ok(name) => {
+                    let state = idle.get_mut(name).expect("an entry per projection");
+                    state.carried.clear();
+                    state.stored_at = now;
+                }
+                Err(e) => outcome = Err(e),
+            }
+        }
+        outcome
+    }
+
+    /// Stores the positions the projections passed over: those carried for
+    /// `idle_record_every` already, or all of them when `all` (best effort:
+    /// what fails stays carried, and is tried again).
+    async fn store_idle(&self, idle: &mut HashMap<&'static str, Idle>, all: bool) {
+        for (name, state) in idle.iter_mut() {
+            let due = all || state.stored_at.elapsed() >= self.options.idle_record_every;
+            if state.carried.is_empty() || !due {
+                continue;
+            }
+            match store_carried(&self.store, name, &self.settings.topic, &state.carried).await {
+                Ok(()) => {
+                    state.carried.clear();
+                    state.stored_at = Instant::now();
+                }
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "cannot store the positions passed over")
+                }
+            }
+        }
     }
 
     /// Tells Kafka how far this member got (asynchronously; a failure only

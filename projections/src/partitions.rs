@@ -76,8 +76,85 @@ pub struct PartitionCheckpoint<'a> {
     projection: &'a dyn Projection,
     topic: &'a str,
     offsets: &'a [Offset],
+    /// Positions read past earlier without a transaction, written with this batch.
+    carried: Option<&'a Carried>,
     /// Aggregates of the model's own type that `projection_applied` follows.
     recorded: Mutex<HashSet<Uuid>>,
+}
+
+/// Partitions a projection read past in batches that held nothing for it,
+/// without a transaction: each one's next position, not yet stored. Every
+/// event before such a position was applied or is not the model's, so storing
+/// it late (with a later batch, or by [`store_carried`]) is always right, and
+/// storing it never is a lag, not a loss: the events are read again and skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Carried(HashMap<i32, Position>);
+
+impl Carried {
+    /// Moves each partition of `offsets` past its last event there.
+    pub fn carry(&mut self, offsets: &[Offset]) {
+        for at in offsets {
+            let next = self.0.entry(at.partition).or_insert(Position::after(at));
+            *next = (*next).max(Position::after(at));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// Stores `carried` as `projection`'s positions where they are ahead of the
+/// stored ones (a transaction of its own: no model row changes with it).
+pub async fn store_carried(
+    store: &ReadStore,
+    projection: &str,
+    topic: &str,
+    carried: &Carried,
+) -> Result<(), sqlx::Error> {
+    if carried.is_empty() {
+        return Ok(());
+    }
+    let mut conn = store.pool().acquire().await?;
+    let rows: Vec<(i32, Position)> = carried.0.iter().map(|(p, at)| (*p, *at)).collect();
+    advance_positions(&mut conn, projection, topic, rows).await
+}
+
+/// Moves each of `rows` (partition, next position) forward, never back.
+async fn advance_positions(
+    conn: &mut AnyConnection,
+    projection: &str,
+    topic: &str,
+    mut rows: Vec<(i32, Position)>,
+) -> Result<(), sqlx::Error> {
+    rows.sort_unstable();
+    let sql = format!(
+        "INSERT INTO projection_offsets
+             (projection, topic, partition, next_offset, generation, updated_at)
+         VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
+         SET next_offset = excluded.next_offset, generation = excluded.generation,
+             updated_at = excluded.updated_at
+         WHERE (projection_offsets.generation, projection_offsets.next_offset)
+             < (excluded.generation, excluded.next_offset)",
+        value_rows(rows.len(), 6, "")
+    );
+    let now = micros(&Utc::now());
+    let mut query = sqlx::query(&sql);
+    for (partition, at) in rows {
+        query = query
+            .bind(projection)
+            .bind(topic)
+            .bind(i64::from(partition))
+            .bind(at.next_offset)
+            .bind(at.generation)
+            .bind(now);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
 }
 
 impl<'a> PartitionCheckpoint<'a> {
@@ -86,8 +163,15 @@ impl<'a> PartitionCheckpoint<'a> {
             projection,
             topic,
             offsets,
+            carried: None,
             recorded: Mutex::default(),
         }
+    }
+
+    /// The same checkpoint, also storing the positions `carried` holds.
+    pub fn with_carried(mut self, carried: &'a Carried) -> Self {
+        self.carried = Some(carried);
+        self
     }
 
     fn is_own(&self, event: &EventEnvelope) -> bool {
@@ -147,35 +231,12 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         range: Range<usize>,
         fates: &[Fate],
     ) -> Result<(), sqlx::Error> {
-        let mut next: HashMap<i32, Position> = HashMap::new();
-        for at in &self.offsets[range.clone()] {
-            let n = next.entry(at.partition).or_insert(Position::after(at));
-            *n = (*n).max(Position::after(at));
+        let mut next = self.carried.cloned().unwrap_or_default();
+        next.carry(&self.offsets[range.clone()]);
+        let rows: Vec<(i32, Position)> = next.0.into_iter().collect();
+        if !rows.is_empty() {
+            advance_positions(conn, self.projection.name(), self.topic, rows).await?;
         }
-        let mut rows: Vec<(i32, Position)> = next.into_iter().collect();
-        rows.sort_unstable();
-        let sql = format!(
-            "INSERT INTO projection_offsets
-                 (projection, topic, partition, next_offset, generation, updated_at)
-             VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
-             SET next_offset = excluded.next_offset, generation = excluded.generation,
-                 updated_at = excluded.updated_at
-             WHERE (projection_offsets.generation, projection_offsets.next_offset)
-                 < (excluded.generation, excluded.next_offset)",
-            value_rows(rows.len(), 6, "")
-        );
-        let now = micros(&Utc::now());
-        let mut query = sqlx::query(&sql);
-        for (partition, at) in rows {
-            query = query
-                .bind(self.projection.name())
-                .bind(self.topic)
-                .bind(i64::from(partition))
-                .bind(at.next_offset)
-                .bind(at.generation)
-                .bind(now);
-        }
-        query.execute(&mut *conn).await?;
 
         let mut seqs: HashMap<Uuid, i64> = HashMap::new();
         {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parley_event_log::EventEnvelope;
 use parley_projections::partitions::{
-    applied_sequence, stored_offsets, Offset, PartitionCheckpoint, Position,
+    applied_sequence, store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
 };
 use parley_projections::{
     apply_checkpointed, dead_letters, models, ApplyError, Projection, ReadStore,
@@ -548,7 +548,51 @@ async fn message_models_answer_for_their_messages_sequences(env: Env) {
     }
 }
 
+/// A member passes over batches that hold nothing for a model, carrying their
+/// positions: they are stored with the model's next batch (partitions that
+/// batch does not touch included), or on their own, and never move a stored
+/// position back.
+async fn positions_carried_past_are_stored_later_and_never_move_back(env: Env) {
+    let (store, counter) = counted_store(env).await;
+    let events = world().events;
+    let mut ends = HashMap::new();
+    let offsets = publish(&events, &mut ends);
+    let last = events.len() - 1;
+    let mut carried = Carried::default();
+    carried.carry(&offsets[..last]);
+    assert!(
+        offsets[..last]
+            .iter()
+            .any(|at| at.partition != offsets[last].partition),
+        "the carried positions reach partitions the last event is not in"
+    );
+
+    let checkpoint =
+        PartitionCheckpoint::new(&counter, TOPIC, &offsets[last..]).with_carried(&carried);
+    apply_checkpointed(&store, &counter, &events[last..], &checkpoint)
+        .await
+        .unwrap();
+    assert_eq!(next_offsets(&store, "counter").await, ends);
+
+    // On their own (an idle or stopping member), for another model.
+    store_carried(&store, "other", TOPIC, &carried)
+        .await
+        .unwrap();
+    let mut expected = HashMap::new();
+    publish(&events[..last], &mut expected);
+    assert_eq!(next_offsets(&store, "other").await, expected);
+
+    // A stale carry, a late member's say: nothing moves back.
+    let mut stale = Carried::default();
+    stale.carry(&offsets[..3]);
+    store_carried(&store, "counter", TOPIC, &stale)
+        .await
+        .unwrap();
+    assert_eq!(next_offsets(&store, "counter").await, ends);
+}
+
 on_both_backends!(
+    positions_carried_past_are_stored_later_and_never_move_back,
     a_model_records_nothing_of_aggregates_it_does_not_read,
     a_model_s_own_sequences_dedupe_without_a_row_per_aggregate,
     after_a_parked_event_an_own_aggregate_s_later_events_still_apply,

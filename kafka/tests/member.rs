@@ -1,0 +1,117 @@
+//! A projector group member against a real Postgres and a real Kafka-protocol
+//! broker (Tansu): what a projection stores for batches it has nothing to apply in.
+//!
+//! Broker tests skip, saying so, when no broker answers (see `support`), unless
+//! `PARLEY_KAFKA_TESTS=1` (CI).
+
+#[allow(dead_code)]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use parley_event_log::testing;
+use parley_kafka::member::{Member, MemberOptions};
+use parley_kafka::{KafkaSettings, RelayOptions};
+use parley_projections::models::friends::Friends;
+use parley_projections::{Projection, ReadStore};
+use support::*;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Rooms' events (which friends never reads) on a fresh topic, all published.
+async fn published_room_events(brokers: &str) -> (KafkaSettings, i64) {
+    let (log, pool, _) = fresh_log().await;
+    let appended = append_events(&log, 12, 10).await;
+    let settings = settings(brokers);
+    let mut relay = start_relay(&log, &pool, &settings, RelayOptions::default());
+    let last = last_cursor(&appended);
+    wait_for(&mut relay.status, SETTLE, "all published", |s| {
+        s.cursor == last
+    })
+    .await;
+    relay.shutdown.send(true).unwrap();
+    relay.task.await.unwrap();
+    (settings, appended.len() as i64)
+}
+
+/// A member running only the friends projection, in a group of its own.
+async fn friends_member(
+    settings: &KafkaSettings,
+    idle_record_every: Duration,
+) -> (ReadStore, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let url = testing::fresh_database().await.expect("read database");
+    let store = ReadStore::open(&url, 4).await.expect("read store");
+    let options = MemberOptions {
+        group: format!("parley-test-{}", Uuid::now_v7().simple()),
+        session_timeout: Duration::from_secs(6),
+        idle_record_every,
+        ..MemberOptions::default()
+    };
+    let projections: Vec<std::sync::Arc<dyn Projection>> =
+        vec![std::sync::Arc::new(Friends::new())];
+    let member = Member::new(settings.clone(), options, store.clone(), projections);
+    let mut status = member.status();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(async move { member.run(stopped).await.expect("member runs") });
+    tokio::time::timeout(SETTLE, status.wait_for(|s| s.applied_total > 0))
+        .await
+        .expect("the member got its first batch")
+        .expect("member status");
+    (store, stop, task)
+}
+
+/// The sum of friends' stored next offsets over the topic's partitions: the
+/// number of events it has positions for (a fresh topic, each event once).
+async fn stored_friends(store: &ReadStore, topic: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(next_offset), 0) AS BIGINT) FROM projection_offsets
+         WHERE projection = 'friends' AND topic = $1",
+    )
+    .bind(topic)
+    .fetch_one(store.pool())
+    .await
+    .expect("stored offsets")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_a_projection_does_not_read_cost_it_no_transaction_until_the_member_stops() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let (settings, events) = published_room_events(&brokers).await;
+    let (store, stop, task) = friends_member(&settings, Duration::from_secs(3600)).await;
+    // Give the member time to read everything, then look: friends wrote nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(stored_friends(&store, &settings.topic).await, 0);
+
+    stop.send(true).unwrap();
+    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+    assert_eq!(
+        stored_friends(&store, &settings.topic).await,
+        events,
+        "a stopping member stores every position it passed over"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_member_stores_the_positions_it_passed_over() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let (settings, events) = published_room_events(&brokers).await;
+    let (store, _stop, _task) = friends_member(&settings, Duration::from_millis(300)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stored = stored_friends(&store, &settings.topic).await;
+        if stored == events {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "friends stored positions for {stored} of {events} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
