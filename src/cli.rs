@@ -312,6 +312,11 @@ pub struct ProjectorArgs {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u64,
+    /// How long a member lets a batch fill once its first event arrived, in ms
+    /// (`--feed kafka`). 0 applies at once what the client has already fetched;
+    /// more means fewer, larger read-model transactions at a low event rate.
+    #[arg(long, env = "PARLEY_KAFKA_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
     /// Where `/health`, `/health/ready` and `/metrics` answer.
     #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8084")]
     pub listen: SocketAddr,

@@ -109,6 +109,7 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let options = MemberOptions {
         group: args.group.clone(),
         session_timeout: std::time::Duration::from_millis(args.session_timeout_ms),
+        batch_wait: std::time::Duration::from_millis(args.batch_wait_ms),
         ..MemberOptions::default()
     };
     let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
