@@ -582,6 +582,16 @@ pub struct BenchFreshnessArgs {
     /// Seconds of sending.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Seconds of sending at the same rate before the timed part. Those sends
+    /// count as failed if they fail, but are not timed: the services start
+    /// cold (connection pools, caches, the Kafka clients' first fetches).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Also write each timed send's SSE latency to this CSV file
+    /// (`answered_ms,sse_ms`: when its send was answered, from the first timed
+    /// send, and how long its event took), to see the latency over the run.
+    #[arg(long, value_name = "FILE")]
+    pub latencies_csv: Option<std::path::PathBuf>,
     /// Probe the history query for one send in this many (each probe polls
     /// every 2 ms until its message shows, so probes add load of their own).
     #[arg(long, default_value_t = 100)]
@@ -595,7 +605,7 @@ pub struct BenchFreshnessArgs {
     pub kafka_brokers: String,
     /// A librdkafka property for the relay and the projector (`--feed kafka`),
     /// as key=value; repeatable. On Tansu, `fetch.wait.max.ms=10`: it holds every
-    /// fetch for half that wait even when it has data (Apache Kafka answers at once).
+    /// fetch for that wait even when it has data (Apache Kafka answers at once).
     #[arg(long = "kafka-option", value_parser = key_value)]
     pub kafka_options: Vec<(String, String)>,
     #[command(flatten)]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -150,17 +150,38 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         })
     };
 
-    eprintln!("running: {} sends/s for {} s ...", args.rate, args.seconds);
+    eprintln!(
+        "running: {} sends/s for {} s (of which {} s warm-up, not timed) ...",
+        args.rate,
+        args.warmup + args.seconds,
+        args.warmup
+    );
     let history_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let end = Instant::now() + Duration::from_secs(args.seconds);
+    let timed_from = Instant::now() + Duration::from_secs(args.warmup);
+    let end = timed_from + Duration::from_secs(args.seconds);
     let mut tasks = Vec::new();
-    let mut n = 0u64;
+    let (mut n, mut warmup_sends) = (0u64, 0u64);
     while Instant::now() < end {
         ticker.tick().await;
+        if Instant::now() < timed_from {
+            warmup_sends += 1;
+            let (http, c, token, room) =
+                (http.clone(), c.clone(), token.clone(), room_token.clone());
+            tasks.push(tokio::spawn(async move {
+                let answer = http
+                    .put(format!("{c}/v1/rooms/{room}/messages/{}", Uuid::now_v7()))
+                    .bearer_auth(&token)
+                    .json(&json!({"body": "warming up"}))
+                    .send()
+                    .await;
+                matches!(answer, Ok(a) if a.status().as_u16() == 201)
+            }));
+            continue;
+        }
         n += 1;
         let (http, c, r, token, room, sent, history_hist) = (
             http.clone(),
@@ -221,10 +242,15 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
             true
         }));
     }
-    let mut failed = 0;
-    for t in tasks {
+    // Warm-up sends come first in `tasks`.
+    let (mut warmup_failed, mut failed) = (0, 0);
+    for (i, t) in tasks.into_iter().enumerate() {
         if !t.await.unwrap_or(false) {
-            failed += 1;
+            if (i as u64) < warmup_sends {
+                warmup_failed += 1;
+            } else {
+                failed += 1;
+            }
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -232,12 +258,17 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     let mut sse = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     {
         let (sent, arrivals) = (sent.lock().unwrap(), arrivals.lock().unwrap());
+        let mut rows = Vec::new();
         for (id, answered) in sent.iter() {
             if let Some(arrived) = arrivals.get(id) {
                 // Before the response was read counts as no delay at all.
                 let micros = arrived.saturating_duration_since(*answered).as_micros() as u64;
+                rows.push((*answered, micros));
                 sse.record(micros.max(1))?;
             }
+        }
+        if let Some(path) = &args.latencies_csv {
+            write_latencies(path, &mut rows)?;
         }
     }
     let history = history_hist.lock().unwrap().clone();
@@ -255,6 +286,12 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
                 println!("  kafka option      {k}={v}");
             }
         }
+    }
+    if args.warmup > 0 {
+        println!(
+            "  warm-up           {} s at the same rate, not timed: {} sends (failed {warmup_failed})",
+            args.warmup, warmup_sends
+        );
     }
     println!(
         "  offered rate      {} sends/s for {} s",
@@ -318,6 +355,25 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
 
 /// One line of the stage summary: mean and bucket-bound quantiles of a delay
 /// histogram scraped from `server`'s `/metrics`.
+/// Writes `(answered, micros)` rows as `answered_ms,sse_ms`, in send order,
+/// from the first timed send.
+fn write_latencies(path: &std::path::Path, rows: &mut [(Instant, u64)]) -> anyhow::Result<()> {
+    use std::io::Write;
+    rows.sort_unstable();
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?,
+    );
+    writeln!(out, "answered_ms,sse_ms")?;
+    if let Some(&(first, _)) = rows.first() {
+        for (answered, micros) in rows.iter() {
+            let at = answered.duration_since(first).as_secs_f64() * 1e3;
+            writeln!(out, "{at:.3},{:.3}", *micros as f64 / 1e3)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 async fn print_stage(
     http: &reqwest::Client,
     server: &Server,
