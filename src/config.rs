@@ -259,8 +259,8 @@ fn redact(env: &str, value: &str) -> String {
         return "<redacted>".to_string();
     }
     if env == "PARLEY_KAFKA_OPTIONS" {
-        return value
-            .split(',')
+        return crate::cli::split_properties(value)
+            .into_iter()
             .map(|pair| match pair.split_once('=') {
                 Some((k, _))
                     if ["password", "secret", "jaas", "token"]
@@ -393,6 +393,11 @@ mod tests {
                 "security.protocol=SASL_SSL,sasl.password=hunter2"
             ),
             "security.protocol=SASL_SSL,sasl.password=<redacted>"
+        );
+        // A comma inside the password hides none of it.
+        assert_eq!(
+            redact("PARLEY_KAFKA_OPTIONS", "sasl.password=hun,ter2,acks=all"),
+            "sasl.password=<redacted>,acks=all"
         );
         assert_eq!(redact("PARLEY_LISTEN", "0.0.0.0:1"), "0.0.0.0:1");
     }

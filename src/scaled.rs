@@ -22,7 +22,7 @@ use crate::serve::{bind, open_log, open_store};
 
 pub(crate) fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
-    for (k, v) in &args.kafka_options {
+    for (k, v) in args.options() {
         settings = settings.with_override(k, v);
     }
     settings

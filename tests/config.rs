@@ -125,7 +125,9 @@ fn a_malformed_item_of_a_list_in_the_environment_is_traced_to_it() {
                 "PARLEY_DATABASE_URL",
                 "postgres://parley@127.0.0.1:1/parley",
             ),
-            ("PARLEY_KAFKA_OPTIONS", "acks=all,linger"),
+            // (After `acks=all`, `linger` would read as part of its value:
+            // values may hold commas.)
+            ("PARLEY_KAFKA_OPTIONS", "linger,acks=all"),
         ],
     );
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
