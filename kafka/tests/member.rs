@@ -36,10 +36,12 @@ async fn published_room_events(brokers: &str) -> (KafkaSettings, i64) {
     (settings, appended.len() as i64)
 }
 
-/// A member running only the friends projection, in a group of its own.
+/// A member running only the friends projection, in a group of its own, once
+/// it has read all `events` of the topic.
 async fn friends_member(
     settings: &KafkaSettings,
     idle_record_every: Duration,
+    events: i64,
 ) -> (ReadStore, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let url = testing::fresh_database().await.expect("read database");
     let store = ReadStore::open(&url, 4).await.expect("read store");
@@ -55,10 +57,13 @@ async fn friends_member(
     let mut status = member.status();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move { member.run(stopped).await.expect("member runs") });
-    tokio::time::timeout(SETTLE, status.wait_for(|s| s.applied_total > 0))
-        .await
-        .expect("the member got its first batch")
-        .expect("member status");
+    tokio::time::timeout(
+        SETTLE,
+        status.wait_for(|s| s.applied_total >= events as u64),
+    )
+    .await
+    .expect("the member read every event")
+    .expect("member status");
     (store, stop, task)
 }
 
@@ -81,9 +86,9 @@ async fn batches_a_projection_does_not_read_cost_it_no_transaction_until_the_mem
         return;
     };
     let (settings, events) = published_room_events(&brokers).await;
-    let (store, stop, task) = friends_member(&settings, Duration::from_secs(3600)).await;
-    // Give the member time to read everything, then look: friends wrote nothing.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (store, stop, task) = friends_member(&settings, Duration::from_secs(3600), events).await;
+    // Past the member's idle pause (5 s): friends still wrote nothing.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(stored_friends(&store, &settings.topic).await, 0);
 
     stop.send(true).unwrap();
@@ -101,7 +106,7 @@ async fn an_idle_member_stores_the_positions_it_passed_over() {
         return;
     };
     let (settings, events) = published_room_events(&brokers).await;
-    let (store, _stop, _task) = friends_member(&settings, Duration::from_millis(300)).await;
+    let (store, _stop, _task) = friends_member(&settings, Duration::from_millis(300), events).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let stored = stored_friends(&store, &settings.topic).await;
