@@ -33,10 +33,41 @@ pub struct PgLog {
     committer: Option<mpsc::Sender<Pending>>,
     appended: Arc<watch::Sender<u64>>,
     listening: Arc<std::sync::Once>,
+    notifier: mpsc::Sender<()>,
 }
 
 /// The channel appends announce themselves on.
 const CHANNEL: &str = "parley_events";
+
+/// Tells other processes' tailers (LISTEN parley_events) that the log grew,
+/// from outside the appending transactions. A NOTIFY inside one takes
+/// PostgreSQL's server-wide notify lock at commit and holds it across the
+/// commit's WAL flush, so every appending commit, and every other notifying
+/// transaction on the server, would wait for the one before it to reach the
+/// disk. Here each NOTIFY is a statement of its own, with nothing to flush.
+/// Appends while one is on its way are folded into the next; listeners re-read
+/// the log whenever they wake, so one wake-up covers them all.
+fn start_notifier(pool: PgPool) -> mpsc::Sender<()> {
+    let (tx, mut rx) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let sent = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(CHANNEL)
+                .execute(&pool)
+                .await;
+            if let Err(e) = sent {
+                // Tailers elsewhere then wake by their own timeout.
+                tracing::debug!(error = %e, "cannot announce appends to other processes");
+            }
+        }
+    });
+    tx
+}
+
+/// Asks the notifier for a NOTIFY (a full queue already holds one).
+fn announce(notifier: &mpsc::Sender<()>) {
+    let _ = notifier.try_send(());
+}
 
 struct Pending {
     request: AppendRequest,
@@ -67,20 +98,28 @@ impl PgLog {
         let (tx, rx) = mpsc::channel::<Pending>(4 * MAX_BATCH);
         let rx = Arc::new(Mutex::new(rx));
         let appended = Arc::new(watch::channel(0).0);
+        let notifier = start_notifier(pool.clone());
         for _ in 0..COMMIT_WORKERS {
-            tokio::spawn(commit_worker(pool.clone(), rx.clone(), appended.clone()));
+            tokio::spawn(commit_worker(
+                pool.clone(),
+                rx.clone(),
+                appended.clone(),
+                notifier.clone(),
+            ));
         }
         Self {
             pool,
             committer: Some(tx),
             appended,
             listening: Arc::new(std::sync::Once::new()),
+            notifier,
         }
     }
 
     /// The same log without group commit: every append is its own transaction.
     pub fn without_group_commit(pool: PgPool) -> Self {
         Self {
+            notifier: start_notifier(pool.clone()),
             pool,
             committer: None,
             appended: Arc::new(watch::channel(0).0),
@@ -104,6 +143,7 @@ impl PgLog {
         let result = append_alone(&self.pool, request).await;
         if result.is_ok() {
             self.appended.send_modify(|n| *n += 1);
+            announce(&self.notifier);
         }
         result
     }
@@ -165,6 +205,7 @@ async fn commit_worker(
     pool: PgPool,
     rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
     appended: Arc<watch::Sender<u64>>,
+    notifier: mpsc::Sender<()>,
 ) {
     loop {
         let mut batch = Vec::new();
@@ -183,6 +224,7 @@ async fn commit_worker(
         }
         commit_batch(&pool, batch).await;
         appended.send_modify(|n| *n += 1);
+        announce(&notifier);
     }
 }
 
@@ -324,13 +366,6 @@ async fn insert_requests(
         }
         results.push(appended);
     }
-
-    // One notification per transaction, delivered at commit: wakes tailers in
-    // other processes (LISTEN parley_events).
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(&mut *conn)
-        .await?;
 
     let mut scopes = Vec::new();
     let mut fingerprints = Vec::new();
