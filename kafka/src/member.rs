@@ -44,10 +44,16 @@ use crate::{KafkaSettings, GENERATION_HEADER};
 /// the other members' progress).
 const REFRESH: Duration = Duration::from_secs(5);
 
-/// Events applied before the first `ANALYZE` of the member's bookkeeping tables
-/// (early: a live stream's per-batch lookups run on those tables from the start).
+/// Events applied before the first `ANALYZE` of the tables the member looks up
+/// on every batch (early: a live stream's lookups run on them from the start).
+/// Then again each time as many events again were applied, up to every
+/// [`ANALYZE_AFTER`]: a table growing from empty gets fresh statistics as it
+/// doubles, as autovacuum's analyze would give it (it may be off, or look too
+/// late). Each `ANALYZE` also makes every connection plan its cached
+/// statements on the table again: a plan made for a table of a thousand rows
+/// (a sequential scan for a lookup of a few dozen ids) is slow at ten thousand.
 const FIRST_ANALYZE_AFTER: usize = 1_000;
-/// Events applied between two later `ANALYZE`s.
+/// Events applied between two `ANALYZE`s at most.
 const ANALYZE_AFTER: usize = 20_000;
 
 /// librdkafka's `topic.metadata.refresh.interval.ms` for members.
@@ -305,7 +311,11 @@ impl Member {
     /// was planned as a scan of every row of the projection, filtered against
     /// the whole list (737 ms at 54k rows, 1.3 ms after `ANALYZE`).
     async fn analyze(&self) {
-        for table in ["projection_applied", "projection_offsets"] {
+        let own = self.projections.iter().filter_map(|p| p.sequences_table());
+        for table in ["projection_applied", "projection_offsets"]
+            .into_iter()
+            .chain(own)
+        {
             if let Err(e) = sqlx::raw_sql(&format!("ANALYZE {table}"))
                 .execute(self.store.pool())
                 .await
@@ -351,6 +361,7 @@ impl Member {
         let mut backoff = Duration::from_millis(100);
         let mut last_refresh = Instant::now();
         let mut applied_since_analyze = 0usize;
+        let mut applied_before_analyze = 0usize;
         let mut analyze_after = FIRST_ANALYZE_AFTER;
         let mut idle: HashMap<&'static str, Idle> = HashMap::new();
         while !*shutdown.borrow() {
@@ -433,8 +444,9 @@ impl Member {
                     });
                     if applied_since_analyze >= analyze_after {
                         self.analyze().await;
+                        applied_before_analyze += applied_since_analyze;
                         applied_since_analyze = 0;
-                        analyze_after = ANALYZE_AFTER;
+                        analyze_after = next_analyze_after(applied_before_analyze);
                     }
                 }
                 Err(e) => {
@@ -846,6 +858,13 @@ fn drop_partitions<E>(
     offsets.retain(|o| !dropped(o.partition));
 }
 
+/// Events to apply before the next `ANALYZE`, `applied` events after the
+/// first ([`FIRST_ANALYZE_AFTER`]): as many again, so the tables are analyzed
+/// each time they doubled, until that is [`ANALYZE_AFTER`].
+fn next_analyze_after(applied: usize) -> usize {
+    applied.clamp(FIRST_ANALYZE_AFTER, ANALYZE_AFTER)
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -877,6 +896,22 @@ mod tests {
             offset,
             generation: 1,
         }
+    }
+
+    #[test]
+    fn analyze_follows_the_tables_as_they_double_then_keeps_a_steady_pace() {
+        let mut applied = 0;
+        let mut at = Vec::new();
+        let mut after = FIRST_ANALYZE_AFTER;
+        while applied < 100_000 {
+            applied += after;
+            at.push(applied);
+            after = next_analyze_after(applied);
+        }
+        assert_eq!(
+            at,
+            [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 52_000, 72_000, 92_000, 112_000]
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A projector group member against a real Postgres and a real Kafka-protocol
-//! broker (Tansu): what a projection stores for batches it has nothing to apply in.
+//! broker (Tansu): what a projection stores for batches it has nothing to apply
+//! in, and the statistics a member keeps fresh.
 //!
 //! Broker tests skip, saying so, when no broker answers (see `support`), unless
 //! `PARLEY_KAFKA_TESTS=1` (CI).
@@ -7,12 +8,14 @@
 #[allow(dead_code)]
 mod support;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_event_log::testing;
 use parley_kafka::member::{Member, MemberOptions};
 use parley_kafka::{KafkaSettings, RelayOptions};
 use parley_projections::models::friends::Friends;
+use parley_projections::models::history::History;
 use parley_projections::{Projection, ReadStore};
 use support::*;
 use tokio::sync::watch;
@@ -20,10 +23,11 @@ use uuid::Uuid;
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// Rooms' events (which friends never reads) on a fresh topic, all published.
-async fn published_room_events(brokers: &str) -> (KafkaSettings, i64) {
+/// Rooms' events (which friends never reads), `per_room` for each of 12 rooms,
+/// on a fresh topic, all published.
+async fn published_room_events(brokers: &str, per_room: usize) -> (KafkaSettings, i64) {
     let (log, pool, _) = fresh_log().await;
-    let appended = append_events(&log, 12, 10).await;
+    let appended = append_events(&log, 12, per_room).await;
     let settings = settings(brokers);
     let mut relay = start_relay(&log, &pool, &settings, RelayOptions::default());
     let last = last_cursor(&appended);
@@ -43,6 +47,23 @@ async fn friends_member(
     idle_record_every: Duration,
     events: i64,
 ) -> (ReadStore, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    member_of(
+        settings,
+        idle_record_every,
+        events,
+        Arc::new(Friends::new()),
+    )
+    .await
+}
+
+/// A member running only `projection`, in a group of its own, once it has read
+/// all `events` of the topic.
+async fn member_of(
+    settings: &KafkaSettings,
+    idle_record_every: Duration,
+    events: i64,
+    projection: Arc<dyn Projection>,
+) -> (ReadStore, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let url = testing::fresh_database().await.expect("read database");
     let store = ReadStore::open(&url, 4).await.expect("read store");
     let options = MemberOptions {
@@ -51,9 +72,7 @@ async fn friends_member(
         idle_record_every,
         ..MemberOptions::default()
     };
-    let projections: Vec<std::sync::Arc<dyn Projection>> =
-        vec![std::sync::Arc::new(Friends::new())];
-    let member = Member::new(settings.clone(), options, store.clone(), projections);
+    let member = Member::new(settings.clone(), options, store.clone(), vec![projection]);
     let mut status = member.status();
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(async move { member.run(stopped).await.expect("member runs") });
@@ -85,7 +104,7 @@ async fn batches_a_projection_does_not_read_cost_it_no_transaction_until_the_mem
     let Some(brokers) = kafka_brokers() else {
         return;
     };
-    let (settings, events) = published_room_events(&brokers).await;
+    let (settings, events) = published_room_events(&brokers, 10).await;
     let (store, stop, task) = friends_member(&settings, Duration::from_secs(3600), events).await;
     // Past the member's idle pause (5 s): friends still wrote nothing.
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -105,7 +124,7 @@ async fn an_idle_member_stores_the_positions_it_passed_over() {
     let Some(brokers) = kafka_brokers() else {
         return;
     };
-    let (settings, events) = published_room_events(&brokers).await;
+    let (settings, events) = published_room_events(&brokers, 10).await;
     let (store, _stop, _task) = friends_member(&settings, Duration::from_millis(300), events).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -118,5 +137,45 @@ async fn an_idle_member_stores_the_positions_it_passed_over() {
             "friends stored positions for {stored} of {events} events"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// How many times `table` was analyzed by an `ANALYZE` statement (autovacuum's
+/// own runs count elsewhere).
+async fn manual_analyzes(store: &ReadStore, table: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT CAST(COALESCE(MAX(analyze_count), 0) AS BIGINT) FROM pg_stat_user_tables
+         WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(store.pool())
+    .await
+    .expect("table statistics")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_analyzes_the_table_it_looks_sequences_up_in() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    // Past the first ANALYZE (after 1,000 events).
+    let (settings, events) = published_room_events(&brokers, 100).await;
+    let (store, _stop, _task) = member_of(
+        &settings,
+        Duration::from_secs(1),
+        events,
+        Arc::new(History::new()),
+    )
+    .await;
+    // Statistics reach the view within about a second of the ANALYZE.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for table in ["history_messages", "projection_applied"] {
+        while manual_analyzes(&store, table).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{table} was never analyzed after {events} events"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }

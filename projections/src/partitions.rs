@@ -19,8 +19,8 @@ use parley_event_log::EventEnvelope;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
-use crate::projection::value_rows;
 use crate::projection::Projection;
+use crate::projection::{padded, padded_len, pieces, value_rows, MAX_PIECE};
 use crate::runtime::{Checkpointer, Fate};
 use crate::store::{micros, ReadStore};
 
@@ -132,28 +132,30 @@ async fn advance_positions(
     mut rows: Vec<(i32, Position)>,
 ) -> Result<(), sqlx::Error> {
     rows.sort_unstable();
-    let sql = format!(
-        "INSERT INTO projection_offsets
-             (projection, topic, partition, next_offset, generation, updated_at)
-         VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
-         SET next_offset = excluded.next_offset, generation = excluded.generation,
-             updated_at = excluded.updated_at
-         WHERE (projection_offsets.generation, projection_offsets.next_offset)
-             < (excluded.generation, excluded.next_offset)",
-        value_rows(rows.len(), 6, "")
-    );
     let now = micros(&Utc::now());
-    let mut query = sqlx::query(&sql);
-    for (partition, at) in rows {
-        query = query
-            .bind(projection)
-            .bind(topic)
-            .bind(i64::from(partition))
-            .bind(at.next_offset)
-            .bind(at.generation)
-            .bind(now);
+    for piece in pieces(&rows) {
+        let sql = format!(
+            "INSERT INTO projection_offsets
+                 (projection, topic, partition, next_offset, generation, updated_at)
+             VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
+             SET next_offset = excluded.next_offset, generation = excluded.generation,
+                 updated_at = excluded.updated_at
+             WHERE (projection_offsets.generation, projection_offsets.next_offset)
+                 < (excluded.generation, excluded.next_offset)",
+            value_rows(piece.len(), 6, "")
+        );
+        let mut query = sqlx::query(&sql);
+        for (partition, at) in piece {
+            query = query
+                .bind(projection)
+                .bind(topic)
+                .bind(i64::from(*partition))
+                .bind(at.next_offset)
+                .bind(at.generation)
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
     }
-    query.execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -260,7 +262,7 @@ impl Checkpointer for PartitionCheckpoint<'_> {
             }
         }
         let seqs: Vec<(Uuid, i64)> = seqs.into_iter().collect();
-        for chunk in seqs.chunks(CHUNK) {
+        for chunk in pieces(&seqs) {
             let sql = format!(
                 "INSERT INTO projection_applied (projection, aggregate_id, sequence)
                  VALUES {} ON CONFLICT (projection, aggregate_id) DO UPDATE
@@ -281,9 +283,6 @@ impl Checkpointer for PartitionCheckpoint<'_> {
     }
 }
 
-/// Rows per statement at most (well under both backends' parameter limits).
-const CHUNK: usize = 500;
-
 impl PartitionCheckpoint<'_> {
     /// The stored position of each partition in `offsets`, rows locked until
     /// the transaction ends (Postgres), created at [`Position::START`] when missing.
@@ -296,13 +295,15 @@ impl PartitionCheckpoint<'_> {
         partitions.sort_unstable();
         partitions.dedup();
         let now = micros(&Utc::now());
+        // Padded: a repeated partition's row conflicts with its first, and
+        // DO NOTHING passes over it (in both backends).
         let sql = format!(
             "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
              VALUES {} ON CONFLICT (projection, topic, partition) DO NOTHING",
-            value_rows(partitions.len(), 5, "")
+            value_rows(padded_len(partitions.len()), 5, "")
         );
         let mut query = sqlx::query(&sql);
-        for p in &partitions {
+        for p in padded(&partitions) {
             query = query
                 .bind(self.projection.name())
                 .bind(self.topic)
@@ -316,7 +317,7 @@ impl PartitionCheckpoint<'_> {
         } else {
             ""
         };
-        let list = (3..3 + partitions.len())
+        let list = (3..3 + padded_len(partitions.len()))
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -327,7 +328,7 @@ impl PartitionCheckpoint<'_> {
         let mut query = sqlx::query(&sql)
             .bind(self.projection.name())
             .bind(self.topic);
-        for p in &partitions {
+        for p in padded(&partitions) {
             query = query.bind(i64::from(*p));
         }
         query
@@ -398,12 +399,12 @@ async fn recorded_sequences(
     ids.sort_unstable();
     ids.dedup();
     let mut applied = HashMap::new();
-    for chunk in ids.chunks(CHUNK) {
+    for chunk in ids.chunks(MAX_PIECE) {
         let names = (1..=projections.len())
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let list = (projections.len() + 1..=projections.len() + chunk.len())
+        let list = (projections.len() + 1..=projections.len() + padded_len(chunk.len()))
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
@@ -415,7 +416,7 @@ async fn recorded_sequences(
         for name in projections {
             query = query.bind(*name);
         }
-        for id in chunk {
+        for id in padded(chunk) {
             query = query.bind(id);
         }
         for row in query.fetch_all(&mut *conn).await? {

@@ -66,6 +66,13 @@ pub trait Projection: Send + Sync + 'static {
         None
     }
 
+    /// The table [`own_sequences`](Self::own_sequences) looks in. It grows with
+    /// the log and is looked up on every batch of a partitioned feed, so the
+    /// feed keeps its planner statistics fresh (`ANALYZE`).
+    fn sequences_table(&self) -> Option<&str> {
+        None
+    }
+
     /// The last applied sequence of those of `ids` (aggregates of the
     /// [`sequenced_type`](Self::sequenced_type)) the model holds a row for.
     async fn own_sequences(
@@ -119,7 +126,8 @@ pub(crate) fn decode<E: EventCodec>(event: &EventEnvelope) -> Result<E, ApplyErr
 /// and one multi-row insert per run beats one insert per message many times over.
 #[async_trait]
 pub(crate) trait SentRuns: Projection {
-    /// Writes a run of sent messages (in log order) with one statement.
+    /// Writes a run of sent messages (in log order) with one statement. The run
+    /// is one of [`pieces`]: its length is a power of two.
     async fn insert_sent(
         &self,
         conn: &mut AnyConnection,
@@ -127,8 +135,9 @@ pub(crate) trait SentRuns: Projection {
     ) -> Result<(), sqlx::Error>;
 }
 
-/// Rows per run at most (a run's parameters stay well under both backends' limits).
-pub(crate) const RUN_ROWS: usize = 400;
+/// Rows per run at most (a run's parameters stay well under both backends'
+/// limits); a whole run is one of the [`pieces`].
+pub(crate) const RUN_ROWS: usize = MAX_PIECE;
 
 /// `apply_many` for a [`SentRuns`] model: runs of `MessageSent` go to
 /// `insert_sent`, everything else to `apply`, all in log order.
@@ -149,7 +158,7 @@ pub(crate) async fn apply_in_runs<P: SentRuns + ?Sized>(
                 Ok(MessageEvent::MessageSent(sent)) => {
                     run.push((event, sent));
                     if run.len() == RUN_ROWS {
-                        model.insert_sent(conn, &run).await?;
+                        insert_run(model, conn, &run).await?;
                         run.clear();
                     }
                     continue;
@@ -162,7 +171,7 @@ pub(crate) async fn apply_in_runs<P: SentRuns + ?Sized>(
             }
         }
         if !run.is_empty() {
-            model.insert_sent(conn, &run).await?;
+            insert_run(model, conn, &run).await?;
             run.clear();
         }
         match model.apply(conn, event).await {
@@ -172,9 +181,21 @@ pub(crate) async fn apply_in_runs<P: SentRuns + ?Sized>(
         }
     }
     if !run.is_empty() {
-        model.insert_sent(conn, &run).await?;
+        insert_run(model, conn, &run).await?;
     }
     Ok(outcome)
+}
+
+/// Inserts a run of sends in [`pieces`].
+async fn insert_run<P: SentRuns + ?Sized>(
+    model: &P,
+    conn: &mut AnyConnection,
+    run: &[(&EventEnvelope, MessageSent)],
+) -> Result<(), sqlx::Error> {
+    for piece in pieces(run) {
+        model.insert_sent(conn, piece).await?;
+    }
+    Ok(())
 }
 
 /// `($1, $2, ...), ($n+1, ...)`: placeholders for `rows` rows of `columns` values,
@@ -191,9 +212,93 @@ pub(crate) fn value_rows(rows: usize, columns: usize, tail: &str) -> String {
         .join(", ")
 }
 
+/// The most rows or values one statement carries: a power of two, so that
+/// [`pieces`] and [`padded`] keep to their few shapes.
+pub(crate) const MAX_PIECE: usize = 512;
+
+// Statements whose text depends on a length (a multi-row `INSERT`, an
+// `IN (...)` list) come in a few fixed lengths only, the powers of two. sqlx
+// prepares each distinct text once per connection and keeps 100 of them: with
+// one text per length, the stream hub's and the projectors' lookups and inserts
+// (a length for every batch size) were prepared and planned again on nearly
+// every execution (pg_stat_statements: 779 plans for 1,005 calls of one
+// lookup, over 150 texts of it).
+
+/// `rows` in pieces whose lengths are powers of two, largest first, none
+/// longer than [`MAX_PIECE`]: one statement per piece.
+pub(crate) fn pieces<T>(rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let len = MAX_PIECE.min(1 << rest.len().ilog2());
+        let (piece, tail) = rest.split_at(len);
+        out.push(piece);
+        rest = tail;
+    }
+    out
+}
+
+/// `values` followed by its last value again, up to the next power of two:
+/// the values to bind to an `IN (...)` list of [`padded_len`] placeholders (a
+/// repeated value selects nothing more). At most [`MAX_PIECE`] values.
+pub(crate) fn padded<T>(values: &[T]) -> impl Iterator<Item = &T> {
+    debug_assert!(values.len() <= MAX_PIECE);
+    let fill = padded_len(values.len()) - values.len();
+    values
+        .iter()
+        .chain(values.last().into_iter().cycle().take(fill))
+}
+
+/// The number of placeholders for an `IN (...)` list of `n` values ([`padded`]).
+pub(crate) fn padded_len(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        n.next_power_of_two()
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::value_rows;
+    use super::{padded, padded_len, pieces, value_rows, MAX_PIECE};
+
+    #[test]
+    fn pieces_are_powers_of_two_largest_first_and_keep_every_row_in_order() {
+        let rows: Vec<usize> = (0..1300).collect();
+        for n in [0, 1, 2, 3, 7, 24, 512, 513, 1000, 1300] {
+            let split = pieces(&rows[..n]);
+            let lens: Vec<usize> = split.iter().map(|p| p.len()).collect();
+            assert!(
+                lens.iter().all(|l| l.is_power_of_two() && *l <= MAX_PIECE),
+                "{n}: {lens:?}"
+            );
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{n}: {lens:?}");
+            let joined: Vec<usize> = split.concat();
+            assert_eq!(joined, rows[..n], "{n}");
+        }
+        assert_eq!(
+            pieces(&rows[..24])
+                .iter()
+                .map(|p| p.len())
+                .collect::<Vec<_>>(),
+            [16, 8]
+        );
+    }
+
+    #[test]
+    fn padded_lists_repeat_the_last_value_up_to_a_power_of_two() {
+        assert_eq!(padded::<u8>(&[]).count(), 0);
+        assert_eq!(padded(&[1]).copied().collect::<Vec<_>>(), [1]);
+        assert_eq!(
+            padded(&[1, 2, 3]).copied().collect::<Vec<_>>(),
+            [1, 2, 3, 3]
+        );
+        assert_eq!(padded(&[1, 2, 3, 4, 5]).count(), 8);
+        for n in 0..=MAX_PIECE {
+            let values: Vec<usize> = (0..n).collect();
+            assert_eq!(padded(&values).count(), padded_len(n));
+        }
+    }
 
     #[test]
     fn value_rows_number_placeholders_across_rows() {

@@ -17,7 +17,9 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::{message_sequences, parse_uuid};
-use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
+use crate::projection::{
+    apply_in_runs, decode, padded, padded_len, value_rows, ApplyError, Projection, SentRuns,
+};
 use crate::store::{from_micros, micros};
 
 /// Largest page a client may ask for.
@@ -161,6 +163,10 @@ impl Projection for History {
     /// Every message event it applies advances its row's `last_sequence`.
     fn sequenced_type(&self) -> Option<&'static str> {
         Some("message")
+    }
+
+    fn sequences_table(&self) -> Option<&str> {
+        Some(&self.messages)
     }
 
     async fn own_sequences(
@@ -463,14 +469,17 @@ async fn attach_reactions(
     if reacted.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (0..reacted.len()).map(|i| format!("${}", i + 2)).collect();
+    // At most a page of messages, so within one padded list.
+    let placeholders: Vec<String> = (0..padded_len(reacted.len()))
+        .map(|i| format!("${}", i + 2))
+        .collect();
     let sql = format!(
         "SELECT message_id, emoji, COUNT(*) AS n, MAX(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS me
          FROM history_reactions WHERE message_id IN ({}) GROUP BY message_id, emoji ORDER BY message_id, emoji",
         placeholders.join(", ")
     );
     let mut query = sqlx::query(&sql).bind(viewer.to_string());
-    for id in reacted {
+    for id in padded(reacted) {
         query = query.bind(id.to_string());
     }
     for row in query.fetch_all(pool).await? {

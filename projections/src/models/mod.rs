@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sqlx::{AnyConnection, Row};
 
-use crate::projection::Projection;
+use crate::projection::{padded, padded_len, Projection, MAX_PIECE};
 
 pub mod friends;
 pub mod history;
@@ -59,8 +59,9 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Values bound per `IN (...)` query at most (SQLite's historical limit is 999).
-pub(crate) const IN_CHUNK: usize = 500;
+/// Values bound per `IN (...)` query at most (SQLite's historical limit is 999),
+/// padded to a power of two ([`padded`]).
+pub(crate) const IN_CHUNK: usize = MAX_PIECE;
 
 /// `message_id -> last_sequence` of those of `ids` that `table` holds a row
 /// for: the own sequences of a model keeping one row per message.
@@ -73,10 +74,10 @@ pub(crate) async fn message_sequences(
     for chunk in ids.chunks(IN_CHUNK) {
         let sql = format!(
             "SELECT message_id, last_sequence FROM {table} WHERE message_id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(1, padded_len(chunk.len()))
         );
         let mut query = sqlx::query(&sql);
-        for id in chunk {
+        for id in padded(chunk) {
             query = query.bind(id.to_string());
         }
         for row in query.fetch_all(&mut *conn).await? {

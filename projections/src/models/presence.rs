@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::{parse_uuid, placeholders, IN_CHUNK};
 use crate::projection::{decode, ApplyError, Projection};
+use crate::projection::{padded, padded_len};
 use crate::store::{from_micros, micros};
 
 /// A user not seen for this long is shown offline (clients heartbeat every 30 s).
@@ -152,10 +153,10 @@ pub async fn presence_of(
     for chunk in ids.chunks(IN_CHUNK) {
         let sql = format!(
             "SELECT user_id, status, status_message, last_seen_at FROM presence WHERE user_id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(1, padded_len(chunk.len()))
         );
         let mut query = sqlx::query(&sql);
-        for id in chunk {
+        for id in padded(chunk) {
             query = query.bind(id.to_string());
         }
         for row in query.fetch_all(pool).await? {

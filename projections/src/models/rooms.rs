@@ -293,6 +293,10 @@ impl Projection for Rooms {
         Some("message")
     }
 
+    fn sequences_table(&self) -> Option<&str> {
+        Some(&self.messages)
+    }
+
     async fn own_sequences(
         &self,
         conn: &mut AnyConnection,

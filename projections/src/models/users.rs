@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{parse_uuid, placeholders, IN_CHUNK};
 use crate::projection::{decode, ApplyError, Projection};
+use crate::projection::{padded, padded_len};
 use crate::store::micros;
 
 /// The users read model; `suffix` names a second set of tables for rebuilds.
@@ -109,10 +110,10 @@ pub async fn lookup(pool: &AnyPool, ids: &[Uuid]) -> Result<HashMap<Uuid, UserVi
     for chunk in ids.chunks(IN_CHUNK) {
         let sql = format!(
             "SELECT user_id, username, display_name FROM users WHERE user_id IN ({})",
-            placeholders(1, chunk.len())
+            placeholders(1, padded_len(chunk.len()))
         );
         let mut query = sqlx::query(&sql);
-        for id in chunk {
+        for id in padded(chunk) {
             query = query.bind(id.to_string());
         }
         for row in query.fetch_all(pool).await? {
