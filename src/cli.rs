@@ -653,6 +653,11 @@ pub struct BenchFreshnessArgs {
     /// fetch for that wait even when it has data (Apache Kafka answers at once).
     #[arg(long = "kafka-option", value_parser = key_value)]
     pub kafka_options: Vec<(String, String)>,
+    /// Create the read-model database on this server instead (an admin URL
+    /// like `--admin-url`): the log's server then sees none of the projector's
+    /// transactions.
+    #[arg(long, env = "PARLEY_BENCH_READ_ADMIN_URL", value_name = "URL")]
+    pub read_admin_url: Option<String>,
     #[command(flatten)]
     pub server: BenchServerArgs,
 }

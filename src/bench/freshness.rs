@@ -27,7 +27,11 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         bail!("--rate and --seconds must be at least 1");
     }
     let log_db = TempDb::create(&args.server.admin_url).await?;
-    let read_db = TempDb::create(&args.server.admin_url).await?;
+    let read_admin_url = args
+        .read_admin_url
+        .as_deref()
+        .unwrap_or(&args.server.admin_url);
+    let read_db = TempDb::create(read_admin_url).await?;
     let urls = [
         ("PARLEY_DATABASE_URL", log_db.url.clone()),
         ("PARLEY_READ_DATABASE_URL", read_db.url.clone()),
