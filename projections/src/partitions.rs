@@ -132,30 +132,30 @@ async fn advance_positions(
     mut rows: Vec<(i32, Position)>,
 ) -> Result<(), sqlx::Error> {
     rows.sort_unstable();
+    // One statement, not power-of-two pieces (a DO UPDATE cannot be padded):
+    // its length is bounded by the topic's partitions, so it has few texts.
+    let sql = format!(
+        "INSERT INTO projection_offsets
+             (projection, topic, partition, next_offset, generation, updated_at)
+         VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
+         SET next_offset = excluded.next_offset, generation = excluded.generation,
+             updated_at = excluded.updated_at
+         WHERE (projection_offsets.generation, projection_offsets.next_offset)
+             < (excluded.generation, excluded.next_offset)",
+        value_rows(rows.len(), 6, "")
+    );
     let now = micros(&Utc::now());
-    for piece in pieces(&rows) {
-        let sql = format!(
-            "INSERT INTO projection_offsets
-                 (projection, topic, partition, next_offset, generation, updated_at)
-             VALUES {} ON CONFLICT (projection, topic, partition) DO UPDATE
-             SET next_offset = excluded.next_offset, generation = excluded.generation,
-                 updated_at = excluded.updated_at
-             WHERE (projection_offsets.generation, projection_offsets.next_offset)
-                 < (excluded.generation, excluded.next_offset)",
-            value_rows(piece.len(), 6, "")
-        );
-        let mut query = sqlx::query(&sql);
-        for (partition, at) in piece {
-            query = query
-                .bind(projection)
-                .bind(topic)
-                .bind(i64::from(*partition))
-                .bind(at.next_offset)
-                .bind(at.generation)
-                .bind(now);
-        }
-        query.execute(&mut *conn).await?;
+    let mut query = sqlx::query(&sql);
+    for (partition, at) in rows {
+        query = query
+            .bind(projection)
+            .bind(topic)
+            .bind(i64::from(partition))
+            .bind(at.next_offset)
+            .bind(at.generation)
+            .bind(now);
     }
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
