@@ -9,7 +9,8 @@
 //! What it guarantees:
 //! - **At least once.** The checkpoint (table `relay_checkpoints`, in the log's
 //!   database) moves only after the broker acknowledged (`acks=all`) every event
-//!   of a batch (it is written together with the next read). A crash, a Kafka
+//!   of a batch (it is written together with a later read, at most every
+//!   `checkpoint_interval` while events keep coming). A crash, a Kafka
 //!   outage or a failed batch means republishing from the checkpoint, so an
 //!   event can appear more than once, never zero times.
 //! - **Per-aggregate order.** The key is the aggregate id, so all of an

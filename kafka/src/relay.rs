@@ -1,7 +1,9 @@
 //! The relay loop: take the leadership, then read, publish, checkpoint, repeat.
-//! The checkpoint of a batch is written together with the next read, so a
-//! cycle waits for one database round trip less; it still moves only after
-//! the broker acknowledged.
+//! The checkpoint moves only after the broker acknowledged, and at most once per
+//! `checkpoint_interval` while events keep coming (each write is a commit that
+//! holds the log's safe horizon until it is flushed), always once the log is
+//! read to its end. It is written together with the next read, so a cycle
+//! waits for one database round trip less.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +54,10 @@ pub struct RelayOptions {
     /// leader that lost it may publish for this long more: duplicates, which
     /// consumers skip, and never a checkpoint moved back.
     pub lock_check_interval: Duration,
+    /// Least time between two checkpoint writes while the log keeps growing. A
+    /// relay that dies republishes up to this much (duplicates, which consumers
+    /// skip); a caught-up relay writes its checkpoint at once.
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for RelayOptions {
@@ -63,6 +69,7 @@ impl Default for RelayOptions {
             max_backoff: Duration::from_secs(5),
             topic_check_interval: Duration::from_secs(5),
             lock_check_interval: Duration::from_millis(250),
+            checkpoint_interval: Duration::from_millis(500),
         }
     }
 }
@@ -83,9 +90,11 @@ struct Leading {
     /// Where the topic is known to hold every event up to, once loaded.
     cursor: Option<Cursor>,
     /// A cursor the broker acknowledged that is not yet the stored checkpoint:
-    /// it is written alongside the next read (a crash before that republishes
-    /// the batch, which consumers skip by sequence).
+    /// it is written alongside a later read (a crash before that republishes
+    /// what it covers, which consumers skip by sequence).
     unsaved: Option<Cursor>,
+    /// When the checkpoint was last written (or the lead began).
+    last_saved: Instant,
     /// Whether the topic must be checked (and recreated if lost) before publishing.
     check_topic: bool,
     last_topic_check: Instant,
@@ -102,6 +111,7 @@ impl Leading {
         Self {
             cursor: None,
             unsaved: None,
+            last_saved: Instant::now(),
             check_topic: true,
             last_topic_check: Instant::now(),
             failed_batches: 0,
@@ -284,14 +294,22 @@ impl Relay {
             }
         }
 
-        // The previous batch's checkpoint and this read go out together.
+        // A due checkpoint and this read go out together.
+        let due = state.last_saved.elapsed() >= self.options.checkpoint_interval;
         let (saved, batch) = tokio::join!(
-            self.save_checkpoint(state),
+            async {
+                match due {
+                    true => self.save_checkpoint(state).await,
+                    false => Ok(()),
+                }
+            },
             self.log.read_after(cursor, self.options.batch_size)
         );
         saved?;
         let batch = batch?;
         let Some(last) = batch.last().map(|e| e.cursor()) else {
+            // Caught up: store what was acknowledged before going idle.
+            self.save_checkpoint(state).await?;
             crate::metrics::lag(0);
             return Ok(false);
         };
@@ -327,6 +345,7 @@ impl Relay {
         if let Some(acked) = state.unsaved {
             checkpoint::advance(&self.pool, &self.settings.topic, acked).await?;
             state.unsaved = None;
+            state.last_saved = Instant::now();
             self.status.send_modify(|s| s.cursor = acked);
         }
         Ok(())

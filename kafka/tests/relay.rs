@@ -143,6 +143,57 @@ async fn checkpoint_is_the_last_acknowledged_event_and_never_moves_back() {
     relay.task.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_waits_its_interval_while_batches_keep_coming_then_lands_when_caught_up() {
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let (log, pool, _) = fresh_log().await;
+    let appended = append_events(&log, 10, 30).await;
+    // A trigger counts the checkpoint writes that move it (the topic's creation
+    // writes position 0; a write that would move it back changes no row).
+    checkpoint::ensure_table(&pool).await.unwrap();
+    for statement in [
+        "CREATE TABLE checkpoint_writes (position BIGINT NOT NULL)",
+        "CREATE FUNCTION count_checkpoint_write() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF NEW.position > 0 THEN
+             INSERT INTO checkpoint_writes VALUES (NEW.position);
+           END IF;
+           RETURN NEW;
+         END $$",
+        "CREATE TRIGGER count_writes AFTER INSERT OR UPDATE ON relay_checkpoints
+         FOR EACH ROW EXECUTE FUNCTION count_checkpoint_write()",
+    ] {
+        sqlx::query(statement).execute(&pool).await.unwrap();
+    }
+    let settings = settings(&brokers);
+    // 300 events in batches of 25: twelve acknowledged batches in a row.
+    let options = RelayOptions {
+        batch_size: 25,
+        checkpoint_interval: Duration::from_secs(3600),
+        ..RelayOptions::default()
+    };
+    let mut relay = start_relay(&log, &pool, &settings, options);
+    let last = last_cursor(&appended);
+    let status = wait_for(&mut relay.status, SETTLE, "caught up", |s| s.cursor == last).await;
+    assert_eq!(status.published_total, 300);
+    assert_eq!(
+        checkpoint::load(&pool, &settings.topic).await.unwrap(),
+        Some(last)
+    );
+    let writes: Vec<i64> = sqlx::query_scalar("SELECT position FROM checkpoint_writes")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        writes,
+        vec![last.position],
+        "one write, once the log was read to its end"
+    );
+    relay.task.abort();
+}
+
 /// Needs no broker: nothing answers on port 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_keeps_the_checkpoint_and_reports_kafka_down() {
