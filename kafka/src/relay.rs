@@ -1,9 +1,9 @@
 //! The relay loop: take the leadership, then read, publish, checkpoint, repeat.
-//! The checkpoint moves only after the broker acknowledged, and at most once per
-//! `checkpoint_interval` while events keep coming (each write is a commit that
-//! holds the log's safe horizon until it is flushed), always once the log is
-//! read to its end. It is written together with the next read, so a cycle
-//! waits for one database round trip less.
+//! The checkpoint moves only after the broker acknowledged. It is written at
+//! most once per `checkpoint_interval` while events keep coming (each write is
+//! a commit that holds the log's safe horizon until it is flushed), and at once
+//! when a read finds the log's end. It goes out together with a read, so a
+//! cycle waits for one database round trip less.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -298,9 +298,10 @@ impl Relay {
         let due = state.last_saved.elapsed() >= self.options.checkpoint_interval;
         let (saved, batch) = tokio::join!(
             async {
-                match due {
-                    true => self.save_checkpoint(state).await,
-                    false => Ok(()),
+                if due {
+                    self.save_checkpoint(state).await
+                } else {
+                    Ok(())
                 }
             },
             self.log.read_after(cursor, self.options.batch_size)
