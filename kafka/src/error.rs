@@ -18,11 +18,17 @@ pub enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("encoding an event: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The topic check did not show the topic ready; checked again after a backoff.
+    #[error("the topic is not ready ({0:?}); checking again")]
+    TopicUnclear(crate::topic::TopicState),
 }
 
 impl RelayError {
     /// Whether the failure was on the Kafka side (it marks the relay `kafka_ok=false`).
     pub fn is_kafka(&self) -> bool {
-        matches!(self, Self::Kafka(_) | Self::Unacknowledged { .. })
+        matches!(
+            self,
+            Self::Kafka(_) | Self::Unacknowledged { .. } | Self::TopicUnclear(_)
+        )
     }
 }

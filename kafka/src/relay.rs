@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::leader::{lock_key, LeaderLock};
 use crate::publisher::Publisher;
-use crate::topic::TopicAdmin;
+use crate::topic::{LossDetector, TopicAdmin, TopicState, TopicVerdict};
 use crate::{checkpoint, KafkaSettings, RelayError};
 
 /// Failed batches in a row after which the producer is replaced.
@@ -58,6 +58,10 @@ pub struct RelayOptions {
     /// relay that dies republishes up to this much (duplicates, which consumers
     /// skip); a caught-up relay writes its checkpoint at once.
     pub checkpoint_interval: Duration,
+    /// How long a topic the relay has published to must keep being reported
+    /// missing (in several checks) before it is recreated and the whole log
+    /// republished into it.
+    pub lost_topic_after: Duration,
 }
 
 impl Default for RelayOptions {
@@ -70,6 +74,7 @@ impl Default for RelayOptions {
             topic_check_interval: Duration::from_secs(5),
             lock_check_interval: Duration::from_millis(250),
             checkpoint_interval: Duration::from_millis(500),
+            lost_topic_after: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +103,8 @@ struct Leading {
     /// Whether the topic must be checked (and recreated if lost) before publishing.
     check_topic: bool,
     last_topic_check: Instant,
+    /// Judges successive topic checks (a lost topic must be seen more than once).
+    loss: LossDetector,
     /// Batches in a row the broker did not acknowledge.
     failed_batches: u32,
     /// The topic's generation, sent in every message's `topic_generation` header.
@@ -107,13 +114,14 @@ struct Leading {
 impl Leading {
     /// A new lead: the checkpoint and the generation are loaded, and the topic
     /// checked, by the first step.
-    fn new() -> Self {
+    fn new(lost_topic_after: Duration) -> Self {
         Self {
             cursor: None,
             unsaved: None,
             last_saved: Instant::now(),
             check_topic: true,
             last_topic_check: Instant::now(),
+            loss: LossDetector::new(lost_topic_after),
             failed_batches: 0,
             generation: 1,
         }
@@ -200,7 +208,7 @@ impl Relay {
         tracing::info!("took the lead");
         self.status.send_modify(|s| s.leader = true);
         crate::metrics::leader(true);
-        let mut state = Leading::new();
+        let mut state = Leading::new(self.options.lost_topic_after);
         let mut appended = self.log.appended();
         let mut backoff = Backoff::new(self.options.max_backoff);
         // The lock was just taken: its first check is due an interval from now.
@@ -282,14 +290,17 @@ impl Relay {
             }
         };
         if state.check_topic {
-            let missing = !self.admin.exists().await?;
-            if missing {
-                self.recreate_topic(state).await?;
+            let seen = self.admin.state().await?;
+            let published_before = cursor != Cursor::START;
+            match state.loss.observe(seen, published_before, Instant::now()) {
+                TopicVerdict::Publish => {}
+                TopicVerdict::CheckAgain => return Err(RelayError::TopicUnclear(seen)),
+                TopicVerdict::Recreate => self.recreate_topic(state).await?,
             }
             state.check_topic = false;
             state.last_topic_check = Instant::now();
             self.status.send_modify(|s| s.kafka_ok = true);
-            if missing {
+            if seen != TopicState::Present {
                 return Ok(true);
             }
         }
@@ -518,7 +529,7 @@ mod tests {
     /// Two steps of a new lead: the first creates the topic, the second
     /// publishes the whole log, acknowledged but not yet stored.
     async fn publish_all(relay: &mut Relay, end: Cursor) -> Leading {
-        let mut state = Leading::new();
+        let mut state = Leading::new(relay.options.lost_topic_after);
         assert!(relay.step(&mut state).await.expect("create the topic"));
         assert!(relay.step(&mut state).await.expect("publish"));
         assert_eq!(state.unsaved, Some(end), "acknowledged up to the end");
@@ -541,7 +552,20 @@ mod tests {
         // The topic goes, with the batch's checkpoint still unwritten.
         relay.admin.delete().await.expect("delete the topic");
         state.check_topic = true;
-        assert!(relay.step(&mut state).await.expect("recreate the topic"));
+        // Seen missing in enough checks (no minimum time here): recreated.
+        state.loss = LossDetector::new(Duration::ZERO);
+        let mut checks = 0;
+        loop {
+            match relay.step(&mut state).await {
+                Ok(published) => {
+                    assert!(published, "recreating counts as work");
+                    break;
+                }
+                Err(RelayError::TopicUnclear(TopicState::Missing)) => checks += 1,
+                Err(other) => panic!("recreate the topic: {other}"),
+            }
+        }
+        assert_eq!(checks + 1, crate::topic::MISSING_CHECKS_TO_RECREATE);
         assert!(state.generation > lost_generation, "a new generation");
         // What the next step writes with its read: nothing of the lost topic's,
         // so a crash now still republishes the whole log.

@@ -230,8 +230,10 @@ async fn broker_outage_holds_the_checkpoint_then_a_lost_topic_is_republished() {
     let settings = settings(&broker.addr).with_override("message.timeout.ms", "3000");
     let topic = settings.topic.clone();
     // No idle topic checks: the batch appended during the outage is attempted.
+    // The restarted broker really lost the topic: believe it after a second.
     let options = RelayOptions {
         topic_check_interval: Duration::from_secs(3600),
+        lost_topic_after: Duration::from_secs(1),
         ..RelayOptions::default()
     };
     let mut relay = start_relay(&log, &pool, &settings, options);
