@@ -240,6 +240,32 @@ pub struct LimitArgs {
     /// (0 turns login throttling off).
     #[arg(long, env = "PARLEY_LOGIN_BURST", default_value_t = 10.0)]
     pub login_burst: f64,
+    /// Hours a command's stored answer is kept for `Idempotency-Key` retries;
+    /// older ones are pruned and a retry then runs as a new command (0 keeps
+    /// them forever).
+    #[arg(
+        long,
+        env = "PARLEY_COMMAND_RESULT_RETENTION_HOURS",
+        default_value_t = 24
+    )]
+    pub command_result_retention_hours: u64,
+    /// Seconds a request may take until its answer starts, reading its body
+    /// included (408 after; a live stream's body does not count).
+    #[arg(long, env = "PARLEY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Requests handled at once; more are answered 503 with `Retry-After`.
+    #[arg(long, env = "PARLEY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_requests_in_flight: usize,
+}
+
+impl LimitArgs {
+    /// The HTTP limits every service wraps its routes in.
+    pub fn service_limits(&self) -> parley_command_api::limits::ServiceLimits {
+        parley_command_api::limits::ServiceLimits {
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+            max_in_flight: self.max_requests_in_flight.max(1),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use parley_command_api::limits::limit;
 use parley_command_api::{default_token_keys, router, AppState, Settings, SigningKey};
 use tokio::net::TcpListener;
 
@@ -42,6 +43,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let mut read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings);
     read.closing = lifecycle.closing();
     let app = router(AppState::new(log, settings)).merge(parley_read_api::v1_routes(read));
+    let app = limit(app, args.limits.service_limits());
     let app = metrics::instrument(app, "dev", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(
@@ -80,7 +82,8 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     };
     let mut state = parley_read_api::ReadState::new(store, log, read);
     state.closing = lifecycle.closing();
-    let app = metrics::instrument(parley_read_api::router(state), "read-api", pools);
+    let app = limit(parley_read_api::router(state), args.limits.service_limits());
+    let app = metrics::instrument(app, "read-api", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "read api listening");
     lifecycle.serve(listener, app).await
@@ -159,7 +162,11 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
     })?;
     metrics::describe_service(metrics::Service::CommandApi);
     let pools = vec![Pool::Log(log.clone())];
-    let app = metrics::instrument(router(AppState::new(log, settings)), "command-api", pools);
+    let app = limit(
+        router(AppState::new(log, settings)),
+        args.limits.service_limits(),
+    );
+    let app = metrics::instrument(app, "command-api", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "command api listening");
     lifecycle.serve(listener, app).await
@@ -247,6 +254,8 @@ fn settings(
     settings.rate_limit_burst = limits.rate_limit_burst;
     settings.login_rate_per_sec = limits.login_rate_per_sec;
     settings.login_burst = limits.login_burst;
+    settings.command_result_retention =
+        std::time::Duration::from_secs(limits.command_result_retention_hours * 3600);
     Ok(settings)
 }
 

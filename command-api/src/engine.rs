@@ -235,7 +235,11 @@ impl Engine {
         if self.known_users.contains_key(&id) {
             return Ok(true);
         }
-        let user = self.load::<User>(id).await?;
+        let user = match self.load::<User>(id).await {
+            Ok(user) => user,
+            Err(ApiError::IdOfAnotherKind(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
         if user.state.is_registered() {
             self.known_users.insert(id, ());
             return Ok(true);
@@ -435,6 +439,11 @@ where
         _ => (A::default(), 0),
     };
     for envelope in log.load_stream(id, version).await? {
+        // An id belongs to the aggregate type that first used it: a stream of
+        // another kind is never decoded as this one (the log refuses to mix them).
+        if envelope.aggregate_type != A::TYPE {
+            return Err(ApiError::IdOfAnotherKind(id));
+        }
         let event = A::Event::from_payload(
             &envelope.event_type,
             envelope.event_version as u32,
@@ -474,6 +483,30 @@ async fn snapshot(log: &SharedLog, aggregate_type: &str, id: Uuid) -> Result<(),
         t if t == ReadMarker::TYPE => save::<ReadMarker>(log, id).await,
         t if t == User::TYPE => save::<User>(log, id).await,
         _ => Ok(()),
+    }
+}
+
+/// Deletes stored command results older than `retention`, at a pace of a
+/// quarter of it (at most every ten minutes), until the engine is dropped.
+pub async fn prune_command_results(engine: std::sync::Weak<Engine>, retention: Duration) {
+    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(engine) = engine.upgrade() else {
+            return;
+        };
+        // A retention too long to subtract keeps everything.
+        let Some(before) = chrono::Duration::from_std(retention)
+            .ok()
+            .and_then(|keep| Utc::now().checked_sub_signed(keep))
+        else {
+            continue;
+        };
+        match engine.log.prune_command_results(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "old command results pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning command results failed"),
+        }
     }
 }
 

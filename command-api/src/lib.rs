@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod engine;
 mod json;
+pub mod limits;
 mod meta;
 pub mod metrics;
 pub mod openapi;
@@ -47,6 +48,10 @@ pub struct Settings {
     /// How long a cached room may answer membership checks before it is reloaded
     /// (another replica's changes become visible after at most this long).
     pub room_cache_ttl: Duration,
+    /// How long a command's stored answer (for `Idempotency-Key` retries) is
+    /// kept; older ones are pruned and a retry then runs as a new command.
+    /// Zero keeps them forever.
+    pub command_result_retention: Duration,
 }
 
 impl Settings {
@@ -59,6 +64,7 @@ impl Settings {
             login_burst: 10.0,
             command_retries: 8,
             room_cache_ttl: engine::ROOM_CACHE_TTL,
+            command_result_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -83,13 +89,22 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state, and (with a retention) the task pruning old command results,
+    /// which ends once the state is dropped.
     pub fn new(log: SharedLog, settings: Settings) -> Self {
+        let engine = Arc::new(Engine::new(
+            log,
+            settings.command_retries,
+            settings.room_cache_ttl,
+        ));
+        if !settings.command_result_retention.is_zero() {
+            tokio::spawn(engine::prune_command_results(
+                Arc::downgrade(&engine),
+                settings.command_result_retention,
+            ));
+        }
         Self {
-            engine: Arc::new(Engine::new(
-                log,
-                settings.command_retries,
-                settings.room_cache_ttl,
-            )),
+            engine,
             keys: Arc::new(settings.keys),
             limiter: Arc::new(RateLimiter::new(
                 settings.rate_limit_per_sec,

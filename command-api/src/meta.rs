@@ -15,6 +15,9 @@ use crate::problem::ApiError;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;
+/// Longest accepted `X-Request-Id` and `X-Correlation-Id`: every event of the
+/// request stores them, so their size is bounded like any other field.
+const MAX_ID_LEN: usize = 128;
 
 pub struct RequestMeta {
     method: Method,
@@ -34,6 +37,29 @@ fn header(parts: &Parts, name: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// An id header of at most [`MAX_ID_LEN`] characters (400 when longer).
+fn bounded(parts: &Parts, name: &str) -> Result<Option<String>, ApiError> {
+    let value = header(parts, &name.to_ascii_lowercase());
+    if value.as_ref().is_some_and(|v| v.len() > MAX_ID_LEN) {
+        return Err(ApiError::BadRequest(format!(
+            "{name} must be at most {MAX_ID_LEN} characters"
+        )));
+    }
+    Ok(value)
+}
+
+/// `version-traceid-parentid-flags`: 2, 32, 16 and 2 lowercase hex digits.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    parts.len() == 4
+        && [2, 32, 16, 2].iter().zip(&parts).all(|(len, part)| {
+            part.len() == *len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
     type Rejection = ApiError;
 
@@ -47,12 +73,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 ));
             }
         }
+        let request_id = bounded(parts, "X-Request-Id")?;
+        let correlation_id = bounded(parts, "X-Correlation-Id")?;
         Ok(Self {
             method: parts.method.clone(),
             path: parts.uri.path().to_string(),
-            request_id: header(parts, "x-request-id").unwrap_or_else(|| Uuid::now_v7().to_string()),
-            correlation_id: header(parts, "x-correlation-id"),
-            traceparent: header(parts, "traceparent"),
+            request_id: request_id.unwrap_or_else(|| Uuid::now_v7().to_string()),
+            correlation_id,
+            // W3C Trace Context: a malformed traceparent is ignored, not refused.
+            traceparent: header(parts, "traceparent").filter(|t| is_traceparent(t)),
             idempotency_key,
         })
     }
@@ -93,6 +122,26 @@ impl RequestMeta {
             },
             idempotency,
             now: Utc::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_traceparent;
+
+    #[test]
+    fn traceparent_follows_the_w3c_shape() {
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            &format!("00-{}-00f067aa0ba902b7-01", "a".repeat(5000)),
+        ] {
+            assert!(!is_traceparent(bad), "{bad:?}");
         }
     }
 }

@@ -25,6 +25,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// An id already names a resource of another kind (409): ids never change kind.
+    #[error("id {0} is already used by another kind of resource")]
+    IdOfAnotherKind(uuid::Uuid),
+    #[error("the request took longer than the server allows; retry")]
+    RequestTimeout,
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -65,7 +70,8 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::IdOfAnotherKind(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -83,6 +89,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not-found",
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::IdOfAnotherKind(_) => "id-of-another-kind",
+            ApiError::RequestTimeout => "request-timeout",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unprocessable { .. } => "validation",
@@ -125,6 +133,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if matches!(self, ApiError::Unavailable(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if let ApiError::TooManyRequests { retry_after_secs } = self {
             response
                 .headers_mut()
@@ -154,6 +167,12 @@ impl From<LogError> for ApiError {
         match err {
             LogError::Conflict { .. } => {
                 ApiError::Conflict("the resource changed concurrently; retry the request".into())
+            }
+            LogError::Busy => ApiError::Unavailable(
+                "the event log has more appends waiting than it takes; retry".into(),
+            ),
+            LogError::AggregateTypeMismatch { aggregate_id } => {
+                ApiError::IdOfAnotherKind(aggregate_id)
             }
             other => ApiError::Internal(other.into()),
         }

@@ -49,6 +49,20 @@ pub fn presence_id(user_id: Uuid) -> Uuid {
     Uuid::new_v5(&PRESENCE_NS, user_id.as_bytes())
 }
 
+/// Checks an id a client chose for a new aggregate (a message id): it must be a
+/// random UUID (version 4 or 7). Every derived id above is a version 5 UUID, so a
+/// client can never pick the id of a username claim, a friendship, a direct room,
+/// a read marker or a presence stream and squat it before its owner uses it.
+pub fn client_chosen(field: &str, id: Uuid) -> Result<Uuid, DomainError> {
+    match id.get_version_num() {
+        4 | 7 if id.get_variant() == uuid::Variant::RFC4122 => Ok(id),
+        _ => Err(DomainError::validation(
+            field,
+            "must be a random UUID (version 4 or 7)",
+        )),
+    }
+}
+
 /// Two distinct users, stored in a canonical order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct UserPair {
@@ -166,6 +180,27 @@ mod tests {
             username_claim_id(&Username::parse(" Alice ").unwrap()),
             username_claim_id(&Username::parse("alice").unwrap())
         );
+    }
+
+    #[test]
+    fn clients_may_choose_only_random_ids() {
+        assert!(client_chosen("message_id", Uuid::new_v4()).is_ok());
+        assert!(client_chosen("message_id", Uuid::now_v7()).is_ok());
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        for derived in [
+            username_claim_id(&Username::parse("alice").unwrap()),
+            direct_room_id(a, b),
+            friendship_id(a, b),
+            read_marker_id(a, b),
+            presence_id(a),
+            Uuid::nil(),
+            Uuid::max(),
+        ] {
+            assert!(
+                client_chosen("message_id", derived).is_err(),
+                "{derived} accepted"
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub mod message;
 pub mod presence;
 pub mod read_marker;
 pub mod room;
+pub mod text;
 pub mod user;
 pub mod values;
 

@@ -224,6 +224,11 @@ pub enum MessageCommand {
     },
 }
 
+/// The most different emoji one message can carry.
+pub const MAX_DISTINCT_REACTIONS: usize = 20;
+/// The most reactions one user can put on one message.
+pub const MAX_REACTIONS_PER_USER: usize = 10;
+
 /// A message (id = message id). The body lives in events and read models, not here.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Message {
@@ -275,6 +280,26 @@ impl Message {
             }),
             _ => Err(DomainError::not_found("message not found")),
         }
+    }
+
+    /// Caps reactions so one message cannot carry an unbounded list (every page
+    /// and stream frame that shows the message carries it too).
+    fn check_reaction_room(&self, user_id: Uuid, emoji: &Emoji) -> Result<(), DomainError> {
+        let mine = self.reactions.iter().filter(|(u, _)| *u == user_id).count();
+        if mine >= MAX_REACTIONS_PER_USER {
+            return Err(DomainError::rule_on(
+                "emoji",
+                format!("you can add at most {MAX_REACTIONS_PER_USER} reactions to a message"),
+            ));
+        }
+        let distinct: BTreeSet<&Emoji> = self.reactions.iter().map(|(_, e)| e).collect();
+        if !distinct.contains(emoji) && distinct.len() >= MAX_DISTINCT_REACTIONS {
+            return Err(DomainError::rule_on(
+                "emoji",
+                format!("a message can carry at most {MAX_DISTINCT_REACTIONS} different reactions"),
+            ));
+        }
+        Ok(())
     }
 
     fn reject_if_redacted(&self) -> Result<(), DomainError> {
@@ -386,6 +411,7 @@ impl Message {
                 if self.has_reaction(user_id, &emoji) {
                     return Ok(vec![]);
                 }
+                self.check_reaction_room(user_id, &emoji)?;
                 Ok(vec![ReactionAdded {
                     message_id: sent.message_id,
                     room_id: sent.room_id,

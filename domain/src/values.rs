@@ -35,8 +35,13 @@ fn check_len(field: &str, s: &str, min: usize, max: usize) -> Result<(), DomainE
 }
 
 /// Declares a string newtype whose only constructor is `$parse`.
+///
+/// `parse` is what a client's value must pass: `client` (the shared text rules,
+/// [`crate::text::clean`], for text fields) and then `rules`. Stored events
+/// deserialize through `rules` alone, so tightening what clients may send never
+/// makes an old event unreadable.
 macro_rules! string_value {
-    ($(#[$meta:meta])* $name:ident, field = $field:literal, parse = $parse:expr, schema = $schema:tt) => {
+    ($(#[$meta:meta])* $name:ident, field = $field:literal, client = $client:expr, parse = $parse:expr, schema = $schema:tt) => {
         $(#[$meta])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -46,8 +51,14 @@ macro_rules! string_value {
             /// The JSON field name used in validation errors.
             pub const FIELD: &'static str = $field;
 
-            /// Parses (and normalizes) a raw value.
+            /// Parses (and normalizes) a value a client sent.
             pub fn parse(raw: impl Into<String>) -> Result<Self, DomainError> {
+                let client: fn(&str, String) -> Result<String, DomainError> = $client;
+                Self::parse_stored(client(Self::FIELD, raw.into())?)
+            }
+
+            /// Parses a stored value (an event's): the value's own rules only.
+            pub fn parse_stored(raw: impl Into<String>) -> Result<Self, DomainError> {
                 let parse: fn(String) -> Result<String, DomainError> = $parse;
                 parse(raw.into()).map(Self)
             }
@@ -66,7 +77,7 @@ macro_rules! string_value {
         impl TryFrom<String> for $name {
             type Error = DomainError;
             fn try_from(raw: String) -> Result<Self, DomainError> {
-                Self::parse(raw)
+                Self::parse_stored(raw)
             }
         }
 
@@ -121,6 +132,7 @@ string_value!(
     #[derive(Debug)]
     Username,
     field = "username",
+    client = |_, raw| Ok(raw),
     parse = |raw| {
         let s = raw.trim().to_lowercase();
         check_len(Username::FIELD, &s, 3, 32)?;
@@ -142,6 +154,8 @@ string_value!(
     /// A plain-text password, 8..=128 characters; never printed (Debug shows `***`).
     Password,
     field = "password",
+    // Kept byte for byte: the hash of an existing password must still match.
+    client = |_, raw| Ok(raw),
     parse = |raw| {
         check_len(Password::FIELD, &raw, 8, 128)?;
         Ok(raw)
@@ -160,6 +174,7 @@ string_value!(
     #[derive(Debug)]
     DisplayName,
     field = "display_name",
+    client = |field, raw| crate::text::clean(field, &raw),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(DisplayName::FIELD, &s, 1, 64)?;
@@ -173,6 +188,7 @@ string_value!(
     #[derive(Debug)]
     RoomName,
     field = "name",
+    client = |field, raw| crate::text::clean(field, &raw),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(RoomName::FIELD, &s, 1, 100)?;
@@ -186,6 +202,7 @@ string_value!(
     #[derive(Debug)]
     Topic,
     field = "topic",
+    client = |field, raw| crate::text::clean(field, &raw),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(Topic::FIELD, &s, 0, 500)?;
@@ -199,6 +216,7 @@ string_value!(
     #[derive(Debug)]
     MessageBody,
     field = "body",
+    client = |field, raw| crate::text::clean(field, &raw),
     parse = |raw| {
         check_len(MessageBody::FIELD, &raw, 1, 4000)?;
         if raw.trim().is_empty() {
@@ -214,6 +232,13 @@ string_value!(
     #[derive(Debug)]
     Emoji,
     field = "emoji",
+    client = |field, raw| {
+        let s = crate::text::clean(field, &raw)?;
+        if !crate::text::is_emoji(&s) {
+            return Err(DomainError::validation(field, "must be an emoji"));
+        }
+        Ok(s)
+    },
     parse = |raw| {
         check_len(Emoji::FIELD, &raw, 1, 32)?;
         if raw.chars().any(char::is_whitespace) {
@@ -229,6 +254,7 @@ string_value!(
     #[derive(Debug)]
     StatusMessage,
     field = "status_message",
+    client = |field, raw| crate::text::clean(field, &raw),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(StatusMessage::FIELD, &s, 0, 140)?;
@@ -443,11 +469,28 @@ mod tests {
     #[test]
     fn emoji_limits() {
         assert!(Emoji::parse("👍").is_ok());
-        assert!(Emoji::parse(":thumbs_up:").is_ok());
+        assert!(Emoji::parse(":thumbs_up:").is_err());
         assert!(Emoji::parse("").is_err());
-        assert!(Emoji::parse("a b").is_err());
-        assert!(Emoji::parse("e".repeat(32)).is_ok());
-        assert_eq!(field_of(Emoji::parse("e".repeat(33)).unwrap_err()), "emoji");
+        assert!(Emoji::parse("👍 👍").is_err());
+        assert_eq!(
+            field_of(Emoji::parse("👍".repeat(33)).unwrap_err()),
+            "emoji"
+        );
+        // Reactions stored before the emoji rule stay readable.
+        assert!(Emoji::parse_stored(":thumbs_up:").is_ok());
+        assert!(serde_json::from_str::<Emoji>("\":thumbs_up:\"").is_ok());
+    }
+
+    #[test]
+    fn client_text_is_cleaned_but_stored_text_stays_readable() {
+        assert_eq!(field_of(MessageBody::parse("a\u{0}b").unwrap_err()), "body");
+        assert_eq!(field_of(RoomName::parse("x\u{202E}y").unwrap_err()), "name");
+        assert!(DisplayName::parse("bell\u{7}").is_err());
+        assert!(Topic::parse("t\u{1b}").is_err());
+        assert!(StatusMessage::parse("s\u{85}").is_err());
+        assert_eq!(MessageBody::parse("e\u{301}").unwrap().as_str(), "\u{e9}");
+        // An event written before these rules still deserializes.
+        assert!(serde_json::from_str::<MessageBody>("\"a\\u0007b\"").is_ok());
     }
 
     #[test]

@@ -6,6 +6,9 @@ pub enum LogError {
     /// A stream was not at the expected version: someone else appended first.
     #[error("concurrent write to aggregate {aggregate_id}")]
     Conflict { aggregate_id: Uuid },
+    /// The stream exists under another aggregate type: an id never changes kind.
+    #[error("aggregate {aggregate_id} belongs to another aggregate type")]
+    AggregateTypeMismatch { aggregate_id: Uuid },
     /// The idempotency scope already holds a result (a concurrent retry won).
     #[error("idempotency key already used")]
     DuplicateCommand { scope: String },
@@ -17,6 +20,10 @@ pub enum LogError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Appends are queued past the log's bound for longer than it waits:
+    /// nothing of the request was written.
+    #[error("the event log is busy: the append queue stayed full")]
+    Busy,
     #[error("the group committer has stopped")]
     CommitterGone,
 }
@@ -28,9 +35,25 @@ impl LogError {
     }
 }
 
+/// The text the `events` trigger raises when a stream would change type.
+const TYPE_MISMATCH: &str = "belongs to another aggregate type";
+
 /// Maps a unique violation to the log's own errors; everything else stays a database error.
 pub(crate) fn classify(err: sqlx::Error, request: &crate::AppendRequest) -> LogError {
     if let sqlx::Error::Database(db) = &err {
+        // Raised by the migrations' trigger on `events` (both backends).
+        if db.message().contains(TYPE_MISMATCH) {
+            let named = request
+                .streams
+                .iter()
+                .find(|s| db.message().contains(&s.aggregate_id.to_string()))
+                .or(request.streams.first());
+            if let Some(stream) = named {
+                return LogError::AggregateTypeMismatch {
+                    aggregate_id: stream.aggregate_id,
+                };
+            }
+        }
         if db.is_unique_violation() {
             let constraint = db.constraint().unwrap_or_default().to_string();
             let message = db.message().to_string();

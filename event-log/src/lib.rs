@@ -23,6 +23,7 @@ pub use error::LogError;
 pub use token::{ConsistencyToken, StreamHead, TokenError};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -46,6 +47,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// moves its cursor to the last event returned never misses a later commit.
     async fn read_after(&self, cursor: Cursor, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
 
+    /// Where the event at `sequence` of a stream sits in tail order, if the log
+    /// holds it (checks that a consistency token names a real write).
+    async fn cursor_of(
+        &self,
+        aggregate_id: Uuid,
+        sequence: i64,
+    ) -> Result<Option<Cursor>, LogError>;
+
     /// The newest `limit` committed events, in tail order (oldest of them first):
     /// where a reader that starts at the head looks back from.
     async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError>;
@@ -56,6 +65,10 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The stored result of a command sent with an idempotency key.
     async fn command_result(&self, scope: &str) -> Result<Option<CommandResult>, LogError>;
+
+    /// Deletes stored command results older than `before`; returns how many.
+    /// A retry with such an old key then runs as a new command.
+    async fn prune_command_results(&self, before: DateTime<Utc>) -> Result<u64, LogError>;
 
     /// The latest snapshot of an aggregate, if one was taken.
     async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, LogError>;

@@ -23,6 +23,13 @@ use crate::{
 
 /// Requests gathered into one transaction at most.
 const MAX_BATCH: usize = 256;
+/// Stored command results deleted per statement when pruning.
+const PRUNE_SLICE: i64 = 5_000;
+/// The server-side limit on one statement of the event log's pool.
+const STATEMENT_TIMEOUT: &str = "30s";
+/// How long an append waits for room in the committer's queue (which holds
+/// four batches) before it is refused with [`LogError::Busy`].
+const QUEUE_WAIT: Duration = Duration::from_secs(5);
 
 /// The PostgreSQL implementation of [`EventLog`].
 #[derive(Clone)]
@@ -78,6 +85,10 @@ impl PgLog {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
             .map_err(|e| LogError::Config(format!("bad postgres url: {e}")))?
+            // Every statement of the log is a keyed or a LIMITed read, or an
+            // append: one that runs this long is stuck, and must not hold a
+            // connection (and the tail) forever.
+            .options([("statement_timeout", STATEMENT_TIMEOUT)])
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
@@ -428,10 +439,14 @@ impl EventLog for PgLog {
         match &self.committer {
             Some(committer) => {
                 let (reply, answer) = oneshot::channel();
-                committer
-                    .send(Pending { request, reply })
+                // The queue is bounded; a request that cannot get in within
+                // this wait is refused whole (the client retries on 503).
+                match tokio::time::timeout(QUEUE_WAIT, committer.send(Pending { request, reply }))
                     .await
-                    .map_err(|_| LogError::CommitterGone)?;
+                {
+                    Ok(sent) => sent.map_err(|_| LogError::CommitterGone)?,
+                    Err(_) => return Err(LogError::Busy),
+                }
                 answer.await.map_err(|_| LogError::CommitterGone)?
             }
             None => self.append_alone(&request).await,
@@ -474,6 +489,31 @@ impl EventLog for PgLog {
         rows.iter().map(envelope).collect()
     }
 
+    async fn cursor_of(
+        &self,
+        aggregate_id: Uuid,
+        sequence: i64,
+    ) -> Result<Option<Cursor>, LogError> {
+        let row = sqlx::query(
+            "SELECT tx_id::text AS tx_text, position FROM events
+             WHERE aggregate_id = $1 AND sequence = $2",
+        )
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let tx_id: String = row.try_get("tx_text")?;
+            Ok(Cursor {
+                tx_id: tx_id
+                    .parse()
+                    .map_err(|_| LogError::Corrupt(format!("tx_id {tx_id}")))?,
+                position: row.try_get("position")?,
+            })
+        })
+        .transpose()
+    }
+
     async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError> {
         let sql = format!(
             "SELECT {ENVELOPE_COLUMNS} FROM events
@@ -511,6 +551,25 @@ impl EventLog for PgLog {
             })
         })
         .transpose()
+    }
+
+    async fn prune_command_results(&self, before: DateTime<Utc>) -> Result<u64, LogError> {
+        // In slices, so no one statement runs long or locks much.
+        let mut pruned = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM command_results WHERE scope IN
+                   (SELECT scope FROM command_results WHERE created_at < $1 LIMIT $2)",
+            )
+            .bind(before)
+            .bind(PRUNE_SLICE)
+            .execute(&self.pool)
+            .await?;
+            pruned += done.rows_affected();
+            if done.rows_affected() < PRUNE_SLICE as u64 {
+                return Ok(pruned);
+            }
+        }
     }
 
     async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, LogError> {

@@ -21,6 +21,9 @@ use crate::{
     Snapshot,
 };
 
+/// Stored command results deleted per statement when pruning.
+const PRUNE_SLICE: i64 = 1_000;
+
 /// The SQLite implementation of [`EventLog`].
 #[derive(Clone)]
 pub struct SqliteLog {
@@ -133,6 +136,28 @@ impl SqliteLog {
     }
 }
 
+impl SqliteLog {
+    /// The first stream of `request` whose stored events are of another type.
+    async fn stream_of_another_type(
+        &self,
+        request: &AppendRequest,
+    ) -> Result<Option<Uuid>, LogError> {
+        for stream in request.streams.iter().filter(|s| s.expected_version > 0) {
+            let stored: Option<String> = sqlx::query_scalar(
+                "SELECT aggregate_type FROM events WHERE aggregate_id = ? AND sequence = ?",
+            )
+            .bind(stream.aggregate_id.to_string())
+            .bind(stream.expected_version)
+            .fetch_optional(&self.reader)
+            .await?;
+            if stored.is_some_and(|t| t != stream.aggregate_type) {
+                return Ok(Some(stream.aggregate_id));
+            }
+        }
+        Ok(None)
+    }
+}
+
 const ENVELOPE_COLUMNS: &str = "position, tx_id, event_id, aggregate_type, aggregate_id, sequence,
      event_type, event_version, recorded_at, metadata, payload";
 
@@ -169,10 +194,23 @@ pub fn envelope(row: &SqliteRow) -> Result<EventEnvelope, LogError> {
 #[async_trait]
 impl EventLog for SqliteLog {
     async fn append(&self, request: AppendRequest) -> Result<Vec<AppendedEvent>, LogError> {
-        let appended = self
-            .try_append(&request)
-            .await
-            .map_err(|e| classify(e, &request))?;
+        let appended = match self.try_append(&request).await {
+            Ok(appended) => appended,
+            Err(e) => {
+                return Err(match classify(e, &request) {
+                    // SQLite's RAISE cannot name the stream: find it.
+                    LogError::AggregateTypeMismatch { aggregate_id } => {
+                        LogError::AggregateTypeMismatch {
+                            aggregate_id: self
+                                .stream_of_another_type(&request)
+                                .await?
+                                .unwrap_or(aggregate_id),
+                        }
+                    }
+                    other => other,
+                });
+            }
+        };
         self.appended.send_modify(|n| *n += 1);
         Ok(appended)
     }
@@ -213,6 +251,21 @@ impl EventLog for SqliteLog {
         rows.iter().map(envelope).collect()
     }
 
+    async fn cursor_of(
+        &self,
+        aggregate_id: Uuid,
+        sequence: i64,
+    ) -> Result<Option<Cursor>, LogError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT tx_id, position FROM events WHERE aggregate_id = ? AND sequence = ?",
+        )
+        .bind(aggregate_id.to_string())
+        .bind(sequence)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(row.map(|(tx_id, position)| Cursor { tx_id, position }))
+    }
+
     async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError> {
         let sql = format!(
             "SELECT {ENVELOPE_COLUMNS} FROM events ORDER BY tx_id DESC, position DESC LIMIT ?"
@@ -250,6 +303,27 @@ impl EventLog for SqliteLog {
             })
         })
         .transpose()
+    }
+
+    async fn prune_command_results(&self, before: DateTime<Utc>) -> Result<u64, LogError> {
+        // `created_at` is RFC 3339 UTC text, so it compares as time (to the
+        // millisecond its default keeps). In slices: this holds the one writer.
+        let before = format_time(&before);
+        let mut pruned = 0;
+        loop {
+            let done = sqlx::query(
+                "DELETE FROM command_results WHERE rowid IN
+                   (SELECT rowid FROM command_results WHERE created_at < ? LIMIT ?)",
+            )
+            .bind(&before)
+            .bind(PRUNE_SLICE)
+            .execute(&self.writer)
+            .await?;
+            pruned += done.rows_affected();
+            if done.rows_affected() < PRUNE_SLICE as u64 {
+                return Ok(pruned);
+            }
+        }
     }
 
     async fn load_snapshot(&self, aggregate_id: Uuid) -> Result<Option<Snapshot>, LogError> {

@@ -2,6 +2,7 @@
 //! token waits, bounded, until the projections it reads have applied that write.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -40,8 +41,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Consistency {
 /// Waits until every named projection's checkpoint has passed the token's write.
 /// Projectors announce their commits, so a waiting request wakes as soon as the
 /// write is applied; the short timeout only covers a lost notification link.
+///
+/// A token naming a write the log does not hold (forged, or from another
+/// deployment) is refused with 400 before any wait, and a caller may have at most
+/// [`MAX_WAITS_PER_USER`] queries waiting at a time (429 past that): tokens
+/// cannot be turned into a way to park many requests for the whole limit.
 pub async fn wait_for(
     state: &ReadState,
+    me: Uuid,
     token: Option<ConsistencyToken>,
     projections: &[&str],
     limit: Duration,
@@ -55,10 +62,16 @@ pub async fn wait_for(
         log: state.log.as_ref().filter(|_| state.feed == Feed::Kafka),
         types: HashMap::new(),
     };
+    let mut waiting: Option<WaitSlot> = None;
     loop {
         committed.borrow_and_update();
         if check.caught_up(&token, projections).await? {
             return Ok(());
+        }
+        if waiting.is_none() {
+            // Only a token that would make the query wait costs these checks.
+            check_genuine(state, &token).await?;
+            waiting = Some(WaitSlot::take(&state.waiters, me)?);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -68,6 +81,71 @@ pub async fn wait_for(
         }
         let nap = (deadline - now).min(FALLBACK_POLL);
         let _ = tokio::time::timeout(nap, committed.changed()).await;
+    }
+}
+
+/// How many queries of one caller may wait for a consistency token at once.
+pub const MAX_WAITS_PER_USER: u32 = 8;
+
+/// Refuses a token that names a write the log does not hold (forged, or from
+/// another deployment): it would never be applied. A genuine token's cursor is
+/// that of the newest event it names, and every event it names is in the log.
+async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<(), ReadError> {
+    let Some(log) = &state.log else {
+        return Ok(());
+    };
+    let forged = || {
+        ReadError::BadRequest(
+            "X-Consistency-Token names a write this deployment's event log does not hold".into(),
+        )
+    };
+    let mut newest = None;
+    for stream in &token.streams {
+        let cursor = log
+            .cursor_of(stream.aggregate_id, stream.sequence)
+            .await
+            .map_err(|e| ReadError::Internal(e.into()))?
+            .ok_or_else(forged)?;
+        newest = newest.max(Some(cursor));
+    }
+    if newest != Some(token.cursor) {
+        return Err(forged());
+    }
+    Ok(())
+}
+
+/// One caller's place among the waiting queries, given back when dropped.
+struct WaitSlot {
+    waiters: Arc<Mutex<HashMap<Uuid, u32>>>,
+    user: Uuid,
+}
+
+impl WaitSlot {
+    fn take(waiters: &Arc<Mutex<HashMap<Uuid, u32>>>, user: Uuid) -> Result<Self, ReadError> {
+        let mut map = waiters.lock().expect("waiters lock");
+        let count = map.entry(user).or_insert(0);
+        if *count >= MAX_WAITS_PER_USER {
+            return Err(ReadError::TooManyRequests {
+                retry_after_secs: 1,
+            });
+        }
+        *count += 1;
+        Ok(Self {
+            waiters: waiters.clone(),
+            user,
+        })
+    }
+}
+
+impl Drop for WaitSlot {
+    fn drop(&mut self) {
+        let mut map = self.waiters.lock().expect("waiters lock");
+        if let Some(count) = map.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.user);
+            }
+        }
     }
 }
 

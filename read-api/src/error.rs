@@ -58,7 +58,7 @@ impl From<sqlx::Error> for ReadError {
 
 /// Whether the store answered that a table does not exist (Postgres SQLSTATE
 /// 42P01; SQLite "no such table").
-fn is_missing_table(e: &sqlx::Error) -> bool {
+pub(crate) fn is_missing_table(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;
     };

@@ -12,6 +12,7 @@ mod consistency;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+mod redaction;
 mod routes;
 pub mod stream;
 
@@ -87,6 +88,10 @@ pub struct ReadState {
     /// Cancelled when the service stops taking connections (SIGTERM): every open
     /// `/v1/stream` then ends with a retry hint and the id to resume after.
     pub closing: CancellationToken,
+    /// Set once readiness has seen every read-model table.
+    pub models_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Queries waiting for a consistency token, per caller.
+    pub waiters: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, u32>>>,
 }
 
 impl ReadState {
@@ -115,6 +120,8 @@ impl ReadState {
             )),
             consistency_wait: settings.consistency_wait,
             closing: CancellationToken::new(),
+            waiters: Default::default(),
+            models_ready: Default::default(),
         }
     }
 }

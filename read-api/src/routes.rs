@@ -31,7 +31,14 @@ pub async fn my_rooms(
     Caller(me): Caller,
     Consistency(token): Consistency,
 ) -> Result<Json<Value>, ReadError> {
-    wait_for(&state, token, &[rooms::Rooms::NAME], state.consistency_wait).await?;
+    wait_for(
+        &state,
+        me,
+        token,
+        &[rooms::Rooms::NAME],
+        state.consistency_wait,
+    )
+    .await?;
     let list = rooms::rooms_of(state.store.pool(), me).await?;
     Ok(Json(json!({ "rooms": list })))
 }
@@ -59,6 +66,7 @@ pub async fn room(
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
         &state,
+        me,
         token,
         &[rooms::Rooms::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -164,6 +172,7 @@ pub async fn history(
     }
     wait_for(
         &state,
+        me,
         token,
         &[history::History::NAME, rooms::Rooms::NAME],
         state.consistency_wait,
@@ -207,6 +216,7 @@ pub async fn friends(
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
         &state,
+        me,
         token,
         &[friends::Friends::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -249,6 +259,7 @@ pub async fn friend_requests(
     };
     wait_for(
         &state,
+        me,
         token,
         &[friends::Friends::NAME, users::Users::NAME],
         state.consistency_wait,
@@ -289,6 +300,7 @@ pub async fn blocks(
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
         &state,
+        me,
         token,
         &[friends::Friends::NAME],
         state.consistency_wait,
@@ -311,7 +323,7 @@ pub struct PresenceQuery {
     (status = 400, description = "Missing or malformed user ids")))]
 pub async fn presence(
     State(state): State<ReadState>,
-    Caller(_me): Caller,
+    Caller(me): Caller,
     Consistency(token): Consistency,
     Query(q): Query<PresenceQuery>,
 ) -> Result<Json<Value>, ReadError> {
@@ -327,6 +339,7 @@ pub async fn presence(
     }
     wait_for(
         &state,
+        me,
         token,
         &[presence::PresenceModel::NAME],
         state.consistency_wait,
@@ -334,6 +347,40 @@ pub async fn presence(
     .await?;
     let list = presence::presence_of(state.store.pool(), &ids, Utc::now()).await?;
     Ok(Json(json!({ "presence": list })))
+}
+
+/// The first read-model table that does not exist yet (projectors create
+/// them), or `None` once all do; remembered then, as tables are never dropped.
+async fn missing_model_table(state: &ReadState) -> Result<Option<String>, sqlx::Error> {
+    use std::sync::atomic::Ordering;
+    if state.models_ready.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    for projection in parley_projections::models::all() {
+        for statement in projection.schema() {
+            let Some(table) = created_table(&statement) else {
+                continue;
+            };
+            let probe = format!("SELECT 1 FROM {table} LIMIT 1");
+            match sqlx::query(&probe).fetch_optional(state.store.pool()).await {
+                Ok(_) => {}
+                Err(e) if crate::error::is_missing_table(&e) => return Ok(Some(table.into())),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    state.models_ready.store(true, Ordering::Relaxed);
+    Ok(None)
+}
+
+/// The table a `CREATE TABLE IF NOT EXISTS name (...)` statement creates.
+fn created_table(statement: &str) -> Option<&str> {
+    let rest = statement
+        .trim_start()
+        .strip_prefix("CREATE TABLE IF NOT EXISTS ")?;
+    rest.split(|c: char| c.is_whitespace() || c == '(')
+        .next()
+        .filter(|name| !name.is_empty())
 }
 
 /// Liveness.
@@ -352,6 +399,25 @@ pub async fn ready(State(state): State<ReadState>) -> (StatusCode, Json<Value>) 
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"status": "not ready", "checks": {"read_store": "down"}})),
         );
+    }
+    match missing_model_table(&state).await {
+        Ok(None) => {}
+        Ok(Some(table)) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "not ready",
+                    "checks": {"read_store": "up", "read_models": format!("table {table} does not exist yet: no projector has set up the read models")},
+                })),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: read model tables cannot be checked");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not ready", "checks": {"read_store": "down"}})),
+            );
+        }
     }
     if state.feed == crate::Feed::Kafka {
         // Partitions advance independently: their lag is per partition, from the

@@ -840,6 +840,10 @@ enum Phase {
 
 /// One client's stream.
 struct Connection {
+    /// The read models: replayed bodies are shown as they are today.
+    store: ReadStore,
+    /// Today's bodies of the messages in the backlog batch being sent.
+    today: std::collections::HashMap<Uuid, Option<String>>,
     log: SharedLog,
     receiver: broadcast::Receiver<Arc<EventEnvelope>>,
     interest: Interest,
@@ -854,25 +858,32 @@ struct Connection {
     _open: crate::metrics::OpenStream,
 }
 
-fn sse_event(event: &EventEnvelope) -> Event {
-    // Clients get today's shape of every event (an older stored version is
-    // upcast, as for every other reader).
+/// An event as clients see it: today's shape (an older stored version is upcast,
+/// as for every other reader), and of its metadata only who acted. Request ids,
+/// correlation ids, idempotency keys and trace context are the acting client's
+/// own and never reach other users.
+pub fn client_view(event: &EventEnvelope) -> EventEnvelope {
+    let mut view = event.clone();
+    view.metadata = parley_event_log::Metadata {
+        actor_id: event.metadata.actor_id,
+        ..Default::default()
+    };
     let stale = parley_event_schemas::upcast::latest_version(&event.event_type)
         .is_some_and(|latest| latest != event.event_version as u32);
-    let data = if stale {
-        let mut today = event.clone();
+    if stale {
         if let Some(version) = parley_event_schemas::upcast::upcast(
-            &today.event_type,
-            today.event_version as u32,
-            &mut today.payload,
+            &view.event_type,
+            view.event_version as u32,
+            &mut view.payload,
         ) {
-            today.event_version = version as i32;
+            view.event_version = version as i32;
         }
-        serde_json::to_string(&today)
-    } else {
-        serde_json::to_string(event)
     }
-    .unwrap_or_else(|_| "{}".into());
+    view
+}
+
+fn sse_event(event: &EventEnvelope) -> Event {
+    let data = serde_json::to_string(&client_view(event)).unwrap_or_else(|_| "{}".into());
     Event::default()
         .id(format_cursor(event.cursor()))
         .event(&event.event_type)
@@ -922,7 +933,12 @@ impl Connection {
                     if let Some(event) = buffer.pop_front() {
                         self.seen = event.cursor();
                         if self.interest.route(&event) {
-                            return Some(sse_event(&event));
+                            return Some(
+                                match crate::redaction::with_current_body(&event, &self.today) {
+                                    Some(shown) => sse_event(&shown),
+                                    None => sse_event(&event),
+                                },
+                            );
                         }
                         continue;
                     }
@@ -932,8 +948,16 @@ impl Connection {
                         continue;
                     }
                     let up_to = *up_to;
-                    match self.log.read_after(self.seen, READ_BATCH).await {
-                        Ok(batch) => {
+                    let read = match self.log.read_after(self.seen, READ_BATCH).await {
+                        Ok(batch) => crate::redaction::current_bodies(&self.store, &batch)
+                            .await
+                            .map(|today| (batch, today))
+                            .map_err(anyhow::Error::from),
+                        Err(e) => Err(anyhow::Error::from(e)),
+                    };
+                    match read {
+                        Ok((batch, today)) => {
+                            self.today = today;
                             let Phase::Backlog {
                                 buffer, exhausted, ..
                             } = &mut self.phase
@@ -1048,6 +1072,8 @@ pub async fn stream(
     };
     let connection = Connection {
         log: log.clone(),
+        store: state.store.clone(),
+        today: Default::default(),
         receiver,
         interest,
         phase,

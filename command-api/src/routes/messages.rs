@@ -46,7 +46,12 @@ async fn find_in_room(
     room_id: Uuid,
     message_id: Uuid,
 ) -> Result<Option<Loaded<Message>>, ApiError> {
-    let message = state.engine.load::<Message>(message_id).await?;
+    let message = match state.engine.load::<Message>(message_id).await {
+        Ok(message) => message,
+        // The id of another kind of resource is no message of this room.
+        Err(ApiError::IdOfAnotherKind(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let in_room = message.state.exists() && message.state.room_id() == Some(room_id);
     Ok(in_room.then_some(message))
 }
@@ -74,7 +79,7 @@ async fn message_in_room(
     (status = 404, description = "No such room", body = Problem),
     (status = 409, description = "The message id is taken by another message", body = Problem),
     (status = 413, description = "Body over 64 KiB", body = Problem),
-    (status = 422, description = "Invalid body or reply", body = Problem)))]
+    (status = 422, description = "Invalid body or reply, or a message id that is not a random UUID (version 4 or 7)", body = Problem)))]
 pub async fn send(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -82,6 +87,7 @@ pub async fn send(
     ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(request): ApiJson<SendMessageRequest>,
 ) -> Result<Accepted, ApiError> {
+    parley_domain::ids::client_chosen("message_id", message_id)?;
     let body = MessageBody::parse(request.body.clone())?;
     let mut ctx = meta.context(Some(me), &request);
     // The message id is the idempotency key of a send.
@@ -146,6 +152,9 @@ async fn first_answer(
     let first = events
         .first()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("conflict on an empty stream")))?;
+    if first.aggregate_type != <Message as cqrs_es::Aggregate>::TYPE {
+        return Err(ApiError::IdOfAnotherKind(message_id));
+    }
     let sent = match parley_domain::codec::EventCodec::from_payload(
         &first.event_type,
         first.event_version as u32,
@@ -320,7 +329,9 @@ pub async fn unreact(
     meta: RequestMeta,
     ApiPath((room_id, message_id, emoji)): ApiPath<(Uuid, Uuid, String)>,
 ) -> Result<Accepted, ApiError> {
-    let emoji = Emoji::parse(emoji)?;
+    // The stored rules only: a reaction added before reactions had to be emoji
+    // can still be taken back.
+    let emoji = Emoji::parse_stored(emoji)?;
     on_message(
         &state,
         meta,

@@ -177,7 +177,7 @@ async fn concurrent_reactions_on_one_message_all_commit(backend: Backend) {
             let (app, token) = (app.clone(), token.clone());
             tokio::spawn(async move {
                 app.put_empty(
-                    &format!("/v1/rooms/{room_id}/messages/{message_id}/reactions/ok"),
+                    &format!("/v1/rooms/{room_id}/messages/{message_id}/reactions/%F0%9F%91%8D"),
                     &token,
                 )
                 .await

@@ -181,6 +181,6 @@ async fn openapi_documents_the_problems_every_operation_can_answer(backend: Back
     assert_eq!(
         doc["paths"]["/v1/rooms/{room_id}/messages/{message_id}"]["put"]["responses"]["422"]
             ["description"],
-        json!("Invalid body or reply")
+        json!("Invalid body or reply, or a message id that is not a random UUID (version 4 or 7)")
     );
 }

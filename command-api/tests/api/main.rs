@@ -26,6 +26,7 @@ macro_rules! backend_tests {
 
 mod helpers;
 
+mod attacks;
 mod concurrency;
 mod errors;
 mod friends;

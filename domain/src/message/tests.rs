@@ -334,3 +334,82 @@ fn state_exposes_the_message() {
     message.evolve(redacted(AUTHOR));
     assert!(message.is_redacted());
 }
+
+fn reaction_of(user: u8, emoji: &str) -> MessageEvent {
+    ReactionAdded {
+        message_id: id(MSG),
+        room_id: id(ROOM),
+        user_id: id(user),
+        emoji: Emoji::parse(emoji).unwrap(),
+        at: at(),
+    }
+    .into()
+}
+
+fn add_emoji(user: u8, emoji: &str) -> MessageCommand {
+    MessageCommand::AddReaction {
+        user_id: id(user),
+        emoji: Emoji::parse(emoji).unwrap(),
+        user_is_member: true,
+        at: at(),
+    }
+}
+
+/// Twenty distinct emoji: 🐀 (U+1F400) onwards.
+fn animals(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| char::from_u32(0x1F400 + i as u32).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_user_has_at_most_ten_reactions_on_a_message() {
+    let mut given = vec![sent()];
+    let emoji = animals(MAX_REACTIONS_PER_USER + 1);
+    for e in &emoji[..MAX_REACTIONS_PER_USER] {
+        given.push(reaction_of(OTHER, e));
+    }
+    let last = &emoji[MAX_REACTIONS_PER_USER];
+    assert!(rule(
+        Given::with(())
+            .given(given.clone())
+            .when(add_emoji(OTHER, last))
+            .inspect_result()
+    ));
+    // Someone else still may.
+    assert_eq!(
+        Given::with(())
+            .given(given)
+            .when(add_emoji(AUTHOR, last))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_message_carries_at_most_twenty_different_reactions() {
+    let mut given = vec![sent()];
+    let emoji = animals(MAX_DISTINCT_REACTIONS + 1);
+    for (i, e) in emoji[..MAX_DISTINCT_REACTIONS].iter().enumerate() {
+        given.push(reaction_of(30 + i as u8, e));
+    }
+    let new = &emoji[MAX_DISTINCT_REACTIONS];
+    assert!(rule(
+        Given::with(())
+            .given(given.clone())
+            .when(add_emoji(OTHER, new))
+            .inspect_result()
+    ));
+    // Joining an emoji already there is fine.
+    assert_eq!(
+        Given::with(())
+            .given(given)
+            .when(add_emoji(OTHER, &emoji[0]))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -50,6 +50,8 @@ macro_rules! event_log_contract_suite {
 event_log_contract_suite!(
     appends_and_loads_in_order,
     rejects_a_stale_version_and_writes_nothing,
+    refuses_a_stream_of_another_aggregate_type,
+    prunes_command_results_older_than_a_time,
     stores_idempotent_results_once,
     tails_every_event_once_in_order,
     reads_the_newest_events_in_tail_order,

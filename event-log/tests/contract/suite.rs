@@ -72,6 +72,14 @@ pub async fn appends_and_loads_in_order(log: &dyn EventLog) {
         .unwrap();
     assert!(drift.abs() <= 1, "recorded_at drifted by {drift}µs");
 
+    // Where one event of a stream sits (consistency tokens are checked by it).
+    assert_eq!(
+        log.cursor_of(a, 2).await.unwrap(),
+        Some(appended[1].cursor())
+    );
+    assert_eq!(log.cursor_of(a, 3).await.unwrap(), None);
+    assert_eq!(log.cursor_of(Uuid::now_v7(), 1).await.unwrap(), None);
+
     let tail = log.load_stream(a, 1).await.expect("load after 1");
     assert_eq!(tail.len(), 1);
     assert_eq!(tail[0].sequence, 2);
@@ -110,6 +118,61 @@ pub async fn rejects_a_stale_version_and_writes_nothing(log: &dyn EventLog) {
         .await
         .expect("append at version 1");
     assert_eq!(log.load_stream(a, 0).await.unwrap().len(), 2);
+}
+
+/// Attack (issue 21, item 1): an id used by one aggregate type cannot be
+/// continued by another. Fails before: the log appended `message` events to a
+/// `room` stream, and loading it as either type then failed with a 500.
+pub async fn refuses_a_stream_of_another_aggregate_type(log: &dyn EventLog) {
+    let a = Uuid::now_v7();
+    log.append(request(vec![write(a, 0, vec![event("RoomCreated", 1)])]))
+        .await
+        .expect("create the room stream");
+    let mut other = write(a, 1, vec![event("MessageSent", 2)]);
+    other.aggregate_type = "message".into();
+    let bystander = Uuid::now_v7();
+    match log
+        .append(request(vec![
+            write(bystander, 0, vec![event("RoomCreated", 3)]),
+            other,
+        ]))
+        .await
+    {
+        Err(LogError::AggregateTypeMismatch { aggregate_id }) => assert_eq!(aggregate_id, a),
+        other => panic!("expected AggregateTypeMismatch, got {other:?}"),
+    }
+    // Nothing of the request was written, and the room stream goes on as a room.
+    assert!(log.load_stream(bystander, 0).await.unwrap().is_empty());
+    let stream = log.load_stream(a, 0).await.unwrap();
+    assert_eq!(stream.len(), 1);
+    assert_eq!(stream[0].aggregate_type, "room");
+    log.append(request(vec![write(a, 1, vec![event("MemberJoined", 4)])]))
+        .await
+        .expect("the owner type still appends");
+}
+
+/// Attack (issue 21, item 13): stored answers are kept for a retention, not
+/// forever. Fails before: nothing ever deleted them, so a client sending a new
+/// key per request grew the table without bound.
+pub async fn prunes_command_results_older_than_a_time(log: &dyn EventLog) {
+    let a = Uuid::now_v7();
+    let mut req = request(vec![write(a, 0, vec![event("RoomCreated", 1)])]);
+    req.idempotency = Some(IdempotencyRecord {
+        scope: format!("{a}:old"),
+        fingerprint: "f".into(),
+        status: 201,
+        body: json!({}),
+    });
+    log.append(req).await.expect("append");
+    let scope = format!("{a}:old");
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(log.prune_command_results(hour_ago).await.unwrap(), 0);
+    assert!(log.command_result(&scope).await.unwrap().is_some());
+    let soon = Utc::now() + chrono::Duration::seconds(1);
+    assert_eq!(log.prune_command_results(soon).await.unwrap(), 1);
+    assert!(log.command_result(&scope).await.unwrap().is_none());
+    // The events stay: only the stored answer goes.
+    assert_eq!(log.load_stream(a, 0).await.unwrap().len(), 1);
 }
 
 pub async fn stores_idempotent_results_once(log: &dyn EventLog) {

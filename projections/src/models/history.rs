@@ -459,6 +459,36 @@ async fn read_page(
     })
 }
 
+/// The body each of `ids` shows today: `None` for a redacted message; ids the
+/// model does not hold are left out. Lets a reader that replays old events
+/// (a stream resume) show no text a redaction or an edit has since replaced.
+pub async fn current_bodies(
+    pool: &AnyPool,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, Option<String>>, sqlx::Error> {
+    let mut found = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(256) {
+        let placeholders: Vec<String> = (0..padded_len(chunk.len()))
+            .map(|i| format!("${}", i + 1))
+            .collect();
+        let sql = format!(
+            "SELECT message_id, body, redacted FROM history_messages WHERE message_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in padded(chunk) {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(pool).await? {
+            let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
+            let redacted = row.try_get::<i64, _>("redacted")? != 0;
+            let body: Option<String> = row.try_get("body")?;
+            found.insert(id, body.filter(|_| !redacted));
+        }
+    }
+    Ok(found)
+}
+
 /// Looks up the reactions of the messages in `reacted` (those with any).
 async fn attach_reactions(
     pool: &AnyPool,

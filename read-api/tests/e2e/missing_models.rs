@@ -24,11 +24,27 @@ async fn queries_before_any_projector_ran_are_503(backend: Backend) {
     // Its own tables (checkpoints, dead letters) only: no model's.
     let empty = ReadStore::open(&url, 2).await.unwrap();
     let settings = parley_read_api::Settings::new((*app.read.keys).clone());
-    let router = parley_read_api::v1_routes(parley_read_api::ReadState::new(
+    let router = parley_read_api::router(parley_read_api::ReadState::new(
         empty,
         Some(app.log.clone()),
         settings,
     ));
+    // Attack (issue 21, item 13): a load balancer must not send traffic here
+    // yet. Fails before: readiness answered 200 while every query was a 503.
+    let ready = router
+        .clone()
+        .oneshot(Request::get("/health/ready").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value =
+        serde_json::from_slice(&ready.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(
+        body["checks"]["read_models"]
+            .as_str()
+            .is_some_and(|why| why.contains("does not exist yet")),
+        "{body}"
+    );
     let room = Uuid::now_v7();
     for path in [
         "/v1/rooms".to_string(),

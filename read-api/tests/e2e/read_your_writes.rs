@@ -11,7 +11,8 @@ crate::both_backends!(
     every_send_is_visible_to_the_next_query,
     rooms_list_reflects_a_join_at_once,
     a_lagging_read_model_answers_504_not_stale_data,
-    malformed_tokens_are_400
+    malformed_tokens_are_400,
+    a_forged_consistency_token_is_400_and_waits_are_capped_per_user,
 );
 
 async fn every_send_is_visible_to_the_next_query(backend: Backend) {
@@ -146,4 +147,96 @@ async fn malformed_tokens_are_400(backend: Backend) {
         .call("GET", "/v1/rooms", Some(&alice), Some("not-a-token"), None)
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+}
+
+/// Attack (issue 21, item 6). Fails before: a well-formed token naming a write
+/// that does not exist made the query wait its whole limit (then 504), and a
+/// caller could park any number of queries that way.
+async fn a_forged_consistency_token_is_400_and_waits_are_capped_per_user(backend: Backend) {
+    use parley_event_log::{ConsistencyToken, Cursor, StreamHead};
+    // Unfed read models: a genuine token waits its limit, then 504.
+    let app = TestApp::start_custom(backend, false, |read| {
+        read.consistency_wait = std::time::Duration::from_secs(3);
+    })
+    .await;
+    let (_, alice) = app.user("alice").await;
+    let (room, genuine) = app.room(&alice, "general", "public").await;
+    let real = ConsistencyToken::decode(&genuine).unwrap();
+    let forged = [
+        // A write far past the log's head.
+        ConsistencyToken {
+            cursor: Cursor {
+                tx_id: i64::MAX / 2,
+                position: 1 << 40,
+            },
+            streams: vec![StreamHead {
+                aggregate_id: Uuid::now_v7(),
+                sequence: 1,
+            }],
+        },
+        // A real stream at a sequence it never reached.
+        ConsistencyToken {
+            cursor: real.cursor,
+            streams: vec![StreamHead {
+                aggregate_id: room,
+                sequence: 99,
+            }],
+        },
+        // A real event, with a cursor that is not its own.
+        ConsistencyToken {
+            cursor: Cursor {
+                tx_id: real.cursor.tx_id,
+                position: real.cursor.position + 1000,
+            },
+            streams: real.streams.clone(),
+        },
+    ];
+    for token in forged {
+        let answer = app
+            .call(
+                "GET",
+                "/v1/rooms",
+                Some(&alice),
+                Some(&token.encode()),
+                None,
+            )
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{token:?}: {:?}",
+            answer.body
+        );
+    }
+
+    // Eight genuine waits at once are allowed; the ninth is 429 at once.
+    let app = std::sync::Arc::new(app);
+    let waits: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, alice, genuine) = (app.clone(), alice.clone(), genuine.clone());
+            tokio::spawn(async move {
+                app.call("GET", "/v1/rooms", Some(&alice), Some(&genuine), None)
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let ninth = app
+        .call("GET", "/v1/rooms", Some(&alice), Some(&genuine), None)
+        .await;
+    assert_eq!(
+        ninth.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{:?}",
+        ninth.body
+    );
+    for wait in waits {
+        assert_eq!(wait.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    }
+    // The slots are free again: this one waits (and times out) too.
+    let again = app
+        .call("GET", "/v1/rooms", Some(&alice), Some(&genuine), None)
+        .await;
+    assert_eq!(again.status, StatusCode::GATEWAY_TIMEOUT);
 }

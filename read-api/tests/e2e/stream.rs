@@ -25,6 +25,7 @@ crate::both_backends!(
     a_resumed_stream_filters_by_membership_at_the_time,
     events_wait_until_queries_see_them,
     a_shutdown_ends_each_stream_with_a_retry_hint_and_where_to_resume,
+    a_resume_shows_no_text_that_was_redacted_or_edited_since,
 );
 
 /// How long a test waits for one frame before failing.
@@ -278,6 +279,13 @@ async fn a_member_receives_a_new_message(backend: Backend) {
     assert_eq!(envelope["sequence"], json!(1));
     assert_eq!(envelope["position"], json!(cursor.position));
     assert_eq!(envelope["metadata"]["actor_id"], json!(alice_id));
+    // Attack (issue 21, item 8): alice's request id, correlation id and trace
+    // context are hers. Fails before: the whole metadata was streamed to bob.
+    assert_eq!(
+        envelope["metadata"],
+        json!({"actor_id": alice_id}),
+        "only the actor of another user's request metadata is streamed"
+    );
     assert_eq!(envelope["payload"]["room_id"], json!(room));
     assert_eq!(envelope["payload"]["body"], json!("hello, bob"));
     assert!(envelope["event_id"]
@@ -690,4 +698,65 @@ async fn a_shutdown_ends_each_stream_with_a_retry_hint_and_where_to_resume(backe
         _ => panic!("no goodbye on a stream opened while shutting down"),
     }
     assert!(matches!(late.next(WAIT).await, Next::End));
+}
+
+/// Attack (issue 21, item 10). Fails before: resuming from an id older than a
+/// message replayed its `MessageSent` from the log with the original text,
+/// after the author had redacted it or edited it away.
+async fn a_resume_shows_no_text_that_was_redacted_or_edited_since(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (_, bob) = app.user("bob").await;
+    let (room, _) = app.room(&alice, "general", "public").await;
+    join(&app, &bob, room).await;
+    let mut stream = Sse::open(&app, &bob, None).await;
+    let resume_from = stream.hello().await.id.unwrap();
+    drop(stream);
+
+    let (regretted, _) = send(&app, &alice, room, "my password is hunter2").await;
+    let (typo, _) = send(&app, &alice, room, "secret typo").await;
+    let edited = app
+        .call(
+            "PATCH",
+            &format!("/v1/rooms/{room}/messages/{typo}"),
+            Some(&alice),
+            None,
+            Some(json!({"body": "fixed"})),
+        )
+        .await;
+    assert_eq!(edited.status, StatusCode::OK, "{:?}", edited.body);
+    let redacted = app
+        .call(
+            "DELETE",
+            &format!("/v1/rooms/{room}/messages/{regretted}"),
+            Some(&alice),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(redacted.status, StatusCode::OK, "{:?}", redacted.body);
+    let last = ConsistencyToken::decode(&redacted.token.unwrap())
+        .unwrap()
+        .cursor;
+    hub_reaches(&app, last).await;
+
+    let mut stream = Sse::open(&app, &bob, Some(&resume_from)).await;
+    stream.hello().await;
+    let mut frames = Vec::new();
+    while frames.len() < 4 {
+        frames.push(stream.event().await);
+    }
+    let data: Vec<String> = frames.iter().map(|f| f.data.clone().unwrap()).collect();
+    for text in ["hunter2", "secret typo"] {
+        assert!(
+            data.iter().all(|d| !d.contains(text)),
+            "{text:?} came back in a resume: {data:?}"
+        );
+    }
+    let sent_bodies: Vec<Value> = frames
+        .iter()
+        .filter(|f| f.event.as_deref() == Some("MessageSent"))
+        .map(|f| f.envelope()["payload"]["body"].clone())
+        .collect();
+    assert_eq!(sent_bodies, vec![Value::Null, json!("fixed")]);
 }

@@ -1,0 +1,330 @@
+//! Attacks on the command API (issue 21), each performed as a client would.
+//!
+//! Every test here names what it did to a build without the fix ("fails
+//! before: ..."): the fix is what turns the attack into a clean 4xx.
+
+use parley_domain::ids::{
+    direct_room_id, friendship_id, presence_id, read_marker_id, username_claim_id,
+};
+use parley_domain::values::Username;
+use serde_json::json;
+use uuid::Uuid;
+
+use axum::http::Method;
+
+use crate::helpers::{build, count, Backend, TestApp, PASSWORD};
+
+backend_tests!(
+    a_message_cannot_squat_a_derived_id,
+    a_message_cannot_take_the_id_of_another_resource,
+    ids_of_another_kind_in_paths_and_bodies_are_clean_4xx,
+    control_and_bidi_characters_are_refused_in_every_text_field,
+    reactions_must_be_emoji_and_are_capped,
+    oversized_request_headers_are_refused_before_they_reach_events,
+    a_trickled_body_times_out_and_a_flood_is_shed,
+);
+
+/// Fails before: a message sent with the id of bob's username claim answered
+/// 201, and from then on registering "bob" answered 500, forever. The same
+/// worked on presence, friendship, direct-room and read-marker ids.
+async fn a_message_cannot_squat_a_derived_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, token) = app.register("alice").await;
+    let room_id = app.create_room(&token, "public").await;
+    let stranger = Uuid::now_v7();
+    let derived = [
+        username_claim_id(&Username::parse("bob").unwrap()),
+        presence_id(alice),
+        friendship_id(alice, stranger),
+        direct_room_id(alice, stranger),
+        read_marker_id(room_id, alice),
+    ];
+    for id in derived {
+        app.put_message(&token, room_id, id, "squat")
+            .await
+            .assert_invalid("message_id");
+        assert!(app.stream(id).await.is_empty(), "{id} was written");
+    }
+    // The owners of those ids are unharmed.
+    app.register_raw("bob", PASSWORD).await.assert_status(201);
+    app.put("/v1/presence", &token, &json!({"status": "online"}))
+        .await
+        .assert_status(200);
+}
+
+/// Fails before: the send answered a plain 409 `conflict`, as if another
+/// message held the id; now the problem says the id names another kind of
+/// resource, and the other aggregate keeps working.
+async fn a_message_cannot_take_the_id_of_another_resource(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, token) = app.register("alice").await;
+    let room_id = app.create_room(&token, "public").await;
+    for taken in [room_id, alice] {
+        let answer = app.put_message(&token, room_id, taken, "collide").await;
+        answer.assert_problem(409);
+        assert_eq!(
+            answer.body["type"],
+            json!("https://parley.dev/problems/id-of-another-kind"),
+            "{}",
+            answer.body
+        );
+    }
+    let events = app.stream(room_id).await;
+    assert!(events.iter().all(|e| e.aggregate_type == "room"));
+    app.send_message(&token, room_id, "the room still works")
+        .await
+        .1
+        .assert_status(201);
+    app.login("alice", PASSWORD).await.assert_status(200);
+}
+
+/// Fails before: a reply to a room id, a friend-request action on a room id,
+/// or an invite of a room id loaded the wrong stream as its own type and
+/// answered 500.
+async fn ids_of_another_kind_in_paths_and_bodies_are_clean_4xx(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.register("alice").await;
+    let room_id = app.create_room(&token, "public").await;
+    let reply = app
+        .put(
+            &format!("/v1/rooms/{room_id}/messages/{}", Uuid::now_v7()),
+            &token,
+            &json!({"body": "re", "reply_to": room_id}),
+        )
+        .await;
+    reply.assert_invalid("reply_to");
+    app.post(
+        &format!("/v1/rooms/{room_id}/invites"),
+        &token,
+        &json!({"user_id": room_id}),
+    )
+    .await
+    .assert_problem(404);
+    app.post(
+        "/v1/friend-requests",
+        &token,
+        &json!({"to_user_id": room_id}),
+    )
+    .await
+    .assert_problem(404);
+    app.put_empty(&format!("/v1/blocks/{room_id}"), &token)
+        .await
+        .assert_problem(404);
+    for action in ["accept", "decline"] {
+        let answer = app
+            .post_empty(&format!("/v1/friend-requests/{room_id}/{action}"), &token)
+            .await;
+        assert!(
+            matches!(answer.status.as_u16(), 404 | 409),
+            "{action}: {}",
+            answer.body
+        );
+        answer.assert_problem(answer.status.as_u16());
+    }
+    app.post(
+        &format!("/v1/rooms/{room_id}/read-marker"),
+        &token,
+        &json!({"message_id": room_id}),
+    )
+    .await
+    .assert_problem(404);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "MessageSent"), 0);
+}
+
+/// Fails before: a body with NUL was accepted with 201 on SQLite, and was a 500
+/// on PostgreSQL (whose `jsonb` cannot hold `\u0000`) that also broke up the
+/// whole group-commit batch; bidi overrides passed everywhere.
+async fn control_and_bidi_characters_are_refused_in_every_text_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.register("alice").await;
+    let room_id = app.create_room(&token, "public").await;
+    for body in ["a\u{0}b", "ring\u{7}", "\u{1b}[2J", "txt\u{202E}exe.js"] {
+        app.put_message(&token, room_id, Uuid::now_v7(), body)
+            .await
+            .assert_invalid("body");
+    }
+    app.post(
+        "/v1/rooms",
+        &token,
+        &json!({"name": "ad\u{2066}min", "visibility": "public"}),
+    )
+    .await
+    .assert_invalid("name");
+    app.post(
+        "/v1/rooms",
+        &token,
+        &json!({"name": "ok", "topic": "nul\u{0}", "visibility": "public"}),
+    )
+    .await
+    .assert_invalid("topic");
+    app.request(
+        Method::POST,
+        "/v1/users",
+        None,
+        Some(
+            &json!({"username": "mallory", "password": PASSWORD, "display_name": "ali\u{202E}ce"}),
+        ),
+    )
+    .await
+    .assert_invalid("display_name");
+    app.put(
+        "/v1/presence",
+        &token,
+        &json!({"status": "online", "status_message": "x\u{85}"}),
+    )
+    .await
+    .assert_invalid("status_message");
+    // Text is stored NFC-normalized: "e" + combining acute is stored as "é".
+    let (id, sent) = app.send_message(&token, room_id, "caf\u{65}\u{301}").await;
+    sent.assert_status(201);
+    assert_eq!(app.stream(id).await[0].payload["body"], json!("caf\u{e9}"));
+    // Tabs and newlines are text.
+    app.send_message(&token, room_id, "line\n\tindented")
+        .await
+        .1
+        .assert_status(201);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "MessageSent"), 2);
+    assert_eq!(count(&events, "UserRegistered"), 1);
+}
+
+/// Fails before: any 32 non-space characters were a reaction, and one user
+/// could put any number of reactions on a message.
+async fn reactions_must_be_emoji_and_are_capped(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.register("alice").await;
+    let room_id = app.create_room(&token, "public").await;
+    let (message_id, _) = app.send_message(&token, room_id, "react to me").await;
+    let react = |emoji: &str| {
+        format!(
+            "/v1/rooms/{room_id}/messages/{message_id}/reactions/{}",
+            urlencode(emoji)
+        )
+    };
+    for bad in [":thumbs_up:", "abc", "%00", "1"] {
+        app.put_empty(&react(bad), &token)
+            .await
+            .assert_invalid("emoji");
+    }
+    let animals: Vec<String> = (0..11)
+        .map(|i| char::from_u32(0x1F400 + i).unwrap().to_string())
+        .collect();
+    for emoji in &animals[..10] {
+        app.put_empty(&react(emoji), &token)
+            .await
+            .assert_status(200);
+    }
+    app.put_empty(&react(&animals[10]), &token)
+        .await
+        .assert_invalid("emoji");
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "ReactionAdded"), 10);
+}
+
+/// Fails before: an `X-Request-Id` of any length was copied into the metadata
+/// of every event the request appended.
+async fn oversized_request_headers_are_refused_before_they_reach_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.register("alice").await;
+    let huge = "r".repeat(4096);
+    for name in ["x-request-id", "x-correlation-id"] {
+        let answer = app
+            .call(build(
+                Method::POST,
+                "/v1/rooms",
+                Some(&token),
+                Some(&json!({"name": "r", "visibility": "public"})),
+                &[(name, &huge)],
+            ))
+            .await;
+        answer.assert_problem(400);
+    }
+    // A malformed traceparent is dropped, not stored.
+    let answer = app
+        .call(build(
+            Method::POST,
+            "/v1/rooms",
+            Some(&token),
+            Some(&json!({"name": "r", "visibility": "public"})),
+            &[("traceparent", &huge)],
+        ))
+        .await;
+    answer.assert_status(201);
+    let room = app.stream(answer.uuid("room_id")).await;
+    assert_eq!(room[0].metadata.traceparent, None);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "RoomCreated"), 1);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Fails before: a client that sent headers and then trickled (or never sent)
+/// its body held a task and a connection for as long as it liked, and any
+/// number of such requests queued up.
+async fn a_trickled_body_times_out_and_a_flood_is_shed(backend: Backend) {
+    use axum::body::Body;
+    use parley_command_api::limits::{limit, ServiceLimits};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    let app = TestApp::spawn(backend).await;
+    let (_, token) = app.register("alice").await;
+    let limited = limit(
+        app.router.clone(),
+        ServiceLimits {
+            request_timeout: Duration::from_millis(500),
+            max_in_flight: 1,
+        },
+    );
+    let never_ending = || {
+        axum::http::Request::builder()
+            .method(Method::POST)
+            .uri("/v1/rooms")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from_stream(futures::stream::pending::<
+                Result<Vec<u8>, std::io::Error>,
+            >()))
+            .unwrap()
+    };
+    // One slow request holds the only slot...
+    let slow = tokio::spawn(limited.clone().oneshot(never_ending()));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // ...so another, on any route, is shed at once, with a problem and Retry-After.
+    let shed = limited
+        .clone()
+        .oneshot(build(
+            Method::PUT,
+            "/v1/presence",
+            Some(&token),
+            Some(&json!({"status": "online"})),
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(shed.status().as_u16(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+    // The slow one ends at the deadline with 408.
+    let timed_out = slow.await.unwrap().unwrap();
+    assert_eq!(timed_out.status().as_u16(), 408);
+    assert_eq!(
+        timed_out.headers()["content-type"],
+        "application/problem+json"
+    );
+    // And the slot is free again.
+    let ok = limited
+        .oneshot(build(
+            Method::POST,
+            "/v1/rooms",
+            Some(&token),
+            Some(&json!({"name": "after", "visibility": "public"})),
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 201);
+}
