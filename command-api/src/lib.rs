@@ -132,6 +132,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rooms/{room_id}/invites", post(rooms::invite))
         .route("/v1/rooms/{room_id}/members/{user_id}", delete(rooms::kick))
         .route(
+            "/v1/rooms/{room_id}/bans/{user_id}",
+            put(rooms::ban).delete(rooms::unban),
+        )
+        .route(
             "/v1/rooms/{room_id}/members/{user_id}/role",
             put(rooms::change_role),
         )

@@ -136,7 +136,7 @@ impl Modify for StandardProblems {
     info(title = "Parley command API", version = "1", description = "Commands of Parley's v1 HTTP API. Every accepted command answers with its events' positions and a consistency token. Errors are RFC 9457 problem+json."),
     paths(
         users::register, users::login, users::refresh,
-        rooms::create, rooms::join, rooms::leave, rooms::invite, rooms::kick, rooms::change_role, rooms::direct,
+        rooms::create, rooms::join, rooms::leave, rooms::invite, rooms::kick, rooms::ban, rooms::unban, rooms::change_role, rooms::direct,
         messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker,
         friends::request, friends::accept, friends::decline, friends::cancel, friends::unfriend, friends::block, friends::unblock,
         presence::set,

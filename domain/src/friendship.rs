@@ -189,7 +189,14 @@ pub struct Friendship {
     pending: Option<(Uuid, Uuid)>,
     /// Users of the pair who block the other one.
     blockers: BTreeSet<Uuid>,
+    /// Who sent the last declined request, and when it was declined.
+    #[serde(default)]
+    declined: Option<(Uuid, DateTime<Utc>)>,
 }
+
+/// How long after a declined request its sender must wait to ask again: a
+/// "no" must not be answerable by asking again at once, over and over.
+pub const DECLINED_REQUEST_COOLDOWN: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 impl Friendship {
     /// Whether the two users are friends.
@@ -237,6 +244,18 @@ impl Friendship {
                         "to_user_id",
                         "you are already friends",
                     ));
+                }
+                if let Some((declined_from, declined_at)) = self.declined {
+                    let again_at = declined_at + DECLINED_REQUEST_COOLDOWN;
+                    if declined_from == from && at < again_at && self.pending.is_none() {
+                        return Err(DomainError::rule_on(
+                            "to_user_id",
+                            format!(
+                                "your last request was declined; you can ask again after {}",
+                                again_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                            ),
+                        ));
+                    }
                 }
                 let request_id = friendship_id(from, to);
                 match self.pending {
@@ -359,8 +378,11 @@ impl Friendship {
                 self.pending = None;
                 self.friends = true;
             }
-            FriendshipEvent::FriendRequestDeclined(_)
-            | FriendshipEvent::FriendRequestCancelled(_) => {
+            FriendshipEvent::FriendRequestDeclined(e) => {
+                self.pending = None;
+                self.declined = Some((e.from_user_id, e.at));
+            }
+            FriendshipEvent::FriendRequestCancelled(_) => {
                 self.pending = None;
             }
             FriendshipEvent::FriendRemoved(_) => self.friends = false,

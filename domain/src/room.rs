@@ -52,6 +52,18 @@ pub enum RoomCommand {
         kicked_by: Uuid,
         at: DateTime<Utc>,
     },
+    /// Ban a user (moderators only): removed, and kept out until unbanned.
+    Ban {
+        user_id: Uuid,
+        banned_by: Uuid,
+        at: DateTime<Utc>,
+    },
+    /// Lift a ban (moderators only).
+    Unban {
+        user_id: Uuid,
+        unbanned_by: Uuid,
+        at: DateTime<Utc>,
+    },
     /// Make a member an admin or a plain member (owner only).
     ChangeRole {
         user_id: Uuid,
@@ -71,7 +83,17 @@ pub struct Room {
     direct: bool,
     members: BTreeMap<Uuid, Role>,
     invites: BTreeSet<Uuid>,
+    /// Users kicked out, and when: they may not rejoin by themselves at once.
+    #[serde(default)]
+    kicked: BTreeMap<Uuid, DateTime<Utc>>,
+    /// Users banned from the room.
+    #[serde(default)]
+    banned: BTreeSet<Uuid>,
 }
+
+/// How long a kicked user must wait before joining a public room again (an
+/// invite from the room lets them back at once).
+pub const KICK_COOLDOWN: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 impl Room {
     /// Whether the room was created.
@@ -97,6 +119,11 @@ impl Room {
     /// Whether `user_id` holds a pending invite.
     pub fn is_invited(&self, user_id: Uuid) -> bool {
         self.invites.contains(&user_id)
+    }
+
+    /// Whether `user_id` is banned.
+    pub fn is_banned(&self, user_id: Uuid) -> bool {
+        self.banned.contains(&user_id)
     }
 
     /// Whether this is a direct room.
@@ -213,10 +240,22 @@ impl Room {
                 if self.is_member(user_id) {
                     return Ok(vec![]);
                 }
+                if self.is_banned(user_id) {
+                    return Err(DomainError::forbidden("you are banned from this room"));
+                }
                 if self.visibility == Some(Visibility::Private) && !self.is_invited(user_id) {
                     return Err(DomainError::forbidden(
                         "this room is private: an invite is needed to join",
                     ));
+                }
+                if let Some(kicked_at) = self.kicked.get(&user_id) {
+                    let again_at = *kicked_at + KICK_COOLDOWN;
+                    if at < again_at && !self.is_invited(user_id) {
+                        return Err(DomainError::forbidden(format!(
+                            "you were removed from this room; you can join again after {}",
+                            again_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        )));
+                    }
                 }
                 Ok(vec![MemberJoined {
                     room_id,
@@ -267,6 +306,12 @@ impl Room {
                     return Err(DomainError::rule_on(
                         "user_id",
                         "the user is already a member of this room",
+                    ));
+                }
+                if self.is_banned(user_id) {
+                    return Err(DomainError::rule_on(
+                        "user_id",
+                        "the user is banned from this room: lift the ban first",
                     ));
                 }
                 if self.is_invited(user_id) {
@@ -320,6 +365,46 @@ impl Room {
                 }
                 .into()])
             }
+            RoomCommand::Ban {
+                user_id,
+                banned_by,
+                at,
+            } => {
+                let room_id = self.require_exists()?;
+                self.check_moderation(banned_by, user_id, "ban")?;
+                if self.is_banned(user_id) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![MemberBanned {
+                    room_id,
+                    user_id,
+                    banned_by,
+                    at,
+                }
+                .into()])
+            }
+            RoomCommand::Unban {
+                user_id,
+                unbanned_by,
+                at,
+            } => {
+                let room_id = self.require_exists()?;
+                if !self.role_of(unbanned_by).is_some_and(|r| r.can_moderate()) {
+                    return Err(DomainError::forbidden(
+                        "only the owner and admins can lift a ban",
+                    ));
+                }
+                if !self.is_banned(user_id) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![MemberUnbanned {
+                    room_id,
+                    user_id,
+                    unbanned_by,
+                    at,
+                }
+                .into()])
+            }
             RoomCommand::ChangeRole {
                 user_id,
                 role,
@@ -362,6 +447,42 @@ impl Room {
         }
     }
 
+    /// Whether `moderator` may remove `target` (kick or ban): a moderator of a
+    /// group room, not themselves, never the owner, and an admin only by the owner.
+    fn check_moderation(
+        &self,
+        moderator: Uuid,
+        target: Uuid,
+        what: &str,
+    ) -> Result<(), DomainError> {
+        if self.direct {
+            return Err(DomainError::forbidden(format!(
+                "nobody can {what} in a direct room"
+            )));
+        }
+        let role = self.role_of(moderator);
+        if !role.is_some_and(|r| r.can_moderate()) {
+            return Err(DomainError::forbidden(format!(
+                "only the owner and admins can {what} members"
+            )));
+        }
+        if target == moderator {
+            return Err(DomainError::rule_on(
+                "user_id",
+                format!("cannot {what} yourself"),
+            ));
+        }
+        match (role, self.role_of(target)) {
+            (_, Some(Role::Owner)) => Err(DomainError::forbidden(format!(
+                "the owner cannot be the target of a {what}"
+            ))),
+            (Some(Role::Admin), Some(Role::Admin)) => Err(DomainError::forbidden(format!(
+                "only the owner can {what} an admin"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn require_exists(&self) -> Result<Uuid, DomainError> {
         self.room_id
             .ok_or_else(|| DomainError::not_found("room not found"))
@@ -384,16 +505,28 @@ impl Room {
             }
             RoomEvent::MemberJoined(e) => {
                 self.invites.remove(&e.user_id);
+                self.kicked.remove(&e.user_id);
                 self.members.insert(e.user_id, e.role);
             }
-            RoomEvent::MemberLeft(MemberLeft { user_id, .. })
-            | RoomEvent::MemberKicked(MemberKicked { user_id, .. }) => {
+            RoomEvent::MemberLeft(MemberLeft { user_id, .. }) => {
                 self.members.remove(&user_id);
+            }
+            RoomEvent::MemberKicked(MemberKicked { user_id, at, .. }) => {
+                self.members.remove(&user_id);
+                self.kicked.insert(user_id, at);
             }
             RoomEvent::MemberRoleChanged(e) => {
                 if let Some(role) = self.members.get_mut(&e.user_id) {
                     *role = e.role;
                 }
+            }
+            RoomEvent::MemberBanned(e) => {
+                self.members.remove(&e.user_id);
+                self.invites.remove(&e.user_id);
+                self.banned.insert(e.user_id);
+            }
+            RoomEvent::MemberUnbanned(e) => {
+                self.banned.remove(&e.user_id);
             }
         }
     }

@@ -317,6 +317,10 @@ pub struct PresenceQuery {
 }
 
 /// Status and last-seen time of users; a user silent for 2 minutes is offline.
+///
+/// Only the caller's friends and people sharing a room with them show their
+/// presence, and never across a block (either way); anyone else is reported
+/// as offline and never seen.
 #[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
     params(PresenceQuery), responses(
     (status = 200, description = "`{presence: [{user_id, status, status_message, last_seen_at}]}`"),
@@ -345,7 +349,15 @@ pub async fn presence(
         state.consistency_wait,
     )
     .await?;
-    let list = presence::presence_of(state.store.pool(), &ids, Utc::now()).await?;
+    let mut list = presence::presence_of(state.store.pool(), &ids, Utc::now()).await?;
+    // Someone whose presence the caller may not see looks like someone never
+    // seen: nothing tells a hidden user from an unknown one.
+    let visible = presence::visible_to(state.store.pool(), me, &ids).await?;
+    for view in list.iter_mut().filter(|v| !visible.contains(&v.user_id)) {
+        view.status = "offline".into();
+        view.status_message = None;
+        view.last_seen_at = None;
+    }
     Ok(Json(json!({ "presence": list })))
 }
 

@@ -533,6 +533,13 @@ fn classify(me: Uuid, event: &EventEnvelope) -> Class {
             Some(RoomEvent::MemberKicked(e)) if e.user_id == me => {
                 Class::Mine(Some(room(e.room_id, true, false)))
             }
+            // Whether they were a member before is not in the event: rewinding
+            // assumes not (and so streams less, never more).
+            Some(RoomEvent::MemberBanned(e)) if e.user_id == me => {
+                Class::Mine(Some(room(e.room_id, false, false)))
+            }
+            Some(RoomEvent::MemberUnbanned(e)) if e.user_id == me => Class::Mine(None),
+            Some(RoomEvent::MemberBanned(e)) => Class::Room(e.room_id),
             Some(RoomEvent::MemberJoined(e)) => Class::Room(e.room_id),
             Some(RoomEvent::MemberLeft(e)) => Class::Room(e.room_id),
             Some(RoomEvent::MemberKicked(e)) => Class::Room(e.room_id),

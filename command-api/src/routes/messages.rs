@@ -75,7 +75,7 @@ async fn message_in_room(
     responses(
     (status = 201, description = "Sent", body = crate::openapi::MessageAccepted),
     (status = 200, description = "Already sent by this caller: the first answer", body = crate::openapi::MessageAccepted),
-    (status = 403, description = "Not a member", body = Problem),
+    (status = 403, description = "Not a member, or (in a direct room) a block stands between the two", body = Problem),
     (status = 404, description = "No such room", body = Problem),
     (status = 409, description = "The message id is taken by another message", body = Problem),
     (status = 413, description = "Body over 64 KiB", body = Problem),
@@ -95,6 +95,11 @@ pub async fn send(
     let room = state.engine.room_for_check(room_id).await?;
     if !room.state.exists() {
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
+    }
+    if room.state.is_direct() && room.state.is_member(me) {
+        if let Some((other, _)) = room.state.members().find(|(id, _)| *id != me) {
+            crate::routes::refuse_across_a_block(&state, me, other).await?;
+        }
     }
     let reply_in_room = match request.reply_to {
         Some(reply) => find_in_room(&state, room_id, reply).await?.is_some(),

@@ -61,3 +61,23 @@ where
         })
         .await
 }
+
+/// 403 when either of two users blocks the other: a block stops direct
+/// messages and invites both ways. The answer does not say who blocked whom.
+pub(crate) async fn refuse_across_a_block(
+    state: &AppState,
+    me: Uuid,
+    other: Uuid,
+) -> Result<(), ApiError> {
+    use parley_domain::friendship::Friendship;
+    let friendship = state
+        .engine
+        .load::<Friendship>(parley_domain::ids::friendship_id(me, other))
+        .await?;
+    if friendship.state.is_blocked_either_way() {
+        return Err(ApiError::Forbidden(
+            "a block stands between you and this user".into(),
+        ));
+    }
+    Ok(())
+}

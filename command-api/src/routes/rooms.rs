@@ -166,7 +166,7 @@ pub async fn leave(
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/invites", tag = "rooms", request_body = UserRef,
     security(("bearer" = [])), params(("room_id" = Uuid, Path)), responses(
     (status = 200, description = "Invited (already or now)", body = crate::openapi::RoomAccepted),
-    (status = 403, description = "Not allowed to invite here", body = Problem),
+    (status = 403, description = "Not allowed to invite here, or a block stands between the two", body = Problem),
     (status = 404, description = "No such room or user", body = Problem)))]
 pub async fn invite(
     State(state): State<AppState>,
@@ -176,6 +176,9 @@ pub async fn invite(
     ApiJson(body): ApiJson<UserRef>,
 ) -> Result<Accepted, ApiError> {
     state.engine.require_user(body.user_id).await?;
+    if body.user_id != me {
+        crate::routes::refuse_across_a_block(&state, me, body.user_id).await?;
+    }
     let ctx = meta.context(Some(me), &body);
     let now = ctx.now;
     let user_id = body.user_id;
@@ -217,6 +220,67 @@ pub async fn kick(
         |_| RoomCommand::Kick {
             user_id,
             kicked_by: me,
+            at: now,
+        },
+    )
+    .await
+}
+
+/// Bans a user from a room (owners and admins): removed if a member, and
+/// unable to join or be invited until the ban is lifted.
+#[utoipa::path(put, path = "/v1/rooms/{room_id}/bans/{user_id}", tag = "rooms",
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
+    (status = 200, description = "Banned (already or now)", body = crate::openapi::RoomAccepted),
+    (status = 403, description = "Not a moderator, the target outranks the caller, or a direct room", body = Problem),
+    (status = 404, description = "No such room or user", body = Problem),
+    (status = 422, description = "Banning yourself", body = Problem)))]
+pub async fn ban(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Accepted, ApiError> {
+    state.engine.require_user(user_id).await?;
+    let ctx = meta.context(Some(me), &json!({}));
+    let now = ctx.now;
+    on_room(
+        &state,
+        &ctx,
+        room_id,
+        StatusCode::OK,
+        json!({"room_id": room_id, "user_id": user_id}),
+        |_| RoomCommand::Ban {
+            user_id,
+            banned_by: me,
+            at: now,
+        },
+    )
+    .await
+}
+
+/// Lifts a ban (owners and admins).
+#[utoipa::path(delete, path = "/v1/rooms/{room_id}/bans/{user_id}", tag = "rooms",
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
+    (status = 200, description = "Not banned (any more)", body = crate::openapi::RoomAccepted),
+    (status = 403, description = "Not a moderator", body = Problem),
+    (status = 404, description = "No such room", body = Problem)))]
+pub async fn unban(
+    State(state): State<AppState>,
+    AuthUser(me): AuthUser,
+    meta: RequestMeta,
+    ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Accepted, ApiError> {
+    let ctx = meta.context(Some(me), &json!({}));
+    let now = ctx.now;
+    on_room(
+        &state,
+        &ctx,
+        room_id,
+        StatusCode::OK,
+        json!({"room_id": room_id, "user_id": user_id}),
+        |_| RoomCommand::Unban {
+            user_id,
+            unbanned_by: me,
             at: now,
         },
     )

@@ -22,6 +22,8 @@ backend_tests!(
     reactions_must_be_emoji_and_are_capped,
     oversized_request_headers_are_refused_before_they_reach_events,
     a_trickled_body_times_out_and_a_flood_is_shed,
+    a_block_stops_direct_messages_both_ways_and_invites,
+    a_banned_user_stays_out_until_the_ban_is_lifted,
 );
 
 /// Fails before: a message sent with the id of bob's username claim answered
@@ -327,4 +329,95 @@ async fn a_trickled_body_times_out_and_a_flood_is_shed(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(ok.status().as_u16(), 201);
+}
+
+/// Fails before: a block only stopped new direct rooms and friend requests;
+/// in a direct room opened before it, the blocked user kept writing, and they
+/// could keep inviting the blocker into rooms.
+async fn a_block_stops_direct_messages_both_ways_and_invites(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (alice, alice_token) = app.register("alice").await;
+    let (bob, bob_token) = app.register("bob").await;
+    let dm = app
+        .post("/v1/direct-rooms", &alice_token, &json!({"user_id": bob}))
+        .await
+        .assert_status(201)
+        .uuid("room_id");
+    app.send_message(&alice_token, dm, "hi bob")
+        .await
+        .1
+        .assert_status(201);
+    let room = app.create_room(&alice_token, "public").await;
+
+    app.put_empty(&format!("/v1/blocks/{alice}"), &bob_token)
+        .await
+        .assert_status(200);
+    for token in [&alice_token, &bob_token] {
+        let refused = app.send_message(token, dm, "still there?").await.1;
+        refused.assert_problem(403);
+        assert!(
+            !refused.body["detail"].as_str().unwrap().contains("bob"),
+            "the answer does not say who blocked whom"
+        );
+    }
+    app.post(
+        &format!("/v1/rooms/{room}/invites"),
+        &alice_token,
+        &json!({"user_id": bob}),
+    )
+    .await
+    .assert_problem(403);
+
+    // Lifted, the direct room works again.
+    app.delete(&format!("/v1/blocks/{alice}"), &bob_token)
+        .await
+        .assert_status(200);
+    app.send_message(&alice_token, dm, "friends again?")
+        .await
+        .1
+        .assert_status(201);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "MessageSent"), 2);
+    assert_eq!(count(&events, "MemberInvited"), 0);
+}
+
+/// Fails before: rooms had no bans; a kicked troll joined the public room again
+/// at once, as often as they were kicked.
+async fn a_banned_user_stays_out_until_the_ban_is_lifted(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, owner) = app.register("owner").await;
+    let (troll, troll_token) = app.register("troll").await;
+    let room = app.create_room(&owner, "public").await;
+    app.join(&troll_token, room).await.assert_status(200);
+    let ban = format!("/v1/rooms/{room}/bans/{troll}");
+    // Only moderators ban.
+    let (_, member) = app.register("member").await;
+    app.join(&member, room).await.assert_status(200);
+    app.put_empty(&ban, &member).await.assert_problem(403);
+
+    let banned = app.put_empty(&ban, &owner).await;
+    banned.assert_status(200);
+    assert_eq!(
+        app.stream(room).await.pop().unwrap().event_type,
+        "MemberBanned"
+    );
+    app.send_message(&troll_token, room, "let me back")
+        .await
+        .1
+        .assert_problem(403);
+    app.join(&troll_token, room).await.assert_problem(403);
+    app.post(
+        &format!("/v1/rooms/{room}/invites"),
+        &owner,
+        &json!({"user_id": troll}),
+    )
+    .await
+    .assert_invalid("user_id");
+
+    app.delete(&ban, &owner).await.assert_status(200);
+    assert_eq!(
+        app.stream(room).await.pop().unwrap().event_type,
+        "MemberUnbanned"
+    );
+    app.join(&troll_token, room).await.assert_status(200);
 }

@@ -7,7 +7,7 @@ use crate::helpers::{assert_positions_in_log, Backend, TestApp};
 
 backend_tests!(
     a_request_is_accepted_and_the_friendship_ended,
-    a_declined_request_can_be_sent_again,
+    a_declined_request_can_be_sent_again_only_after_a_cooldown,
     only_the_sender_cancels_and_only_the_recipient_answers,
     requests_to_yourself_or_unknown_users_are_refused,
     a_block_refuses_later_requests_until_lifted,
@@ -93,7 +93,7 @@ async fn a_request_is_accepted_and_the_friendship_ended(backend: Backend) {
         .assert_problem(404);
 }
 
-async fn a_declined_request_can_be_sent_again(backend: Backend) {
+async fn a_declined_request_can_be_sent_again_only_after_a_cooldown(backend: Backend) {
     let (app, _, alice_token, bob, bob_token) = two_users(backend).await;
     let request_id = app
         .post(
@@ -123,11 +123,21 @@ async fn a_declined_request_can_be_sent_again(backend: Backend) {
     .await
     .assert_problem(404);
 
+    // Not again at once (a cooldown; the domain tests cover its end)...
+    app.post(
+        "/v1/friend-requests",
+        &alice_token,
+        &json!({"to_user_id": bob}),
+    )
+    .await
+    .assert_invalid("to_user_id");
+    // ...but the one who declined may ask.
+    let alice = app.stream(request_id).await[0].payload["from_user_id"].clone();
     let again = app
         .post(
             "/v1/friend-requests",
-            &alice_token,
-            &json!({"to_user_id": bob}),
+            &bob_token,
+            &json!({"to_user_id": alice}),
         )
         .await;
     again.assert_status(201);

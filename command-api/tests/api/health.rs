@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/friend-requests/{request_id}", &["delete"]),
     ("/v1/friends/{user_id}", &["delete"]),
     ("/v1/blocks/{user_id}", &["put", "delete"]),
+    ("/v1/rooms/{room_id}/bans/{user_id}", &["put", "delete"]),
     ("/v1/presence", &["put"]),
     ("/health", &["get"]),
     ("/health/ready", &["get"]),

@@ -281,6 +281,17 @@ async fn the_owner_changes_roles_and_an_admin_moderates(backend: Backend) {
     app.put(&role(bob), &owner, &json!({"role": "member"}))
         .await
         .assert_status(200);
+    // Kicked, carol cannot walk back in at once (issue 21, item 2; before,
+    // this join was a 200)...
+    app.join(&carol_token, room_id).await.assert_problem(403);
+    // ...unless the room invites her back.
+    app.post(
+        &format!("/v1/rooms/{room_id}/invites"),
+        &owner,
+        &json!({"user_id": carol}),
+    )
+    .await
+    .assert_status(200);
     app.join(&carol_token, room_id).await.assert_status(200);
     app.delete(&format!("/v1/rooms/{room_id}/members/{carol}"), &bob_token)
         .await

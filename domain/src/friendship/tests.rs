@@ -229,18 +229,47 @@ fn answering_without_a_pending_request_is_not_found() {
     }
 }
 
+/// Attack (issue 21, item 2). Fails before: a declined request could be sent
+/// again at once, so a "no" could be met with the same request, over and over.
 #[test]
-fn a_declined_request_can_be_sent_again() {
-    let declined = FriendRequestDeclined {
-        request_id: request_id(),
-        from_user_id: id(A),
-        to_user_id: id(B),
-        at: at(),
+fn a_declined_request_can_be_sent_again_only_after_a_cooldown() {
+    let declined = || -> FriendshipEvent {
+        FriendRequestDeclined {
+            request_id: request_id(),
+            from_user_id: id(A),
+            to_user_id: id(B),
+            at: at(),
+        }
+        .into()
     };
-    Given::with(())
-        .given(vec![sent(A, B), declined.into()])
-        .when(send(A, B))
-        .then_expect_events(vec![sent(A, B)]);
+    let send_at = |from: u8, to: u8, when| FriendshipCommand::SendFriendRequest {
+        from: id(from),
+        to: id(to),
+        at: when,
+    };
+    let soon = at() + DECLINED_REQUEST_COOLDOWN - chrono::TimeDelta::seconds(1);
+    assert!(matches!(
+        Given::with(())
+            .given(vec![sent(A, B), declined()])
+            .when(send_at(A, B, soon))
+            .inspect_result(),
+        Err(DomainError::Rule { .. })
+    ));
+    // The one who declined may ask at once...
+    let asked = Given::with(())
+        .given(vec![sent(A, B), declined()])
+        .when(send_at(B, A, soon))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(asked.len(), 1);
+    // ...and the declined sender once the cooldown is over.
+    let later = at() + DECLINED_REQUEST_COOLDOWN;
+    let asked = Given::with(())
+        .given(vec![sent(A, B), declined()])
+        .when(send_at(A, B, later))
+        .inspect_result()
+        .unwrap();
+    assert_eq!(asked.len(), 1);
 }
 
 // --- remove ---

@@ -73,6 +73,25 @@ pub struct MemberRoleChanged {
     pub at: DateTime<Utc>,
 }
 
+/// A user was banned by a moderator: removed if a member, and unable to join
+/// or be invited until unbanned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MemberBanned {
+    pub room_id: Uuid,
+    pub user_id: Uuid,
+    pub banned_by: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+/// A ban was lifted by a moderator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MemberUnbanned {
+    pub room_id: Uuid,
+    pub user_id: Uuid,
+    pub unbanned_by: Uuid,
+    pub at: DateTime<Utc>,
+}
+
 event_enum! {
     /// Events of the `room` aggregate.
     pub enum RoomEvent for "room";
@@ -84,6 +103,8 @@ event_enum! {
         MemberLeft = 1,
         MemberKicked = 1,
         MemberRoleChanged = 1,
+        MemberBanned = 1,
+        MemberUnbanned = 1,
     }
 }
 
@@ -160,6 +181,28 @@ impl Example for MemberRoleChanged {
             user_id: examples::id(2),
             role: Role::Admin,
             changed_by: examples::id(1),
+            at: examples::at(),
+        }
+    }
+}
+
+impl Example for MemberBanned {
+    fn example() -> Self {
+        Self {
+            room_id: examples::id(10),
+            user_id: examples::id(2),
+            banned_by: examples::id(1),
+            at: examples::at(),
+        }
+    }
+}
+
+impl Example for MemberUnbanned {
+    fn example() -> Self {
+        Self {
+            room_id: examples::id(10),
+            user_id: examples::id(2),
+            unbanned_by: examples::id(1),
             at: examples::at(),
         }
     }

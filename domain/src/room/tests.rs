@@ -596,3 +596,164 @@ fn the_owner_may_leave() {
         }
         .into()]);
 }
+
+/// Attack (issue 21, item 2). Fails before: a kicked user joined the public
+/// room again at once, so a kick removed nobody.
+#[test]
+fn a_kicked_user_rejoins_only_after_a_cooldown_or_an_invite() {
+    let mut given = populated(Visibility::Public);
+    given.push(kicked(MEMBER, OWNER));
+    let join_at = |when| RoomCommand::Join {
+        user_id: id(MEMBER),
+        at: when,
+    };
+    let soon = at() + KICK_COOLDOWN - chrono::TimeDelta::seconds(1);
+    assert!(matches!(
+        Given::with(())
+            .given(given.clone())
+            .when(join_at(soon))
+            .inspect_result(),
+        Err(DomainError::Forbidden(_))
+    ));
+    // After the cooldown, by themselves...
+    let later = at() + KICK_COOLDOWN;
+    assert_eq!(
+        Given::with(())
+            .given(given.clone())
+            .when(join_at(later))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+    // ...or at once when the room invites them back.
+    let mut invited_back = given;
+    invited_back.push(invited(MEMBER, OWNER));
+    assert_eq!(
+        Given::with(())
+            .given(invited_back)
+            .when(join_at(soon))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn ban(user: u8, by: u8) -> RoomCommand {
+    RoomCommand::Ban {
+        user_id: id(user),
+        banned_by: id(by),
+        at: at(),
+    }
+}
+
+fn banned(user: u8, by: u8) -> RoomEvent {
+    MemberBanned {
+        room_id: id(ROOM),
+        user_id: id(user),
+        banned_by: id(by),
+        at: at(),
+    }
+    .into()
+}
+
+#[test]
+fn a_moderator_bans_a_member_who_then_cannot_join_or_be_invited() {
+    Given::with(())
+        .given(populated(Visibility::Public))
+        .when(ban(MEMBER, ADMIN))
+        .then_expect_events(vec![banned(MEMBER, ADMIN)]);
+    let mut after = populated(Visibility::Public);
+    after.push(banned(MEMBER, ADMIN));
+    // Out of the room, and kept out, even with an invite.
+    let state = {
+        let mut room = Room::default();
+        for e in after.clone() {
+            cqrs_es::Aggregate::apply(&mut room, e);
+        }
+        room
+    };
+    assert!(!state.is_member(id(MEMBER)));
+    assert!(matches!(
+        Given::with(())
+            .given(after.clone())
+            .when(join(MEMBER))
+            .inspect_result(),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        Given::with(())
+            .given(after.clone())
+            .when(RoomCommand::Invite {
+                user_id: id(MEMBER),
+                invited_by: id(OWNER),
+                at: at(),
+            })
+            .inspect_result(),
+        Err(DomainError::Rule { .. })
+    ));
+    // Banning again changes nothing; lifting the ban lets them back.
+    Given::with(())
+        .given(after.clone())
+        .when(ban(MEMBER, OWNER))
+        .then_expect_events(vec![]);
+    let mut lifted = after;
+    lifted.push(
+        MemberUnbanned {
+            room_id: id(ROOM),
+            user_id: id(MEMBER),
+            unbanned_by: id(OWNER),
+            at: at(),
+        }
+        .into(),
+    );
+    assert_eq!(
+        Given::with(())
+            .given(lifted)
+            .when(join(MEMBER))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn bans_follow_the_rules_of_kicks() {
+    let given = || Given::with(()).given(populated(Visibility::Public));
+    // Plain members do not ban; nobody bans the owner; admins do not ban admins.
+    assert!(matches!(
+        given().when(ban(ADMIN, MEMBER)).inspect_result(),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        given().when(ban(OWNER, ADMIN)).inspect_result(),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        given().when(ban(ADMIN2, ADMIN)).inspect_result(),
+        Err(DomainError::Forbidden(_))
+    ));
+    assert!(matches!(
+        given().when(ban(ADMIN, ADMIN)).inspect_result(),
+        Err(DomainError::Rule { .. })
+    ));
+    // The owner bans an admin, and anyone may be banned before they ever join.
+    assert_eq!(
+        given()
+            .when(ban(ADMIN, OWNER))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        given()
+            .when(ban(OUTSIDER, ADMIN))
+            .inspect_result()
+            .unwrap()
+            .len(),
+        1
+    );
+}

@@ -7,7 +7,7 @@
 //! Each row remembers the last sequence of the user's presence stream that was
 //! applied; an event at or below it changes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -134,6 +134,68 @@ pub struct PresenceView {
     pub status_message: Option<String>,
     /// When the user last set a status or sent a heartbeat (null if never).
     pub last_seen_at: Option<DateTime<Utc>>,
+}
+
+/// Those of `user_ids` whose presence `viewer` may see: the viewer, their
+/// friends, and people who share a room with them, unless either of the two
+/// blocks the other. Reads the friends and rooms models' tables.
+pub async fn visible_to(
+    pool: &AnyPool,
+    viewer: Uuid,
+    user_ids: &[Uuid],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let mut visible = HashSet::new();
+    let mut blocked = HashSet::new();
+    for chunk in user_ids.chunks(IN_CHUNK) {
+        let list = placeholders(2, padded_len(chunk.len()));
+        for sql in [
+            format!("SELECT friend_id FROM friends WHERE user_id = $1 AND friend_id IN ({list})"),
+            format!(
+                "SELECT DISTINCT theirs.user_id FROM room_members mine
+                 JOIN room_members theirs ON theirs.room_id = mine.room_id
+                 WHERE mine.user_id = $1 AND theirs.user_id IN ({list})"
+            ),
+        ] {
+            for id in in_list_query(pool, &sql, viewer, chunk).await? {
+                visible.insert(id);
+            }
+        }
+        for sql in [
+            format!(
+                "SELECT blocked_id FROM blocks WHERE blocker_id = $1 AND blocked_id IN ({list})"
+            ),
+            format!(
+                "SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND blocker_id IN ({list})"
+            ),
+        ] {
+            blocked.extend(in_list_query(pool, &sql, viewer, chunk).await?);
+        }
+    }
+    visible.retain(|id| !blocked.contains(id));
+    if user_ids.contains(&viewer) {
+        visible.insert(viewer);
+    }
+    Ok(visible)
+}
+
+/// Runs a query of one text column with `$1` = `viewer` and `$2...` = `ids`
+/// (padded), and parses the column as ids.
+async fn in_list_query(
+    pool: &AnyPool,
+    sql: &str,
+    viewer: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let mut query = sqlx::query_scalar::<_, String>(sql).bind(viewer.to_string());
+    for id in padded(ids) {
+        query = query.bind(id.to_string());
+    }
+    query
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|id| parse_uuid(id))
+        .collect()
 }
 
 /// The presence of `user_ids` as of `now`, in the order asked (each user once).

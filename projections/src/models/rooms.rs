@@ -174,6 +174,20 @@ impl Rooms {
                 .execute(&mut *conn)
                 .await?;
             }
+            RoomEvent::MemberBanned(e) => {
+                // Out of the room, and any pending invite withdrawn.
+                for table in [members, invites] {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE room_id = $1 AND user_id = $2"
+                    ))
+                    .bind(e.room_id.to_string())
+                    .bind(e.user_id.to_string())
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+            // The rooms model keeps no ban list: lifting one changes nothing here.
+            RoomEvent::MemberUnbanned(_) => {}
             RoomEvent::MemberRoleChanged(e) => {
                 sqlx::query(&format!(
                     "UPDATE {members} SET role = $1 WHERE room_id = $2 AND user_id = $3"

@@ -282,7 +282,30 @@ async fn unread_counts_follow_read_markers(env: Env) {
     assert_eq!(unread(carol).await, 0);
 }
 
+/// A ban takes the user out of the room and withdraws a pending invite.
+async fn a_ban_removes_the_member_and_their_invite(env: Env) {
+    let store = env.store().await;
+    let mut s = Script::new();
+    let (alice, bob, carol) = (s.register("alice"), s.register("bob"), s.register("carol"));
+    let room = s.create_room(alice, "general", Visibility::Private);
+    s.invite(room, bob, alice);
+    s.join(room, bob);
+    s.invite(room, carol, alice);
+    s.ban(room, bob, alice);
+    s.ban(room, carol, alice);
+    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    let pool = store.pool();
+    assert!(!rooms::is_member(pool, room, bob).await.unwrap());
+    assert!(rooms::rooms_of(pool, bob).await.unwrap().is_empty());
+    assert!(rooms::invites_of(pool, carol).await.unwrap().is_empty());
+    assert_eq!(
+        rooms::room(pool, room).await.unwrap().unwrap().member_count,
+        1
+    );
+}
+
 on_both_backends!(
+    a_ban_removes_the_member_and_their_invite,
     members_roles_leave_and_kick,
     invites_last_until_joined,
     direct_rooms,

@@ -425,6 +425,20 @@ impl Script {
         );
     }
 
+    pub fn ban(&mut self, room_id: Uuid, user_id: Uuid, banned_by: Uuid) {
+        let at = self.now();
+        self.push(
+            "room",
+            room_id,
+            RoomEvent::from(MemberBanned {
+                room_id,
+                user_id,
+                banned_by,
+                at,
+            }),
+        );
+    }
+
     pub fn change_role(&mut self, room_id: Uuid, user_id: Uuid, role: Role, changed_by: Uuid) {
         let at = self.now();
         self.push(

@@ -10,7 +10,8 @@ crate::both_backends!(
     an_empty_room_is_empty_for_members_and_unknown_to_others,
     non_members_cannot_read_a_room,
     queries_need_a_token,
-    bad_paging_arguments_are_400
+    bad_paging_arguments_are_400,
+    presence_shows_only_to_room_mates_and_friends_and_never_across_a_block,
 );
 
 async fn non_members_cannot_read_a_room(backend: Backend) {
@@ -149,4 +150,92 @@ async fn an_empty_room_is_empty_for_members_and_unknown_to_others(backend: Backe
         )
         .await;
     assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+}
+
+/// Attack (issue 21, item 7). Fails before: any user who knew (or guessed from
+/// a room list) a user id could follow that user's status and last-seen time,
+/// blocked or not.
+async fn presence_shows_only_to_room_mates_and_friends_and_never_across_a_block(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (alice_id, alice) = app.user("alice").await;
+    let (_, stranger) = app.user("stranger").await;
+    let (carol_id, carol) = app.user("carol").await;
+    let (room, _) = app.room(&alice, "club", "public").await;
+    let joined = app
+        .call(
+            "POST",
+            &format!("/v1/rooms/{room}/join"),
+            Some(&carol),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::OK, "{:?}", joined.body);
+    let online = app
+        .call(
+            "PUT",
+            "/v1/presence",
+            Some(&alice),
+            None,
+            Some(json!({"status": "online", "status_message": "at the park"})),
+        )
+        .await;
+    assert_eq!(online.status, StatusCode::OK, "{:?}", online.body);
+    let token = online.token.clone();
+    let presence_seen_by = |viewer: String| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            let answer = app
+                .call(
+                    "GET",
+                    &format!("/v1/presence?user_id={alice_id}"),
+                    Some(&viewer),
+                    token.as_deref(),
+                    None,
+                )
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+            answer.body["presence"][0].clone()
+        }
+    };
+    let own = presence_seen_by(alice.clone()).await;
+    assert_eq!(own["status"], json!("online"));
+    let mate = presence_seen_by(carol.clone()).await;
+    assert_eq!(mate["status"], json!("online"));
+    assert_eq!(mate["status_message"], json!("at the park"));
+    // A stranger learns nothing: the answer of a user never seen.
+    let hidden = presence_seen_by(stranger.clone()).await;
+    assert_eq!(
+        hidden,
+        json!({"user_id": alice_id, "status": "offline", "status_message": null, "last_seen_at": null})
+    );
+
+    // Alice blocks carol: carol no longer sees her, though they share a room.
+    let blocked = app
+        .call(
+            "PUT",
+            &format!("/v1/blocks/{carol_id}"),
+            Some(&alice),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(blocked.status, StatusCode::OK, "{:?}", blocked.body);
+    let answer = app
+        .call(
+            "GET",
+            &format!("/v1/presence?user_id={alice_id}"),
+            Some(&carol),
+            blocked.token.as_deref(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        answer.body["presence"][0]["status"],
+        json!("offline"),
+        "{:?}",
+        answer.body
+    );
+    assert_eq!(answer.body["presence"][0]["last_seen_at"], json!(null));
 }
