@@ -288,6 +288,13 @@ pub struct ReadApiArgs {
     /// every history or rooms commit). 0 turns the cache off.
     #[arg(long, env = "PARLEY_PAGE_CACHE_MB", default_value_t = 64)]
     pub page_cache_mb: usize,
+    /// Live streams (`/v1/stream`) one user may hold open at once (429 past it).
+    #[arg(long, env = "PARLEY_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub max_streams_per_user: u32,
+    /// How many log positions behind the head a stream may resume from; an
+    /// older `Last-Event-ID` is 410 (the client reloads pages and reconnects).
+    #[arg(long, env = "PARLEY_STREAM_RESUME_WINDOW", default_value_t = 100_000)]
+    pub stream_resume_window: i64,
     /// Database connections in the pool.
     #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,

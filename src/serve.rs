@@ -76,6 +76,8 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     pools.extend(log.clone().map(Pool::Log));
     let mut read = read_settings(&settings);
     read.page_cache_bytes = args.page_cache_mb << 20;
+    read.max_streams_per_user = args.max_streams_per_user.max(1);
+    read.stream_resume_window = args.stream_resume_window.max(0);
     read.feed = match args.feed {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,

@@ -2,7 +2,6 @@
 //! token waits, bounded, until the projections it reads have applied that write.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
@@ -62,7 +61,7 @@ pub async fn wait_for(
         log: state.log.as_ref().filter(|_| state.feed == Feed::Kafka),
         types: HashMap::new(),
     };
-    let mut waiting: Option<WaitSlot> = None;
+    let mut waiting: Option<crate::slots::Slot> = None;
     loop {
         committed.borrow_and_update();
         if check.caught_up(&token, projections).await? {
@@ -71,7 +70,9 @@ pub async fn wait_for(
         if waiting.is_none() {
             // Only a token that would make the query wait costs these checks.
             check_genuine(state, &token).await?;
-            waiting = Some(WaitSlot::take(&state.waiters, me)?);
+            waiting = Some(state.waiters.take(me).ok_or(ReadError::TooManyRequests {
+                retry_after_secs: 1,
+            })?);
         }
         let now = Instant::now();
         if now >= deadline {
@@ -112,41 +113,6 @@ async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<()
         return Err(forged());
     }
     Ok(())
-}
-
-/// One caller's place among the waiting queries, given back when dropped.
-struct WaitSlot {
-    waiters: Arc<Mutex<HashMap<Uuid, u32>>>,
-    user: Uuid,
-}
-
-impl WaitSlot {
-    fn take(waiters: &Arc<Mutex<HashMap<Uuid, u32>>>, user: Uuid) -> Result<Self, ReadError> {
-        let mut map = waiters.lock().expect("waiters lock");
-        let count = map.entry(user).or_insert(0);
-        if *count >= MAX_WAITS_PER_USER {
-            return Err(ReadError::TooManyRequests {
-                retry_after_secs: 1,
-            });
-        }
-        *count += 1;
-        Ok(Self {
-            waiters: waiters.clone(),
-            user,
-        })
-    }
-}
-
-impl Drop for WaitSlot {
-    fn drop(&mut self) {
-        let mut map = self.waiters.lock().expect("waiters lock");
-        if let Some(count) = map.get_mut(&self.user) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.user);
-            }
-        }
-    }
 }
 
 /// One request's wait.

@@ -13,6 +13,9 @@ pub enum ReadError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
+    /// Asked for something no longer kept (a stream resume past its window).
+    #[error("{0}")]
+    Gone(String),
     #[error("rate limit exceeded, retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("the read model has not caught up with this write within {waited_ms} ms; retry")]
@@ -33,6 +36,7 @@ impl ReadError {
             ReadError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             ReadError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ReadError::NotFound(_) => (StatusCode::NOT_FOUND, "not-found"),
+            ReadError::Gone(_) => (StatusCode::GONE, "resume-window-passed"),
             ReadError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate-limited"),
             ReadError::NotCaughtUp { .. } => (StatusCode::GATEWAY_TIMEOUT, "not-caught-up"),
             ReadError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod openapi;
 mod redaction;
 mod routes;
+pub mod slots;
 pub mod stream;
 
 use std::sync::Arc;
@@ -54,6 +55,11 @@ pub struct Settings {
     pub stream_capacity: usize,
     /// Bytes of newest history pages kept in memory (see [`cache`]); 0: none.
     pub page_cache_bytes: usize,
+    /// Live streams (`/v1/stream`) one caller may hold open at once.
+    pub max_streams_per_user: u32,
+    /// How many log positions behind the head a stream may resume from; a
+    /// `Last-Event-ID` further back is 410 (start again from a fresh page).
+    pub stream_resume_window: i64,
 }
 
 impl Settings {
@@ -66,6 +72,8 @@ impl Settings {
             rate_limit_burst: 100.0,
             stream_capacity: stream::DEFAULT_CAPACITY,
             page_cache_bytes: 64 << 20,
+            max_streams_per_user: 8,
+            stream_resume_window: 100_000,
         }
     }
 }
@@ -91,7 +99,11 @@ pub struct ReadState {
     /// Set once readiness has seen every read-model table.
     pub models_ready: Arc<std::sync::atomic::AtomicBool>,
     /// Queries waiting for a consistency token, per caller.
-    pub waiters: Arc<std::sync::Mutex<std::collections::HashMap<uuid::Uuid, u32>>>,
+    pub waiters: slots::UserSlots,
+    /// Open live streams, per caller.
+    pub streams_open: slots::UserSlots,
+    /// How far back (in log positions) a stream may resume; older is 410.
+    pub stream_resume_window: i64,
 }
 
 impl ReadState {
@@ -120,7 +132,9 @@ impl ReadState {
             )),
             consistency_wait: settings.consistency_wait,
             closing: CancellationToken::new(),
-            waiters: Default::default(),
+            waiters: slots::UserSlots::new(consistency::MAX_WAITS_PER_USER),
+            streams_open: slots::UserSlots::new(settings.max_streams_per_user),
+            stream_resume_window: settings.stream_resume_window,
             models_ready: Default::default(),
         }
     }

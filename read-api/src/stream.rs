@@ -863,6 +863,8 @@ struct Connection {
     closing: tokio_util::sync::CancellationToken,
     /// Counts this stream in `parley_sse_connections` until it is dropped.
     _open: crate::metrics::OpenStream,
+    /// One of the caller's allowed open streams, until this one ends.
+    _slot: crate::slots::Slot,
 }
 
 /// An event as clients see it: today's shape (an older stored version is upcast,
@@ -1032,6 +1034,8 @@ pub struct StreamQuery {
     (status = 200, description = "`text/event-stream` of event envelopes", content_type = "text/event-stream"),
     (status = 400, description = "Malformed Last-Event-ID"),
     (status = 401, description = "No valid token"),
+    (status = 410, description = "Last-Event-ID is older than the resume window: reload pages, then reconnect without it"),
+    (status = 429, description = "The caller has the most streams open already"),
     (status = 503, description = "No event log configured, or the stream is starting")))]
 pub async fn stream(
     State(state): State<ReadState>,
@@ -1063,9 +1067,25 @@ pub async fn stream(
             ))
         })?),
     };
+    let slot = state
+        .streams_open
+        .take(me)
+        .ok_or_else(|| ReadError::TooManyRequests {
+            retry_after_secs: 5,
+        })?;
     // Subscribe first: whatever is broadcast from now on reaches this receiver, and
     // everything up to `position` is in the log for the backlog.
     let Subscription { receiver, position } = hub.subscribe().await?;
+    if let Some(resume) = resume {
+        // A resume reads the log from `resume`: bounded, so no id can turn a
+        // stream into a scan of the whole log.
+        if position.position - resume.position > state.stream_resume_window {
+            return Err(ReadError::Gone(format!(
+                "Last-Event-ID is more than {} events behind: start again from a fresh page of each room, then open the stream without it",
+                state.stream_resume_window
+            )));
+        }
+    }
     let start = resume.unwrap_or(position);
     let interest = Interest::load(&state, log, me, start, position).await?;
     let phase = if start < position {
@@ -1088,6 +1108,7 @@ pub async fn stream(
         greeted: false,
         closing: state.closing.clone(),
         _open: crate::metrics::OpenStream::new(),
+        _slot: slot,
     };
     let events = futures::stream::unfold(connection, |mut c| async move {
         c.next().await.map(|e| (Ok::<_, Infallible>(e), c))

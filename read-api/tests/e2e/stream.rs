@@ -26,6 +26,7 @@ crate::both_backends!(
     events_wait_until_queries_see_them,
     a_shutdown_ends_each_stream_with_a_retry_hint_and_where_to_resume,
     a_resume_shows_no_text_that_was_redacted_or_edited_since,
+    streams_per_user_are_capped_and_old_resumes_are_gone,
 );
 
 /// How long a test waits for one frame before failing.
@@ -759,4 +760,42 @@ async fn a_resume_shows_no_text_that_was_redacted_or_edited_since(backend: Backe
         .map(|f| f.envelope()["payload"]["body"].clone())
         .collect();
     assert_eq!(sent_bodies, vec![Value::Null, json!("fixed")]);
+}
+
+/// Attack (issue 21, item 5). Fails before: `Last-Event-ID: 0.0` made the
+/// server read the whole log for one client, and one account could open any
+/// number of streams.
+async fn streams_per_user_are_capped_and_old_resumes_are_gone(backend: Backend) {
+    let app = TestApp::start_custom(backend, true, |read| {
+        read.max_streams_per_user = 2;
+        read.stream_resume_window = 5;
+    })
+    .await;
+    let (_, alice) = app.user("alice").await;
+    let (_, bob) = app.user("bob").await;
+    let (room, _) = app.room(&alice, "general", "public").await;
+    let first = Sse::open(&app, &alice, None).await;
+    let second = Sse::open(&app, &alice, None).await;
+    let (status, _) = Sse::try_open(&app, &alice, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    // Another user is not affected, and a closed stream frees its place.
+    Sse::open(&app, &bob, None).await;
+    drop(first);
+    let mut third = Sse::open(&app, &alice, None).await;
+    let resume_from = third.hello().await.id.unwrap();
+    drop((second, third));
+
+    let mut last = Cursor::START;
+    for i in 0..8 {
+        last = send(&app, &alice, room, &format!("message {i}")).await.1;
+    }
+    hub_reaches(&app, last).await;
+    let (status, _) = Sse::try_open(&app, &alice, Some(&resume_from)).await;
+    assert_eq!(status, StatusCode::GONE);
+    let (status, _) = Sse::try_open(&app, &alice, Some("0.0")).await;
+    assert_eq!(status, StatusCode::GONE);
+    // Within the window, a resume works.
+    let recent = sse_id(last);
+    let (status, _) = Sse::try_open(&app, &alice, Some(&recent)).await;
+    assert_eq!(status, StatusCode::OK);
 }
