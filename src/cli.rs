@@ -208,6 +208,10 @@ pub struct AuthArgs {
     /// Key id of `--jwt-previous-secret`.
     #[arg(long, env = "PARLEY_JWT_PREVIOUS_KEY_ID", default_value = "k0")]
     pub jwt_previous_key_id: String,
+    /// Start even with one of the example secrets shipped in deploy/, which
+    /// anyone can read (and so forge tokens with). For throwaway clusters only.
+    #[arg(long, env = "PARLEY_ALLOW_PLACEHOLDER_SECRET")]
+    pub allow_placeholder_secret: bool,
 }
 
 /// How a service shuts down (see `docs/operations.md`, "Shutdown").
@@ -552,6 +556,11 @@ pub struct MigrateArgs {
     /// Database to migrate: postgres://... or sqlite://...
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: String,
+    /// A PostgreSQL role (it must exist) to let read the event log and nothing
+    /// else: the read API and log-fed projectors connect as it, so they cannot
+    /// write events.
+    #[arg(long, env = "PARLEY_READ_SIDE_ROLE")]
+    pub read_side_role: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -64,6 +64,9 @@ fn read_settings(settings: &Settings) -> parley_read_api::Settings {
 }
 
 pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
+    if let Some(secret) = &args.auth.jwt_secret {
+        refuse_placeholder(&args.auth, secret)?;
+    }
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
     let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
@@ -149,6 +152,9 @@ pub async fn dead_letters(args: DeadLetterArgs) -> anyhow::Result<()> {
 }
 
 pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
+    if let Some(secret) = &args.auth.jwt_secret {
+        refuse_placeholder(&args.auth, secret)?;
+    }
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
     let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let log = if args.migrate {
@@ -226,6 +232,38 @@ pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
             )
         })?;
     println!("migrations applied");
+    if let Some(role) = &args.read_side_role {
+        anyhow::ensure!(
+            !args.database_url.starts_with("sqlite:"),
+            "--read-side-role needs PostgreSQL: SQLite has no roles"
+        );
+        let log = parley_event_log::pg::PgLog::connect(&args.database_url, 2).await?;
+        log.grant_read_access(role)
+            .await
+            .with_context(|| format!("granting {role} read access to the event log"))?;
+        println!("{role} may read the event log, and nothing more");
+    }
+    Ok(())
+}
+
+/// JWT secrets that ship as examples in deploy/: anyone can read them, and so
+/// forge any user's tokens with them.
+pub const PLACEHOLDER_SECRETS: &[&str] = &[
+    "dev-only-0123456789abcdef0123456789abcdef",
+    "CHANGE-ME-at-least-32-bytes-long-secret",
+];
+
+/// Refuses a placeholder secret unless explicitly allowed.
+fn refuse_placeholder(auth: &AuthArgs, secret: &str) -> anyhow::Result<()> {
+    let placeholder = |s: &str| PLACEHOLDER_SECRETS.contains(&s.trim());
+    let previous = auth.jwt_previous_secret.as_deref().is_some_and(placeholder);
+    if (placeholder(secret) || previous) && !auth.allow_placeholder_secret {
+        anyhow::bail!(
+            "PARLEY_JWT_SECRET is an example value from deploy/: anyone can forge tokens with it. \
+             Generate one (`openssl rand -hex 32`), or set PARLEY_ALLOW_PLACEHOLDER_SECRET=true \
+             on a throwaway cluster"
+        );
+    }
     Ok(())
 }
 

@@ -266,3 +266,80 @@ fn config_names_what_a_service_is_missing() {
         stderr(&out)
     );
 }
+
+/// Every JWT secret written out in deploy/ (`PARLEY_JWT_SECRET=...` or
+/// `PARLEY_JWT_SECRET: ...`), as the examples an operator might copy.
+fn secrets_in_deploy() -> Vec<String> {
+    let mut found = Vec::new();
+    let mut dirs = vec![std::path::PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy"
+    ))];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for line in text.lines() {
+                let line = line.trim().trim_start_matches("- ");
+                let value = line
+                    .strip_prefix("PARLEY_JWT_SECRET=")
+                    .or_else(|| line.strip_prefix("PARLEY_JWT_SECRET: "));
+                if let Some(value) = value.map(|v| v.trim().trim_matches('"')) {
+                    if !value.is_empty() && !value.contains('$') {
+                        found.push(value.to_string());
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Attack (issue 21, item 14). Fails before: a service started with an
+/// example secret from deploy/ signed tokens that anyone could forge.
+#[test]
+fn an_example_secret_from_deploy_is_refused_outside_dev() {
+    let secrets = secrets_in_deploy();
+    assert!(secrets.len() >= 2, "found {secrets:?}");
+    for secret in &secrets {
+        for service in [vec!["command-api"], vec!["read-api"]] {
+            let out = parley(
+                &service,
+                &[
+                    ("PARLEY_JWT_SECRET", secret.as_str()),
+                    (
+                        "PARLEY_DATABASE_URL",
+                        "postgres://parley@127.0.0.1:1/parley",
+                    ),
+                    (
+                        "PARLEY_READ_DATABASE_URL",
+                        "postgres://parley@127.0.0.1:1/read",
+                    ),
+                ],
+            );
+            assert!(!out.status.success(), "{service:?} started with {secret}");
+            let err = stderr(&out);
+            assert!(err.contains("example value from deploy/"), "{err}");
+        }
+    }
+    // Allowed explicitly (a throwaway cluster), it goes on to the database.
+    let out = parley(
+        &["command-api"],
+        &[
+            ("PARLEY_JWT_SECRET", secrets[0].as_str()),
+            ("PARLEY_ALLOW_PLACEHOLDER_SECRET", "true"),
+            (
+                "PARLEY_DATABASE_URL",
+                "postgres://parley@127.0.0.1:1/parley",
+            ),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("example value"), "{}", stderr(&out));
+}

@@ -421,6 +421,30 @@ def check_compose(doc):
     for name in ("projector-1", "projector-2"):
         if "kafka" not in parley.get(name, {}).get("command", []):
             problems.append(f"{name}: not `projector --feed kafka`")
+    problems += check_compose_exposure(doc)
+    return problems
+
+
+def check_compose_exposure(doc):
+    """Security of the Compose stack (issue 21, item 14): ports on loopback unless
+    asked, no remote lifecycle API on Prometheus, and a read side that cannot
+    write the event log."""
+    problems = []
+    services = doc["services"]
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            if not str(port).startswith("${PARLEY_PUBLISH_ADDRESS:-127.0.0.1}:"):
+                problems.append(f"{name}: port {port} is not published on 127.0.0.1 by default")
+    if any("enable-lifecycle" in str(a) for a in services.get("prometheus", {}).get("command", [])):
+        problems.append("prometheus: --web.enable-lifecycle lets anyone who reaches it shut it down")
+    owner = "${POSTGRES_USER:-parley}"
+    for name in ("read-api", "projector-1", "projector-2"):
+        env = services.get(name, {}).get("environment", {})
+        for key in ("PARLEY_DATABASE_URL", "PARLEY_READ_DATABASE_URL"):
+            if owner in str(env.get(key, "")):
+                problems.append(f"{name}: {key} connects as the event log's owner")
+    if "PARLEY_READ_SIDE_ROLE" not in services.get("migrate", {}).get("environment", {}):
+        problems.append("migrate: no PARLEY_READ_SIDE_ROLE, so the read side's role may not read the log")
     return problems
 
 
@@ -545,6 +569,16 @@ class Mutations(unittest.TestCase):
         problems = check_compose(doc)
         self.assertNoticed(problems, "read-api: no `parley healthcheck`")
         self.assertNoticed(problems, "relay-2: does not wait for migrate")
+
+    def test_an_exposed_or_over_privileged_compose_service_is_noticed(self):
+        doc = compose()
+        doc["services"]["command-api"]["ports"] = ["8081:8081"]
+        doc["services"]["prometheus"]["command"].append("--web.enable-lifecycle")
+        doc["services"]["read-api"]["environment"]["PARLEY_DATABASE_URL"] = "postgres://${POSTGRES_USER:-parley}:x@postgres/parley"
+        problems = check_compose_exposure(doc)
+        self.assertNoticed(problems, "command-api: port 8081:8081")
+        self.assertNoticed(problems, "prometheus: --web.enable-lifecycle")
+        self.assertNoticed(problems, "read-api: PARLEY_DATABASE_URL connects as the event log's owner")
 
 
 if __name__ == "__main__":

@@ -145,6 +145,31 @@ impl PgLog {
         Ok(())
     }
 
+    /// Lets `role` read the event log and nothing else: the read side (the read
+    /// API, log-fed projectors) connects as such a role, so a bug or a breach
+    /// there cannot write, rewrite or delete events. Idempotent.
+    pub async fn grant_read_access(&self, role: &str) -> Result<(), LogError> {
+        let valid = !role.is_empty()
+            && role.len() <= 63
+            && role.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && role
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(LogError::Config(format!(
+                "read-side role {role:?}: expected a lowercase SQL identifier (a-z, 0-9, _)"
+            )));
+        }
+        // GRANT takes no bind parameters; the name was checked above.
+        for statement in [
+            format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
+            format!("GRANT SELECT ON events TO \"{role}\""),
+        ] {
+            sqlx::query(&statement).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     async fn append_alone(&self, request: &AppendRequest) -> Result<Vec<AppendedEvent>, LogError> {
         let result = append_alone(&self.pool, request).await;
         if result.is_ok() {
