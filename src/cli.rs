@@ -236,12 +236,13 @@ pub struct LimitArgs {
     /// Burst size of the per-user rate limit.
     #[arg(long, env = "PARLEY_RATE_LIMIT_BURST", default_value_t = 100.0)]
     pub rate_limit_burst: f64,
-    /// Login attempts per second per username before 429, against password
-    /// guessing (0 turns login throttling off).
+    /// Failed logins per second into one username from one client address
+    /// before 429, against password guessing (0 turns login throttling off).
+    /// One address gets five times this over all usernames.
     #[arg(long, env = "PARLEY_LOGIN_RATE_PER_SEC", default_value_t = 1.0)]
     pub login_rate_per_sec: f64,
-    /// Login attempts a username may make at once before being throttled
-    /// (0 turns login throttling off).
+    /// Failed logins into one username from one address before throttling
+    /// starts (0 turns login throttling off).
     #[arg(long, env = "PARLEY_LOGIN_BURST", default_value_t = 10.0)]
     pub login_burst: f64,
     /// Hours a command's stored answer is kept for `Idempotency-Key` retries;
@@ -257,6 +258,14 @@ pub struct LimitArgs {
     /// included (408 after; a live stream's body does not count).
     #[arg(long, env = "PARLEY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// Proxies (addresses or blocks, comma-separated: `10.0.0.0/8,fd00::/8`)
+    /// whose `X-Forwarded-For` names the client; from anyone else the header is
+    /// ignored and the peer address counts.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<parley_command_api::client::Cidr>,
+    /// Registrations one client address may make per hour (0 turns it off).
+    #[arg(long, env = "PARLEY_REGISTRATIONS_PER_HOUR", default_value_t = 20.0)]
+    pub registrations_per_hour: f64,
     /// Requests handled at once; more are answered 503 with `Retry-After`.
     #[arg(long, env = "PARLEY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
     pub max_requests_in_flight: usize,

@@ -141,9 +141,13 @@ impl Lifecycle {
         ));
         let closing = self.closing.clone();
         let task = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(closing.cancelled_owned())
-                .into_future(),
+            // With the peer's address: per-address limits need it.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(closing.cancelled_owned())
+            .into_future(),
         );
         Http { task }
     }

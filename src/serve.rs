@@ -296,6 +296,12 @@ fn settings(
     settings.login_burst = limits.login_burst;
     settings.command_result_retention =
         std::time::Duration::from_secs(limits.command_result_retention_hours * 3600);
+    settings.trusted_proxies = limits.trusted_proxies.clone();
+    anyhow::ensure!(
+        limits.registrations_per_hour >= 0.0,
+        "PARLEY_REGISTRATIONS_PER_HOUR must not be negative"
+    );
+    settings.registrations_per_hour = limits.registrations_per_hour;
     Ok(settings)
 }
 

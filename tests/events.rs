@@ -7,7 +7,7 @@ use chrono::Utc;
 use parley_domain::codec::EventCodec;
 use parley_domain::message::{MessageEvent, MessageSent};
 use parley_domain::room::{MemberJoined, RoomCreated, RoomEvent};
-use parley_domain::user::{UserEvent, UserRegistered};
+use parley_domain::user::UserRegisteredV1;
 use parley_domain::values::{DisplayName, MessageBody, Role, RoomName, Username, Visibility};
 use parley_event_log::{AppendRequest, Metadata, NewEvent, SharedLog, StreamWrite};
 use sqlx::Connection;
@@ -55,14 +55,20 @@ async fn chat_log(dir: &Path) -> String {
     let log = parley_event_log::open(&url, 2).await.unwrap();
     let (user, room) = (Uuid::now_v7(), Uuid::now_v7());
     let now = Utc::now();
-    let registered = UserEvent::UserRegistered(UserRegistered {
-        user_id: user,
-        username: Username::parse("alice").unwrap(),
-        display_name: DisplayName::parse("Alice").unwrap(),
-        password_hash: "$argon2id$v=19$do-not-export".into(),
-        registered_at: now,
-    });
-    append(&log, "user", user, vec![new_event(&registered)]).await;
+    // As a release before UserRegistered v2 wrote it: with the password hash.
+    let registered = NewEvent {
+        event_type: "UserRegistered".into(),
+        event_version: 1,
+        payload: serde_json::to_value(UserRegisteredV1 {
+            user_id: user,
+            username: Username::parse("alice").unwrap(),
+            display_name: DisplayName::parse("Alice").unwrap(),
+            password_hash: "$argon2id$v=19$do-not-export".into(),
+            registered_at: now,
+        })
+        .unwrap(),
+    };
+    append(&log, "user", user, vec![registered]).await;
     let created = RoomEvent::RoomCreated(RoomCreated {
         room_id: room,
         name: RoomName::parse("general").unwrap(),

@@ -61,6 +61,10 @@ struct Claims {
     exp: i64,
     typ: String,
     jti: Uuid,
+    /// The session an access token belongs to (none in tokens minted for tests
+    /// and load tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<Uuid>,
 }
 
 const ACCESS: &str = "access";
@@ -77,7 +81,13 @@ impl TokenKeys {
         }
     }
 
-    fn issue(&self, user_id: Uuid, typ: &str, ttl: Duration) -> Result<String, ApiError> {
+    fn issue(
+        &self,
+        user_id: Uuid,
+        typ: &str,
+        ttl: Duration,
+        sid: Option<Uuid>,
+    ) -> Result<String, ApiError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id,
@@ -85,6 +95,7 @@ impl TokenKeys {
             exp: now + ttl.as_secs() as i64,
             typ: typ.to_string(),
             jti: Uuid::now_v7(),
+            sid,
         };
         let key = &self.keys[0];
         let mut header = Header::new(Algorithm::HS256);
@@ -92,15 +103,27 @@ impl TokenKeys {
         encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
     }
 
+    /// An access token of no session (tests and load tools mint these).
     pub fn issue_access(&self, user_id: Uuid) -> Result<String, ApiError> {
-        self.issue(user_id, ACCESS, self.access_ttl)
+        self.issue(user_id, ACCESS, self.access_ttl, None)
     }
 
+    /// An access token of a session.
+    pub fn issue_access_in(&self, user_id: Uuid, session_id: Uuid) -> Result<String, ApiError> {
+        self.issue(user_id, ACCESS, self.access_ttl, Some(session_id))
+    }
+
+    /// A refresh JWT, as releases before server-side sessions issued them (now
+    /// only made by tests of the path that still accepts one, once).
     pub fn issue_refresh(&self, user_id: Uuid) -> Result<String, ApiError> {
-        self.issue(user_id, REFRESH, self.refresh_ttl)
+        self.issue(user_id, REFRESH, self.refresh_ttl, None)
     }
 
     fn verify(&self, token: &str, typ: &str) -> Result<Uuid, ApiError> {
+        self.verify_claims(token, typ).map(|c| c.sub)
+    }
+
+    fn verify_claims(&self, token: &str, typ: &str) -> Result<Claims, ApiError> {
         let invalid = || ApiError::Unauthorized("invalid or expired token".into());
         let header = decode_header(token).map_err(|_| invalid())?;
         let key = match &header.kid {
@@ -117,11 +140,16 @@ impl TokenKeys {
         if data.claims.typ != typ {
             return Err(invalid());
         }
-        Ok(data.claims.sub)
+        Ok(data.claims)
     }
 
     pub fn verify_access(&self, token: &str) -> Result<Uuid, ApiError> {
         self.verify(token, ACCESS)
+    }
+
+    /// The user and session (if any) of an access token.
+    pub fn verify_access_session(&self, token: &str) -> Result<(Uuid, Option<Uuid>), ApiError> {
+        self.verify_claims(token, ACCESS).map(|c| (c.sub, c.sid))
     }
 
     pub fn verify_refresh(&self, token: &str) -> Result<Uuid, ApiError> {
@@ -217,6 +245,26 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let session = AuthSession::from_request_parts(parts, state).await?;
+        Ok(AuthUser(session.user_id))
+    }
+}
+
+/// The caller and the session of their access token (`None` for a token
+/// minted outside a session). Spends one token of the caller's rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthSession {
+    pub user_id: Uuid,
+    pub session_id: Option<Uuid>,
+}
+
+impl FromRequestParts<AppState> for AuthSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -228,11 +276,14 @@ impl FromRequestParts<AppState> for AuthUser {
             .ok_or_else(|| {
                 ApiError::Unauthorized("expected 'Authorization: Bearer <token>'".into())
             })?;
-        let user_id = state.keys.verify_access(token.trim())?;
+        let (user_id, session_id) = state.keys.verify_access_session(token.trim())?;
         // The request's log line names the caller (a field of the binary's request span).
         tracing::Span::current().record("user_id", tracing::field::display(user_id));
         state.limiter.check(user_id)?;
-        Ok(AuthUser(user_id))
+        Ok(AuthSession {
+            user_id,
+            session_id,
+        })
     }
 }
 
@@ -295,6 +346,7 @@ mod tests {
             exp: 1,
             typ: ACCESS.into(),
             jti: Uuid::now_v7(),
+            sid: None,
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some("k".into());

@@ -486,8 +486,9 @@ async fn snapshot(log: &SharedLog, aggregate_type: &str, id: Uuid) -> Result<(),
     }
 }
 
-/// Deletes stored command results older than `retention`, at a pace of a
-/// quarter of it (at most every ten minutes), until the engine is dropped.
+/// Deletes stored command results older than `retention`, and sessions over
+/// for that long, at a pace of a quarter of it (at most every ten minutes),
+/// until the engine is dropped.
 pub async fn prune_command_results(engine: std::sync::Weak<Engine>, retention: Duration) {
     let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
     loop {
@@ -506,6 +507,13 @@ pub async fn prune_command_results(engine: std::sync::Weak<Engine>, retention: D
             Ok(0) => {}
             Ok(pruned) => tracing::debug!(pruned, "old command results pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning command results failed"),
+        }
+        // Sessions over (ended or expired) for as long go too, with the hashes
+        // of the refresh tokens they rotated past.
+        match engine.log.prune_sessions(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "old sessions pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
         }
     }
 }

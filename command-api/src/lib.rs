@@ -5,6 +5,7 @@
 //! events' positions and a consistency token that the read API can wait on.
 
 pub mod auth;
+pub mod client;
 pub mod engine;
 mod json;
 pub mod limits;
@@ -48,6 +49,10 @@ pub struct Settings {
     /// How long a cached room may answer membership checks before it is reloaded
     /// (another replica's changes become visible after at most this long).
     pub room_cache_ttl: Duration,
+    /// Proxies whose `X-Forwarded-For` names the client (nobody else's does).
+    pub trusted_proxies: Vec<client::Cidr>,
+    /// Registrations one client address may make per hour (0: no limit).
+    pub registrations_per_hour: f64,
     /// How long a command's stored answer (for `Idempotency-Key` retries) is
     /// kept; older ones are pruned and a retry then runs as a new command.
     /// Zero keeps them forever.
@@ -65,15 +70,18 @@ impl Settings {
             command_retries: 8,
             room_cache_ttl: engine::ROOM_CACHE_TTL,
             command_result_retention: Duration::from_secs(24 * 3600),
+            trusted_proxies: Vec::new(),
+            registrations_per_hour: 20.0,
         }
     }
 }
 
-/// Default token lifetimes: one hour for access, thirty days for refresh.
+/// Default token lifetimes: fifteen minutes for access (also how long an ended
+/// session's access token may still work), thirty days for refresh.
 pub fn default_token_keys(keys: Vec<SigningKey>) -> TokenKeys {
     TokenKeys::new(
         keys,
-        Duration::from_secs(3600),
+        Duration::from_secs(15 * 60),
         Duration::from_secs(30 * 24 * 3600),
     )
 }
@@ -84,8 +92,16 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub keys: Arc<TokenKeys>,
     pub limiter: Arc<RateLimiter>,
-    /// Login attempts, keyed by [`ratelimit::username_key`].
+    /// Failed logins, keyed by [`ratelimit::login_key`] (a username from an
+    /// address).
     pub login_limiter: Arc<RateLimiter>,
+    /// Failed logins from one address, whatever the username
+    /// ([`ratelimit::address_key`]).
+    pub login_address_limiter: Arc<RateLimiter>,
+    /// Registrations from one address ([`ratelimit::address_key`]).
+    pub register_limiter: Arc<RateLimiter>,
+    /// See [`Settings::trusted_proxies`].
+    pub trusted_proxies: Arc<Vec<client::Cidr>>,
 }
 
 impl AppState {
@@ -115,17 +131,43 @@ impl AppState {
             } else {
                 RateLimiter::disabled()
             }),
+            // One address may fail on several names (a household, an office
+            // behind one NAT): five times one name's budget.
+            login_address_limiter: Arc::new(if settings.login_burst > 0.0 {
+                RateLimiter::new(
+                    settings.login_rate_per_sec * 5.0,
+                    settings.login_burst * 5.0,
+                )
+            } else {
+                RateLimiter::disabled()
+            }),
+            register_limiter: Arc::new(if settings.registrations_per_hour > 0.0 {
+                RateLimiter::new(
+                    settings.registrations_per_hour / 3600.0,
+                    settings.registrations_per_hour,
+                )
+            } else {
+                RateLimiter::disabled()
+            }),
+            trusted_proxies: Arc::new(settings.trusted_proxies),
         }
     }
 }
 
 /// The command API's routes (no socket: tests call it directly).
 pub fn router(state: AppState) -> Router {
-    use routes::{friends, messages, presence, rooms, users};
+    use routes::{friends, messages, presence, rooms, sessions, users};
     Router::new()
         .route("/v1/users", post(users::register))
-        .route("/v1/sessions", post(users::login))
-        .route("/v1/sessions/refresh", post(users::refresh))
+        .route(
+            "/v1/sessions",
+            post(sessions::login)
+                .get(sessions::list)
+                .delete(sessions::end_all),
+        )
+        .route("/v1/sessions/refresh", post(sessions::refresh))
+        .route("/v1/sessions/current", delete(sessions::end_current))
+        .route("/v1/sessions/{session_id}", delete(sessions::end_one))
         .route("/v1/rooms", post(rooms::create))
         .route("/v1/rooms/{room_id}/join", post(rooms::join))
         .route("/v1/rooms/{room_id}/leave", post(rooms::leave))

@@ -36,12 +36,18 @@ pub fn command_name(method: &Method, route: &str) -> Option<&'static str> {
         ("POST", "/v1/users") => "register_user",
         ("POST", "/v1/sessions") => "log_in",
         ("POST", "/v1/sessions/refresh") => "refresh_session",
+        ("GET", "/v1/sessions") => "list_sessions",
+        ("DELETE", "/v1/sessions") => "log_out_everywhere",
+        ("DELETE", "/v1/sessions/current") => "log_out",
+        ("DELETE", "/v1/sessions/{session_id}") => "end_session",
         ("POST", "/v1/rooms") => "create_room",
         ("POST", "/v1/rooms/{room_id}/join") => "join_room",
         ("POST", "/v1/rooms/{room_id}/leave") => "leave_room",
         ("POST", "/v1/rooms/{room_id}/invites") => "invite",
         ("DELETE", "/v1/rooms/{room_id}/members/{user_id}") => "kick",
         ("PUT", "/v1/rooms/{room_id}/members/{user_id}/role") => "change_role",
+        ("PUT", "/v1/rooms/{room_id}/bans/{user_id}") => "ban",
+        ("DELETE", "/v1/rooms/{room_id}/bans/{user_id}") => "unban",
         ("POST", "/v1/direct-rooms") => "create_direct_room",
         ("PUT", "/v1/rooms/{room_id}/messages/{message_id}") => "send_message",
         ("PATCH", "/v1/rooms/{room_id}/messages/{message_id}") => "edit_message",
@@ -129,7 +135,7 @@ mod tests {
                 named += usize::from(name.is_some());
             }
         }
-        assert_eq!(named, 24);
+        assert_eq!(named, 30);
     }
 
     #[test]

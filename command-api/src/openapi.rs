@@ -8,7 +8,7 @@ use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
-use crate::routes::{friends, health, messages, presence, rooms, users};
+use crate::routes::{friends, health, messages, presence, rooms, sessions, users};
 
 /// Fields every accepted command answers with.
 #[derive(Serialize, ToSchema)]
@@ -135,7 +135,7 @@ impl Modify for StandardProblems {
 #[openapi(
     info(title = "Parley command API", version = "1", description = "Commands of Parley's v1 HTTP API. Every accepted command answers with its events' positions and a consistency token. Errors are RFC 9457 problem+json."),
     paths(
-        users::register, users::login, users::refresh,
+        users::register, sessions::login, sessions::refresh, sessions::list, sessions::end_current, sessions::end_one, sessions::end_all,
         rooms::create, rooms::join, rooms::leave, rooms::invite, rooms::kick, rooms::ban, rooms::unban, rooms::change_role, rooms::direct,
         messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker,
         friends::request, friends::accept, friends::decline, friends::cancel, friends::unfriend, friends::block, friends::unblock,
@@ -144,7 +144,7 @@ impl Modify for StandardProblems {
     ),
     components(schemas(crate::problem::Problem, CommandReceipt)),
     modifiers(&BearerAuth, &StandardProblems),
-    tags((name = "users"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
+    tags((name = "users"), (name = "sessions"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
 )]
 pub struct CommandApiDoc;
 

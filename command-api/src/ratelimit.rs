@@ -33,6 +33,25 @@ pub fn username_key(username: &str) -> Uuid {
     Uuid::new_v5(&USERNAME_NAMESPACE, username.to_lowercase().as_bytes())
 }
 
+/// The bucket key of failed logins into `username` from `address`: the name
+/// is read as registration reads it (trimmed, lowercased), so `" Alice"` and
+/// `"alice"` share one budget, and each address has its own, so someone
+/// hammering a name does not lock its owner out elsewhere.
+pub fn login_key(username: &str, address: &str) -> Uuid {
+    let name = parley_domain::values::Username::parse(username)
+        .map(|u| u.into_inner())
+        .unwrap_or_else(|_| username.trim().to_lowercase());
+    Uuid::new_v5(&USERNAME_NAMESPACE, format!("{name}\n{address}").as_bytes())
+}
+
+/// The bucket key of an address (failed logins, registrations).
+pub fn address_key(address: &str) -> Uuid {
+    Uuid::new_v5(
+        &USERNAME_NAMESPACE,
+        format!("address\n{address}").as_bytes(),
+    )
+}
+
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64) -> Self {
         Self {
@@ -51,6 +70,14 @@ impl RateLimiter {
     /// 429 with how long to wait.
     pub fn check(&self, key: Uuid) -> Result<(), ApiError> {
         self.check_at(key, Instant::now())
+    }
+
+    /// Gives back the token a request took (a login that succeeded: only
+    /// failures count against a login budget).
+    pub fn refund(&self, key: Uuid) {
+        if let Some(mut bucket) = self.buckets.get_mut(&key) {
+            bucket.tokens = (bucket.tokens + 1.0).min(self.burst);
+        }
     }
 
     fn check_at(&self, user: Uuid, now: Instant) -> Result<(), ApiError> {
@@ -87,6 +114,27 @@ impl RateLimiter {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn login_keys_follow_registration_parsing_and_split_by_address() {
+        assert_eq!(
+            login_key(" Alice ", "1.2.3.4"),
+            login_key("alice", "1.2.3.4")
+        );
+        assert_ne!(login_key("alice", "1.2.3.4"), login_key("alice", "5.6.7.8"));
+        assert_ne!(login_key("alice", "1.2.3.4"), address_key("1.2.3.4"));
+    }
+
+    #[test]
+    fn a_refund_gives_one_token_back() {
+        let limiter = RateLimiter::new(0.001, 2.0);
+        let key = Uuid::now_v7();
+        limiter.check(key).unwrap();
+        limiter.check(key).unwrap();
+        assert!(limiter.check(key).is_err());
+        limiter.refund(key);
+        limiter.check(key).unwrap();
+    }
 
     #[test]
     fn allows_a_burst_then_refuses_then_refills() {

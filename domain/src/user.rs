@@ -13,18 +13,52 @@ use crate::codec::{event_enum, examples, Example};
 use crate::error::DomainError;
 use crate::values::{DisplayName, Username};
 
-/// A user registered.
+/// A user registered (version 2: without the password hash, which lives in the
+/// command side's credentials store and never travels with events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct UserRegistered {
     pub user_id: Uuid,
     pub username: Username,
     pub display_name: DisplayName,
-    /// A PHC string (argon2); the plain password never reaches the domain.
-    pub password_hash: String,
     pub registered_at: DateTime<Utc>,
 }
 
 impl Example for UserRegistered {
+    fn example() -> Self {
+        Self {
+            user_id: examples::id(1),
+            username: Username::parse("alice").unwrap(),
+            display_name: DisplayName::parse("Alice").unwrap(),
+            registered_at: examples::at(),
+        }
+    }
+}
+
+/// `UserRegistered` version 1, which carried the password hash: still read
+/// (the hash is dropped on the way: the credentials store holds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "UserRegistered")]
+pub struct UserRegisteredV1 {
+    pub user_id: Uuid,
+    pub username: Username,
+    pub display_name: DisplayName,
+    /// A PHC string (argon2).
+    pub password_hash: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+impl From<UserRegisteredV1> for UserRegistered {
+    fn from(old: UserRegisteredV1) -> Self {
+        Self {
+            user_id: old.user_id,
+            username: old.username,
+            display_name: old.display_name,
+            registered_at: old.registered_at,
+        }
+    }
+}
+
+impl Example for UserRegisteredV1 {
     fn example() -> Self {
         Self {
             user_id: examples::id(1),
@@ -39,18 +73,18 @@ impl Example for UserRegistered {
 event_enum! {
     /// Events of the `user` aggregate.
     pub enum UserEvent for "user";
-    { UserRegistered = 1 }
+    { UserRegistered = 2 }
+    legacy { UserRegistered = 1 => UserRegisteredV1 }
 }
 
 /// Commands of the `user` aggregate.
 #[derive(Debug, Clone)]
 pub enum UserCommand {
-    /// Register a new user; the password is hashed by the caller.
+    /// Register a new user (the caller stores the password's hash).
     RegisterUser {
         user_id: Uuid,
         username: Username,
         display_name: DisplayName,
-        password_hash: String,
         at: DateTime<Utc>,
     },
 }
@@ -66,7 +100,6 @@ struct Registered {
     user_id: Uuid,
     username: Username,
     display_name: DisplayName,
-    password_hash: String,
 }
 
 impl User {
@@ -90,11 +123,6 @@ impl User {
         self.registered.as_ref().map(|r| &r.display_name)
     }
 
-    /// The password hash (PHC string), once registered.
-    pub fn password_hash(&self) -> Option<&str> {
-        self.registered.as_ref().map(|r| r.password_hash.as_str())
-    }
-
     /// Decides which events a command produces, without changing state.
     pub fn decide(&self, command: UserCommand) -> Result<Vec<UserEvent>, DomainError> {
         match command {
@@ -102,7 +130,6 @@ impl User {
                 user_id,
                 username,
                 display_name,
-                password_hash,
                 at,
             } => {
                 if self.is_registered() {
@@ -112,7 +139,6 @@ impl User {
                     user_id,
                     username,
                     display_name,
-                    password_hash,
                     registered_at: at,
                 }
                 .into()])
@@ -127,7 +153,6 @@ impl User {
                     user_id: e.user_id,
                     username: e.username,
                     display_name: e.display_name,
-                    password_hash: e.password_hash,
                 })
             }
         }
@@ -209,6 +234,7 @@ impl_aggregate!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::EventCodec;
     use cqrs_es::test::TestFramework;
 
     fn register(user_id: Uuid) -> UserCommand {
@@ -217,7 +243,6 @@ mod tests {
             user_id,
             username: e.username,
             display_name: e.display_name,
-            password_hash: e.password_hash,
             at: e.registered_at,
         }
     }
@@ -246,7 +271,17 @@ mod tests {
         assert!(user.is_registered());
         assert_eq!(user.username().unwrap().as_str(), "alice");
         assert_eq!(user.display_name().unwrap().as_str(), "Alice");
-        assert!(user.password_hash().unwrap().starts_with("$argon2id$"));
+    }
+
+    #[test]
+    fn a_registration_of_version_1_is_read_without_its_password_hash() {
+        let old = UserRegisteredV1::example();
+        let payload = serde_json::to_value(&old).unwrap();
+        let event = UserEvent::from_payload("UserRegistered", 1, &payload).unwrap();
+        let UserEvent::UserRegistered(today) = event;
+        assert_eq!(today.username, old.username);
+        let written = serde_json::to_string(&today).unwrap();
+        assert!(!written.contains("argon2"), "{written}");
     }
 
     #[test]

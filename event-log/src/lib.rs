@@ -8,6 +8,7 @@
 //! - idempotent commands (a stored result per idempotency scope),
 //! - a tail that never skips an event (see [`Cursor`]).
 
+mod accounts;
 mod envelope;
 mod error;
 pub mod pg;
@@ -15,6 +16,7 @@ pub mod sqlite;
 pub mod testing;
 mod token;
 
+pub use accounts::{Accounts, Rotation, SessionRecord};
 pub use envelope::{
     AppendRequest, AppendedEvent, CommandResult, Cursor, EventEnvelope, IdempotencyRecord,
     Metadata, NewEvent, Snapshot, StreamWrite,
@@ -27,9 +29,10 @@ use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The storage behind Parley's write side, and the feed for its tailers.
+/// The storage behind Parley's write side, and the feed for its tailers. The
+/// same database keeps the command side's account state ([`Accounts`]).
 #[async_trait]
-pub trait EventLog: Send + Sync + 'static {
+pub trait EventLog: Accounts + Send + Sync + 'static {
     /// Appends every stream of `request` in one transaction, or nothing.
     ///
     /// Fails with [`LogError::Conflict`] when a stream is not at its expected version,

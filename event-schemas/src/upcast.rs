@@ -19,16 +19,26 @@ struct Step {
 
 /// Every upcast step, oldest first. A new version of an event adds its step here
 /// (and a `legacy` arm in the domain codec); the tests fail until both exist.
-const STEPS: &[Step] = &[Step {
-    event_type: "MessageSent",
-    from: 1,
-    // v2 added the body's format; every message before it was plain text.
-    apply: |payload| {
-        payload
-            .entry("format")
-            .or_insert_with(|| Value::from("plain"));
+const STEPS: &[Step] = &[
+    Step {
+        event_type: "MessageSent",
+        from: 1,
+        // v2 added the body's format; every message before it was plain text.
+        apply: |payload| {
+            payload
+                .entry("format")
+                .or_insert_with(|| Value::from("plain"));
+        },
     },
-}];
+    Step {
+        event_type: "UserRegistered",
+        from: 1,
+        // v2 dropped the password hash: it lives in the credentials store.
+        apply: |payload| {
+            payload.remove("password_hash");
+        },
+    },
+];
 
 /// The version today's code writes, per event type.
 fn latest() -> &'static HashMap<&'static str, u32> {

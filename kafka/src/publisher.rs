@@ -74,6 +74,8 @@ impl Publisher {
         generation: &str,
     ) -> Result<DeliveryFuture, RelayError> {
         let key = event.aggregate_id.to_string();
+        let clean = without_secrets(event);
+        let event = clean.as_ref().unwrap_or(event);
         let payload = serde_json::to_vec(event)?;
         let mut record = FutureRecord::to(&self.topic)
             .key(&key)
@@ -91,6 +93,30 @@ impl Publisher {
             }
         }
     }
+}
+
+/// The event as it may leave the write side, when the stored one carries a
+/// secret: an old version that held one (`UserRegistered` v1 and its password
+/// hash) goes out in today's shape, which does not, and any secret field still
+/// there is nulled. `None`: the event holds no secret and goes out as stored.
+fn without_secrets(event: &EventEnvelope) -> Option<EventEnvelope> {
+    use parley_event_schemas::{redact, upcast};
+    let secret_type = redact::REDACTED_FIELDS
+        .iter()
+        .any(|(t, _)| *t == event.event_type);
+    if !secret_type {
+        return None;
+    }
+    let mut clean = event.clone();
+    if let Some(version) = upcast::upcast(
+        &clean.event_type,
+        clean.event_version as u32,
+        &mut clean.payload,
+    ) {
+        clean.event_version = version as i32;
+    }
+    redact::redact(&clean.event_type, &mut clean.payload);
+    Some(clean)
 }
 
 /// The header naming the topic generation a message was published in (as
@@ -137,5 +163,49 @@ fn headers(event: &EventEnvelope, generation: &str) -> OwnedHeaders {
             value: Some(traceparent.as_str()),
         }),
         None => headers,
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::without_secrets;
+    use chrono::Utc;
+    use parley_event_log::{EventEnvelope, Metadata};
+    use uuid::Uuid;
+
+    fn stored(event_type: &str, version: i32, payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            event_version: version,
+            aggregate_type: "user".into(),
+            aggregate_id: Uuid::now_v7(),
+            sequence: 1,
+            position: 1,
+            tx_id: 1,
+            recorded_at: Utc::now(),
+            metadata: Metadata::default(),
+            payload,
+        }
+    }
+
+    /// Attack (issue 21, item 9). Fails before: the relay published the stored
+    /// payload, password hash included, to every reader of the topic.
+    #[test]
+    fn a_registration_that_stored_a_hash_goes_out_in_todays_shape() {
+        let old = stored(
+            "UserRegistered",
+            1,
+            serde_json::json!({"user_id": Uuid::now_v7(), "username": "alice", "display_name": "Alice",
+                "password_hash": "$argon2id$v=19$secret", "registered_at": "2024-05-01T12:00:00Z"}),
+        );
+        let clean = without_secrets(&old).expect("rewritten");
+        assert_eq!(clean.event_version, 2);
+        assert!(!serde_json::to_string(&clean).unwrap().contains("argon2"));
+        let message = stored("MessageSent", 2, serde_json::json!({"body": "hi"}));
+        assert!(
+            without_secrets(&message).is_none(),
+            "others go out as stored"
+        );
     }
 }

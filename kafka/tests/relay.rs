@@ -475,3 +475,48 @@ async fn lock_holder(pool: &sqlx::PgPool, settings: &KafkaSettings) -> Option<i3
     .await
     .unwrap()
 }
+
+/// Attack (issue 21, item 9). Fails before: a registration stored by an older
+/// release (`UserRegistered` v1, with the password hash) went onto the topic as
+/// stored, hash and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_password_hash_reaches_the_topic() {
+    use parley_event_log::{AppendRequest, EventLog, Metadata, NewEvent, StreamWrite};
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let (log, pool, _) = fresh_log().await;
+    let user = Uuid::now_v7();
+    let appended = log
+        .append(AppendRequest {
+            streams: vec![StreamWrite {
+                aggregate_type: "user".into(),
+                aggregate_id: user,
+                expected_version: 0,
+                events: vec![NewEvent {
+                    event_type: "UserRegistered".into(),
+                    event_version: 1,
+                    payload: serde_json::json!({"user_id": user, "username": "alice",
+                        "display_name": "Alice", "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA",
+                        "registered_at": "2024-05-01T12:00:00Z"}),
+                }],
+            }],
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    let settings = settings(&brokers);
+    let mut relay = start_relay(&log, &pool, &settings, RelayOptions::default());
+    let last = last_cursor(&appended);
+    wait_for(&mut relay.status, SETTLE, "caught up", |s| s.cursor == last).await;
+    let records = read_topic(&brokers, &settings.topic, SETTLE, |r| !r.is_empty()).await;
+    assert_eq!(records.len(), 1);
+    let value = records[0].value.to_string();
+    assert!(!value.contains("argon2"), "{value}");
+    assert_eq!(records[0].envelope.event_version, 2);
+    assert_eq!(records[0].headers["event_version"], "2");
+    assert_eq!(records[0].envelope.payload["username"], "alice");
+    relay.task.abort();
+}

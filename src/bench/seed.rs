@@ -69,7 +69,6 @@ pub async fn seed(
             user_id: *id,
             username: username.clone(),
             display_name: DisplayName::parse(format!("Seed user {i}"))?,
-            password_hash: "$argon2id$seeded-user-cannot-log-in".into(),
             registered_at: now,
         });
         let claimed = UsernameClaimEvent::UsernameClaimed(UsernameClaimed {

@@ -5,6 +5,7 @@ pub mod health;
 pub mod messages;
 pub mod presence;
 pub mod rooms;
+pub mod sessions;
 pub mod users;
 
 use axum::http::StatusCode;

@@ -1,6 +1,5 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use parley_domain::ids::username_claim_id;
 use parley_domain::user::{User, UserCommand, UsernameClaim, UsernameClaimCommand};
 use parley_domain::values::{DisplayName, Password, Username};
@@ -9,12 +8,16 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{hash_password, verify_password};
+use crate::auth::hash_password;
+use crate::client::ClientAddr;
 use crate::engine::{decide, stream, Accepted, Decision, Loaded};
 use crate::json::ApiJson;
 use crate::meta::RequestMeta;
 use crate::problem::{ApiError, Problem};
 use crate::AppState;
+
+/// Registrations hashing a password at once (the hashing queue holds 1,024).
+static REGISTRATIONS_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct RegisterRequest {
@@ -26,37 +29,23 @@ pub struct RegisterRequest {
     pub display_name: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct LoginRequest {
-    pub username: String,
-    pub password: String,
-}
-
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-pub struct RefreshRequest {
-    pub refresh_token: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Session {
-    pub access_token: String,
-    pub refresh_token: String,
-    /// Always `Bearer`.
-    pub token_type: String,
-    /// Seconds until the access token expires.
-    pub expires_in: u64,
-}
-
 /// Registers a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterRequest, responses(
     (status = 201, description = "Registered", body = crate::openapi::UserAccepted),
     (status = 409, description = "Username taken", body = Problem),
+    (status = 429, description = "Too many registrations from this address; see the Retry-After header", body = Problem),
     (status = 422, description = "Invalid field", body = Problem)))]
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     meta: RequestMeta,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<Accepted, ApiError> {
+    // Per client address, before any hashing: a flood of sign-ups from one
+    // place neither fills the user table nor the password hashing pool.
+    state
+        .register_limiter
+        .check(crate::ratelimit::address_key(&client.key()))?;
     let username = Username::parse(body.username.clone())?;
     let password = Password::parse(body.password.clone())?;
     let display_name = DisplayName::parse(
@@ -64,14 +53,23 @@ pub async fn register(
             .clone()
             .unwrap_or_else(|| username.as_str().to_string()),
     )?;
+    // Registrations may hold at most a quarter of the hashing queue, so a flood
+    // of them (from many addresses) cannot crowd out logins.
+    let _hashing = REGISTRATIONS_HASHING.try_acquire().map_err(|_| {
+        ApiError::Unavailable("too many registrations in progress; retry shortly".into())
+    })?;
     let hash = hash_password(password.into_inner()).await?;
     let user_id = Uuid::now_v7();
     let claim_id = username_claim_id(&username);
     let ctx = meta.context(None, &json!({}));
     let now = ctx.now;
     let engine = &*state.engine;
-    let (username, display_name, hash) = (&username, &display_name, &hash);
-    engine
+    // The hash goes to the credentials store, never into an event. It is stored
+    // first: a registration that then fails leaves a row for a user id nobody
+    // holds, which is removed (and harmless if that fails too).
+    engine.log().set_password_hash(user_id, &hash).await?;
+    let (username, display_name) = (&username, &display_name);
+    let registered = engine
         .run(&ctx, Some(claim_id), move || async move {
             let claim = engine.load::<UsernameClaim>(claim_id).await?;
             let (_, claimed) = decide(
@@ -93,7 +91,6 @@ pub async fn register(
                     user_id,
                     username: username.clone(),
                     display_name: display_name.clone(),
-                    password_hash: hash.clone(),
                     at: now,
                 },
             )
@@ -106,63 +103,11 @@ pub async fn register(
                 room: None,
             })
         })
-        .await
-}
-
-fn invalid_login() -> ApiError {
-    ApiError::Unauthorized("invalid username or password".into())
-}
-
-fn session(state: &AppState, user_id: Uuid) -> Result<Json<Session>, ApiError> {
-    tracing::Span::current().record("user_id", tracing::field::display(user_id));
-    Ok(Json(Session {
-        access_token: state.keys.issue_access(user_id)?,
-        refresh_token: state.keys.issue_refresh(user_id)?,
-        token_type: "Bearer".into(),
-        expires_in: state.keys.access_ttl.as_secs(),
-    }))
-}
-
-/// Logs in: an access token (1 hour) and a refresh token. Attempts are
-/// throttled per username (by default 1 per second, bursts of 10).
-#[utoipa::path(post, path = "/v1/sessions", tag = "users", request_body = LoginRequest, responses(
-    (status = 200, description = "Logged in", body = Session),
-    (status = 401, description = "Wrong username or password", body = Problem),
-    (status = 429, description = "Too many login attempts for this username; see the Retry-After header", body = Problem)))]
-pub async fn login(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<LoginRequest>,
-) -> Result<Json<Session>, ApiError> {
-    // Before any lookup or password hashing: guessing costs the guesser time, not us CPU.
-    state
-        .login_limiter
-        .check(crate::ratelimit::username_key(&body.username))?;
-    let username = Username::parse(body.username).map_err(|_| invalid_login())?;
-    let claim = state
-        .engine
-        .load::<UsernameClaim>(username_claim_id(&username))
-        .await?;
-    let user_id = claim.state.claimed_by().ok_or_else(invalid_login)?;
-    let user = state.engine.load::<User>(user_id).await?;
-    let hash = user
-        .state
-        .password_hash()
-        .ok_or_else(invalid_login)?
-        .to_string();
-    if !verify_password(body.password, hash).await? {
-        return Err(invalid_login());
+        .await;
+    if registered.is_err() {
+        if let Err(e) = engine.log().forget_password_hash(user_id).await {
+            tracing::warn!(error = %e, "could not remove the hash of a failed registration");
+        }
     }
-    session(&state, user_id)
-}
-
-/// Trades a refresh token for a new session.
-#[utoipa::path(post, path = "/v1/sessions/refresh", tag = "users", request_body = RefreshRequest, responses(
-    (status = 200, description = "A new session", body = Session),
-    (status = 401, description = "Invalid or expired refresh token", body = Problem)))]
-pub async fn refresh(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<RefreshRequest>,
-) -> Result<Json<Session>, ApiError> {
-    let user_id = state.keys.verify_refresh(&body.refresh_token)?;
-    session(&state, user_id)
+    registered
 }

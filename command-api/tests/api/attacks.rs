@@ -24,6 +24,9 @@ backend_tests!(
     a_trickled_body_times_out_and_a_flood_is_shed,
     a_block_stops_direct_messages_both_ways_and_invites,
     a_banned_user_stays_out_until_the_ban_is_lifted,
+    password_hashes_never_enter_the_event_log,
+    hammering_a_username_does_not_lock_its_owner_out,
+    registrations_are_limited_per_client_address,
 );
 
 /// Fails before: a message sent with the id of bob's username claim answered
@@ -420,4 +423,215 @@ async fn a_banned_user_stays_out_until_the_ban_is_lifted(backend: Backend) {
         "MemberUnbanned"
     );
     app.join(&troll_token, room).await.assert_status(200);
+}
+
+/// Fails before: `UserRegistered` carried the password hash, so every reader of
+/// the log, the topic or an export held every user's hash.
+async fn password_hashes_never_enter_the_event_log(backend: Backend) {
+    use chrono::Utc;
+    use parley_event_log::{AppendRequest, Metadata, NewEvent, StreamWrite};
+
+    let app = TestApp::spawn(backend).await;
+    let (alice, _) = app.register("alice").await;
+    let events = app.settled_events().await;
+    let text =
+        serde_json::to_string(&events.iter().map(|e| &e.payload).collect::<Vec<_>>()).unwrap();
+    assert!(!text.contains("argon2"), "a hash in the log: {text}");
+    assert!(app.log.password_hash(alice).await.unwrap().is_some());
+
+    // A user an older release registered, hash in UserRegistered v1, still logs
+    // in; the hash moves to the credentials store on the way.
+    let bob = Uuid::now_v7();
+    let hash = parley_command_api::auth::hash_password(PASSWORD.into())
+        .await
+        .unwrap();
+    let claim = username_claim_id(&Username::parse("bob").unwrap());
+    let write = |aggregate_type: &str, id, event_type: &str, version, payload| StreamWrite {
+        aggregate_type: aggregate_type.into(),
+        aggregate_id: id,
+        expected_version: 0,
+        events: vec![NewEvent {
+            event_type: String::from(event_type),
+            event_version: version,
+            payload,
+        }],
+    };
+    app.log
+        .append(AppendRequest {
+            streams: vec![
+                write(
+                    "user",
+                    bob,
+                    "UserRegistered",
+                    1,
+                    json!({"user_id": bob, "username": "bob", "display_name": "Bob",
+                           "password_hash": hash, "registered_at": Utc::now()}),
+                ),
+                write(
+                    "username",
+                    claim,
+                    "UsernameClaimed",
+                    1,
+                    json!({"username": "bob", "user_id": bob}),
+                ),
+            ],
+            metadata: Metadata::default(),
+            recorded_at: Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    assert!(app.log.password_hash(bob).await.unwrap().is_none());
+    app.login("bob", PASSWORD).await.assert_status(200);
+    assert_eq!(app.log.password_hash(bob).await.unwrap(), Some(hash));
+    app.login("bob", "not the password")
+        .await
+        .assert_problem(401);
+}
+
+/// A request from `addr` (as the server would see the peer), with optional
+/// extra headers.
+async fn from_address(
+    app: &TestApp,
+    addr: &str,
+    method: Method,
+    path: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> crate::helpers::TestResponse {
+    let mut request = build(method, path, None, Some(body), headers);
+    let peer = std::net::SocketAddr::new(addr.parse().unwrap(), 40_000);
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    app.call(request).await
+}
+
+/// Fails before: login attempts were counted per username alone, successes
+/// included, and " alice" had a budget apart from "alice": an attacker
+/// hammering a name locked its owner out everywhere, and could dodge the
+/// budget with spaces.
+async fn hammering_a_username_does_not_lock_its_owner_out(backend: Backend) {
+    let mut settings = crate::helpers::settings();
+    settings.login_burst = 3.0;
+    settings.login_rate_per_sec = 0.01;
+    settings.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    let app = TestApp::with_settings(backend, settings).await;
+    app.register_raw("alice", PASSWORD).await.assert_status(201);
+    let login = |name: &str, password: &str| json!({"username": name, "password": password});
+    let attacker = "203.0.113.9";
+    for _ in 0..3 {
+        from_address(
+            &app,
+            attacker,
+            Method::POST,
+            "/v1/sessions",
+            &login("alice", "guess"),
+            &[],
+        )
+        .await
+        .assert_problem(401);
+    }
+    for name in ["alice", " ALICE ", "Alice"] {
+        from_address(
+            &app,
+            attacker,
+            Method::POST,
+            "/v1/sessions",
+            &login(name, "guess"),
+            &[],
+        )
+        .await
+        .assert_problem(429);
+    }
+    // The owner, elsewhere, gets in; and again and again: successes are free.
+    for _ in 0..5 {
+        from_address(
+            &app,
+            "198.51.100.7",
+            Method::POST,
+            "/v1/sessions",
+            &login("alice", PASSWORD),
+            &[],
+        )
+        .await
+        .assert_status(200);
+    }
+    // A client cannot pick its address: X-Forwarded-For from a stranger is
+    // ignored, so the attacker stays throttled whatever it claims...
+    from_address(
+        &app,
+        attacker,
+        Method::POST,
+        "/v1/sessions",
+        &login("alice", "guess"),
+        &[("x-forwarded-for", "198.51.100.200")],
+    )
+    .await
+    .assert_problem(429);
+    // ...while behind a trusted proxy the forwarded address is the client.
+    from_address(
+        &app,
+        "10.1.2.3",
+        Method::POST,
+        "/v1/sessions",
+        &login("alice", PASSWORD),
+        &[("x-forwarded-for", "198.51.100.200")],
+    )
+    .await
+    .assert_status(200);
+    from_address(
+        &app,
+        "10.1.2.3",
+        Method::POST,
+        "/v1/sessions",
+        &login("alice", "guess"),
+        &[("x-forwarded-for", attacker)],
+    )
+    .await
+    .assert_problem(429);
+}
+
+/// Fails before: registration had no limit at all; one client could create
+/// accounts as fast as the server hashed passwords.
+async fn registrations_are_limited_per_client_address(backend: Backend) {
+    let mut settings = crate::helpers::settings();
+    settings.registrations_per_hour = 2.0;
+    let app = TestApp::with_settings(backend, settings).await;
+    let register = |name: &str| json!({"username": name, "password": PASSWORD});
+    for name in ["bot1", "bot2"] {
+        from_address(
+            &app,
+            "203.0.113.50",
+            Method::POST,
+            "/v1/users",
+            &register(name),
+            &[],
+        )
+        .await
+        .assert_status(201);
+    }
+    let refused = from_address(
+        &app,
+        "203.0.113.50",
+        Method::POST,
+        "/v1/users",
+        &register("bot3"),
+        &[],
+    )
+    .await;
+    refused.assert_problem(429);
+    assert!(refused.header("retry-after").is_some());
+    from_address(
+        &app,
+        "198.51.100.1",
+        Method::POST,
+        "/v1/users",
+        &register("human"),
+        &[],
+    )
+    .await
+    .assert_status(201);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "UserRegistered"), 3);
 }

@@ -16,7 +16,9 @@ backend_tests!(
 /// Every route of `router()` with its methods.
 const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/users", &["post"]),
-    ("/v1/sessions", &["post"]),
+    ("/v1/sessions", &["get", "post", "delete"]),
+    ("/v1/sessions/current", &["delete"]),
+    ("/v1/sessions/{session_id}", &["delete"]),
     ("/v1/sessions/refresh", &["post"]),
     ("/v1/rooms", &["post"]),
     ("/v1/rooms/{room_id}/join", &["post"]),

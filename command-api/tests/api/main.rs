@@ -35,4 +35,5 @@ mod idempotency;
 mod messages;
 mod presence;
 mod rooms;
+mod sessions;
 mod users;

@@ -9,7 +9,7 @@ backend_tests!(
     register_answers_201_with_the_user_id_and_its_events,
     register_refuses_a_taken_username_with_409,
     register_validates_username_and_password,
-    login_answers_a_bearer_session_of_one_hour,
+    login_answers_a_bearer_session_of_fifteen_minutes,
     login_refuses_a_wrong_password_or_unknown_user_with_401,
     login_attempts_are_throttled_per_username,
     refresh_trades_a_refresh_token_for_a_new_session,
@@ -87,14 +87,15 @@ async fn register_validates_username_and_password(backend: Backend) {
     .assert_problem(422);
 }
 
-async fn login_answers_a_bearer_session_of_one_hour(backend: Backend) {
+async fn login_answers_a_bearer_session_of_fifteen_minutes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.register_raw("alice", PASSWORD).await.assert_status(201);
     // The username is matched case-insensitively, like at registration.
     let session = app.login("ALICE", PASSWORD).await;
     session.assert_status(200);
     assert_eq!(session.body["token_type"], json!("Bearer"));
-    assert_eq!(session.body["expires_in"], json!(3600));
+    assert_eq!(session.body["expires_in"], json!(900));
+    assert!(session.uuid("session_id").get_version_num() == 7);
     let access = session.body["access_token"].as_str().unwrap();
     let refresh = session.body["refresh_token"].as_str().unwrap();
     assert!(!access.is_empty() && !refresh.is_empty() && access != refresh);
@@ -170,7 +171,8 @@ async fn refresh_trades_a_refresh_token_for_a_new_session(backend: Backend) {
         .await;
     renewed.assert_status(200);
     assert_eq!(renewed.body["token_type"], json!("Bearer"));
-    assert_eq!(renewed.body["expires_in"], json!(3600));
+    assert_eq!(renewed.body["expires_in"], json!(900));
+    assert_eq!(renewed.body["session_id"], session.body["session_id"]);
     let new_access = renewed.body["access_token"].as_str().unwrap();
     app.put("/v1/presence", new_access, &json!({"status": "away"}))
         .await

@@ -307,7 +307,6 @@ impl Script {
             user_id,
             username: Username::parse(username).unwrap(),
             display_name: DisplayName::parse(username.to_uppercase()).unwrap(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
             registered_at: self.now(),
         });
         self.push("user", user_id, event);

@@ -1,0 +1,178 @@
+//! Who is on the other end: the peer address of the connection, or, only when
+//! that peer is one of the configured trusted proxies, the address it says it
+//! forwards for (`X-Forwarded-For`). A client cannot pick its own address by
+//! sending the header straight to Parley.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+
+use crate::problem::ApiError;
+use crate::AppState;
+
+/// An address block (`10.0.0.0/8`, `fd00::/8`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the block.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        let (addr, prefix) = match raw.trim().split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (raw.trim(), None),
+        };
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{raw:?} is not an address or address/prefix"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{raw:?}: the prefix must be 0 to {max}"))?,
+            None => max,
+        };
+        Ok(Self { network, prefix })
+    }
+}
+
+/// The client's address, when known (tests calling the router directly have
+/// no connection, and so no address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub Option<IpAddr>);
+
+impl ClientAddr {
+    /// A stable text for keys and logs (`unknown` without an address).
+    pub fn key(&self) -> String {
+        self.0.map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    }
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy, in
+/// which case the right-most `X-Forwarded-For` entry that is not a trusted
+/// proxy (entries further left were written by whoever the client is).
+pub fn client_addr(
+    peer: Option<IpAddr>,
+    forwarded_for: Option<&str>,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let trusted_ip = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let peer = peer?;
+    if !trusted_ip(peer) {
+        return Some(peer);
+    }
+    let Some(chain) = forwarded_for else {
+        return Some(peer);
+    };
+    for hop in chain.rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted_ip(ip) => continue,
+            Ok(ip) => return Some(ip),
+            // A malformed hop: stop at the last address we can vouch for.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientAddr(client_addr(
+            peer,
+            forwarded,
+            &state.trusted_proxies,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_contain_their_addresses() {
+        let block: Cidr = "10.1.0.0/16".parse().unwrap();
+        assert!(block.contains(ip("10.1.200.3")));
+        assert!(!block.contains(ip("10.2.0.1")));
+        assert!(!block.contains(ip("::1")));
+        let one: Cidr = "fd00::1".parse().unwrap();
+        assert!(one.contains(ip("fd00::1")) && !one.contains(ip("fd00::2")));
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
+        for bad in ["", "10.0.0.0/33", "nope", "::/129"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
+
+    /// Fails before: there was no notion of a client address at all; a header
+    /// from the client itself must never choose it.
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        // A client straight on the internet: its header is ignored.
+        assert_eq!(
+            client_addr(Some(ip("203.0.113.9")), Some("198.51.100.1"), &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        // Through the proxy: the right-most untrusted hop, whatever the client
+        // wrote further left.
+        assert_eq!(
+            client_addr(
+                Some(ip("10.0.0.5")),
+                Some("1.2.3.4, 203.0.113.9, 10.0.0.7"),
+                &trusted
+            ),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            client_addr(Some(ip("10.0.0.5")), None, &trusted),
+            Some(ip("10.0.0.5"))
+        );
+        assert_eq!(
+            client_addr(Some(ip("10.0.0.5")), Some("garbage"), &trusted),
+            Some(ip("10.0.0.5"))
+        );
+        assert_eq!(client_addr(None, Some("1.2.3.4"), &trusted), None);
+    }
+}
