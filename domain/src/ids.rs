@@ -13,6 +13,7 @@ const DIRECT_ROOM_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f4
 const FRIENDSHIP_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a03);
 const READ_MARKER_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a04);
 const PRESENCE_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a05);
+const LOOKALIKE_NS: Uuid = Uuid::from_u128(0x5b1e_3c4a_7f0d_4e21_9a6b_0c8d_2f41_7a06);
 
 fn v5_of_two(ns: &Uuid, first: Uuid, second: Uuid) -> Uuid {
     let mut bytes = [0u8; 32];
@@ -24,6 +25,22 @@ fn v5_of_two(ns: &Uuid, first: Uuid, second: Uuid) -> Uuid {
 /// The id of the `username` aggregate that reserves `username`.
 pub fn username_claim_id(username: &Username) -> Uuid {
     Uuid::new_v5(&USERNAME_NS, username.as_str().as_bytes())
+}
+
+/// What `username` looks like: its Unicode TR39 skeleton, lowercased (the
+/// skeleton maps `0` to `O`, `1` to `l`, `m` to `rn`, ...), so `paypal` and
+/// `paypa1` look the same.
+pub fn lookalike_key(username: &Username) -> String {
+    unicode_security::skeleton(username.as_str())
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// The id of the `username` aggregate that reserves everything that looks like
+/// `username` ([`lookalike_key`]): a second claim beside the exact one, so two
+/// usernames that look the same cannot both be registered.
+pub fn username_lookalike_id(username: &Username) -> Uuid {
+    Uuid::new_v5(&LOOKALIKE_NS, lookalike_key(username).as_bytes())
 }
 
 /// The id of the one direct room of two users; the same whichever order they come in.
@@ -178,6 +195,19 @@ mod tests {
     fn username_claim_id_follows_normalization() {
         assert_eq!(
             username_claim_id(&Username::parse(" Alice ").unwrap()),
+            username_claim_id(&Username::parse("alice").unwrap())
+        );
+    }
+
+    #[test]
+    fn usernames_that_look_alike_share_a_lookalike_id() {
+        let id = |name: &str| username_lookalike_id(&Username::parse(name).unwrap());
+        for (a, b) in [("paypal", "paypa1"), ("modern", "rnodern"), ("bob", "b0b")] {
+            assert_eq!(id(a), id(b), "{a} and {b} look alike");
+        }
+        assert_ne!(id("alice"), id("alicia"));
+        assert_ne!(
+            id("alice"),
             username_claim_id(&Username::parse("alice").unwrap())
         );
     }

@@ -345,7 +345,12 @@ pub async fn presence(
         &state,
         me,
         token,
-        &[presence::PresenceModel::NAME],
+        // Who may see whom is read from the friends and rooms models.
+        &[
+            presence::PresenceModel::NAME,
+            friends::Friends::NAME,
+            rooms::Rooms::NAME,
+        ],
         state.consistency_wait,
     )
     .await?;

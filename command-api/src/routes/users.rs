@@ -80,6 +80,7 @@ pub async fn register(
                 },
             )
             .await?;
+            let lookalike = lookalike_claim(engine, username, user_id).await?;
             let user = Loaded {
                 id: user_id,
                 state: User::default(),
@@ -96,7 +97,11 @@ pub async fn register(
             )
             .await?;
             Ok(Decision {
-                streams: vec![stream(&user, &registered), stream(&claim, &claimed)],
+                streams: vec![
+                    stream(&user, &registered),
+                    stream(&claim, &claimed),
+                    lookalike,
+                ],
                 status: StatusCode::CREATED,
                 result: json!({ "user_id": user_id }),
                 head: None,
@@ -110,4 +115,44 @@ pub async fn register(
         }
     }
     registered
+}
+
+/// The second claim of a registration: on everything that looks like the
+/// username (its TR39 skeleton), so `paypa1` cannot sit beside `paypal`. A
+/// user registered before these claims has none; the exact claim of the
+/// skeleton, when it is itself a username, covers the common case of them
+/// (`paypa1` is refused beside an old `paypal`).
+async fn lookalike_claim(
+    engine: &crate::Engine,
+    username: &Username,
+    user_id: Uuid,
+) -> Result<parley_event_log::StreamWrite, ApiError> {
+    let taken = || ApiError::Conflict("a username that looks the same is taken".into());
+    let skeleton = parley_domain::ids::lookalike_key(username);
+    if let Ok(plain) = Username::parse_stored(skeleton) {
+        if &plain != username {
+            let older = engine
+                .load::<UsernameClaim>(username_claim_id(&plain))
+                .await?;
+            if older.state.claimed_by().is_some() {
+                return Err(taken());
+            }
+        }
+    }
+    let claim = engine
+        .load::<UsernameClaim>(parley_domain::ids::username_lookalike_id(username))
+        .await?;
+    let (_, claimed) = decide(
+        &claim,
+        UsernameClaimCommand::ClaimUsername {
+            username: username.clone(),
+            user_id,
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Conflict(_) => taken(),
+        other => other,
+    })?;
+    Ok(stream(&claim, &claimed))
 }

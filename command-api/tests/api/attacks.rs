@@ -27,6 +27,7 @@ backend_tests!(
     password_hashes_never_enter_the_event_log,
     hammering_a_username_does_not_lock_its_owner_out,
     registrations_are_limited_per_client_address,
+    usernames_that_look_alike_cannot_both_be_registered,
 );
 
 /// Fails before: a message sent with the id of bob's username claim answered
@@ -634,4 +635,51 @@ async fn registrations_are_limited_per_client_address(backend: Backend) {
     .assert_status(201);
     let events = app.settled_events().await;
     assert_eq!(count(&events, "UserRegistered"), 3);
+}
+
+/// Fails before: `paypa1` and `rnodern` registered beside `paypal` and
+/// `modern`, ready to impersonate them.
+async fn usernames_that_look_alike_cannot_both_be_registered(backend: Backend) {
+    use chrono::Utc;
+    use parley_event_log::{AppendRequest, Metadata, NewEvent, StreamWrite};
+
+    let app = TestApp::spawn(backend).await;
+    for (first, lookalike) in [("paypal", "paypa1"), ("modern", "rnodern")] {
+        app.register_raw(first, PASSWORD).await.assert_status(201);
+        let refused = app.register_raw(lookalike, PASSWORD).await;
+        refused.assert_problem(409);
+        assert!(
+            refused.body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("looks the same"),
+            "{}",
+            refused.body
+        );
+    }
+    // A user an older release registered has no look-alike claim; the exact
+    // claim of the look-alike's skeleton still stands in the way.
+    let old_user = Uuid::now_v7();
+    let claim = username_claim_id(&Username::parse("bob").unwrap());
+    app.log
+        .append(AppendRequest {
+            streams: vec![StreamWrite {
+                aggregate_type: "username".into(),
+                aggregate_id: claim,
+                expected_version: 0,
+                events: vec![NewEvent {
+                    event_type: "UsernameClaimed".into(),
+                    event_version: 1,
+                    payload: json!({"username": "bob", "user_id": old_user}),
+                }],
+            }],
+            metadata: Metadata::default(),
+            recorded_at: Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    app.register_raw("b0b", PASSWORD).await.assert_problem(409);
+    let events = app.settled_events().await;
+    assert_eq!(count(&events, "UserRegistered"), 2);
 }

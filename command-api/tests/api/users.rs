@@ -21,9 +21,10 @@ async fn register_answers_201_with_the_user_id_and_its_events(backend: Backend) 
     response.assert_status(201);
     let user_id = response.uuid("user_id");
 
-    // Two streams in one transaction: the user and the username claim.
+    // Three streams in one transaction: the user, the username claim, and the
+    // claim on everything that looks like the username.
     let positions = response.positions();
-    assert_eq!(positions.len(), 2, "{}", response.body);
+    assert_eq!(positions.len(), 3, "{}", response.body);
     let user_events = app.stream(user_id).await;
     assert_eq!(user_events.len(), 1);
     assert_eq!(user_events[0].event_type, "UserRegistered");
