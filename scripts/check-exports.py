@@ -12,8 +12,9 @@ both back with DuckDB, and checks:
 - the same count as the log, in position order, in both files;
 - every field equal between the two files and equal to what was stored
   (metadata flattened in Parquet, payload JSON text), recorded_at as UTC;
-- password hashes are null in both; MessageSent v1 rows read as v2 with
-  format "plain" (and as v1 with --stored-shape);
+- registrations stored as UserRegistered v1 read as v2, without the password
+  hash, and MessageSent v1 rows read as v2 with format "plain" (both as v1
+  with --stored-shape, the hash null);
 - messages per room per hour are the same computed from either file.
 
 Installs the `duckdb` package from PyPI when it is missing. Exits 1 on the first
@@ -169,9 +170,13 @@ def main():
             meta, payload = json.loads(meta), json.loads(payload)
             want = dict(payload)
             want_version = version
-            if event_type == "UserRegistered":
-                want["password_hash"] = None
+            if event_type == "UserRegistered" and version == 1:
+                # v2 has no password hash: today's shape drops it (and the
+                # stored shape nulls it, below).
+                want.pop("password_hash", None)
+                want_version = 2
                 redacted += 1
+                upcast += 1
             if event_type == "MessageSent" and version == 1:
                 want["format"] = "plain"
                 want_version = 2
