@@ -70,9 +70,11 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
     let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
-    let log = match &args.database_url {
-        Some(url) => Some(open_log(url, 2).await?),
-        None => None,
+    // Two handles on the log: backlog resumes and token checks on one, the live
+    // stream's hub on the other, so a burst of resumes cannot starve the hub.
+    let (log, hub_log) = match &args.database_url {
+        Some(url) => (Some(open_log(url, 2).await?), Some(open_log(url, 2).await?)),
+        None => (None, None),
     };
     metrics::describe_service(metrics::Service::ReadApi);
     let mut pools = vec![Pool::Read(store.clone())];
@@ -85,7 +87,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
     };
-    let mut state = parley_read_api::ReadState::new(store, log, read);
+    let mut state = parley_read_api::ReadState::with_hub_log(store, log, hub_log, read);
     state.closing = lifecycle.closing();
     let app = limit(parley_read_api::router(state), args.limits.service_limits());
     let app = metrics::instrument(app, "read-api", pools);

@@ -109,9 +109,21 @@ pub struct ReadState {
 impl ReadState {
     /// The stream hub's task starts with the first `/v1/stream` request.
     pub fn new(store: ReadStore, log: Option<SharedLog>, settings: Settings) -> Self {
-        let stream = log.as_ref().map(|log| {
+        Self::with_hub_log(store, log.clone(), log, settings)
+    }
+
+    /// As [`ReadState::new`], with the live stream's hub tailing `hub_log`: a
+    /// handle (and pool) of its own, so resumes reading the backlog through
+    /// `log` cannot starve the live stream of connections.
+    pub fn with_hub_log(
+        store: ReadStore,
+        log: Option<SharedLog>,
+        hub_log: Option<SharedLog>,
+        settings: Settings,
+    ) -> Self {
+        let stream = hub_log.map(|hub_log| {
             StreamHub::new(
-                log.clone(),
+                hub_log,
                 store.clone(),
                 settings.stream_capacity,
                 settings.feed,

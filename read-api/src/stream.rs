@@ -103,13 +103,13 @@ struct Shared {
 
 struct HubState {
     position: Cursor,
-    sender: broadcast::Sender<Arc<EventEnvelope>>,
+    sender: broadcast::Sender<Arc<Published>>,
 }
 
 /// A receiver of the broadcast and where it starts: it gets every event after
 /// `position` (until it lags).
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Arc<EventEnvelope>>,
+    pub receiver: broadcast::Receiver<Arc<Published>>,
     pub position: Cursor,
 }
 
@@ -163,10 +163,12 @@ impl StreamHub {
 
 impl Shared {
     fn publish(&self, event: EventEnvelope) {
+        // Decoded and serialized here, once, not by each stream.
+        let published = Arc::new(Published::new(event));
         let mut state = self.state.lock().expect("hub lock");
-        state.position = event.cursor();
+        state.position = published.event.cursor();
         // No receiver is no error: nobody is listening.
-        let _ = state.sender.send(Arc::new(event));
+        let _ = state.sender.send(published);
     }
 
     /// With no subscriber there is nothing to send: the hub jumps to `to`.
@@ -495,7 +497,59 @@ fn decode<E: EventCodec>(event: &EventEnvelope) -> Option<E> {
     }
 }
 
+/// An event decoded once for every reader that routes it.
+enum Decoded {
+    Message(MessageEvent),
+    Room(RoomEvent),
+    Friendship(FriendshipEvent),
+    Presence(PresenceEvent),
+    /// Of a type no stream routes, or undecodable.
+    Other,
+}
+
+fn decoded(event: &EventEnvelope) -> Decoded {
+    let as_other = |d: Option<Decoded>| d.unwrap_or(Decoded::Other);
+    match event.aggregate_type.as_str() {
+        "message" => as_other(decode(event).map(Decoded::Message)),
+        "room" => as_other(decode(event).map(Decoded::Room)),
+        "friendship" => as_other(decode(event).map(Decoded::Friendship)),
+        "presence" => as_other(decode(event).map(Decoded::Presence)),
+        _ => Decoded::Other,
+    }
+}
+
+/// What the hub broadcasts: the event, decoded and serialized for clients
+/// once, however many streams take it.
+pub struct Published {
+    event: EventEnvelope,
+    decoded: Decoded,
+    /// The SSE `data` of the event ([`client_view`] as JSON).
+    data: String,
+}
+
+impl Published {
+    fn new(event: EventEnvelope) -> Self {
+        let data = serde_json::to_string(&client_view(&event)).unwrap_or_else(|_| "{}".into());
+        Self {
+            decoded: decoded(&event),
+            event,
+            data,
+        }
+    }
+
+    fn frame(&self) -> Event {
+        Event::default()
+            .id(format_cursor(self.event.cursor()))
+            .event(&self.event.event_type)
+            .data(&self.data)
+    }
+}
+
 fn classify(me: Uuid, event: &EventEnvelope) -> Class {
+    classify_decoded(me, &decoded(event))
+}
+
+fn classify_decoded(me: Uuid, decoded: &Decoded) -> Class {
     let room = |key, before, after| Change {
         set: Set::Rooms,
         key,
@@ -509,88 +563,85 @@ fn classify(me: Uuid, event: &EventEnvelope) -> Class {
         after,
     };
     let other_of = |a: Uuid, b: Uuid| if a == me { b } else { a };
-    match event.aggregate_type.as_str() {
-        "message" => match decode::<MessageEvent>(event) {
-            Some(MessageEvent::MessageSent(e)) => Class::Room(e.room_id),
-            Some(MessageEvent::MessageEdited(e)) => Class::Room(e.room_id),
-            Some(MessageEvent::MessageRedacted(e)) => Class::Room(e.room_id),
-            Some(MessageEvent::ReactionAdded(e)) => Class::Room(e.room_id),
-            Some(MessageEvent::ReactionRemoved(e)) => Class::Room(e.room_id),
-            None => Class::Other,
+    match decoded {
+        Decoded::Message(message) => match message {
+            MessageEvent::MessageSent(e) => Class::Room(e.room_id),
+            MessageEvent::MessageEdited(e) => Class::Room(e.room_id),
+            MessageEvent::MessageRedacted(e) => Class::Room(e.room_id),
+            MessageEvent::ReactionAdded(e) => Class::Room(e.room_id),
+            MessageEvent::ReactionRemoved(e) => Class::Room(e.room_id),
         },
-        "room" => match decode::<RoomEvent>(event) {
-            Some(RoomEvent::RoomCreated(e)) if e.creator_id == me => Class::Mine(None),
-            Some(RoomEvent::DirectRoomCreated(e)) if e.user_ids.contains(&me) => Class::Mine(None),
-            Some(RoomEvent::MemberInvited(e)) if e.user_id == me || e.invited_by == me => {
+        Decoded::Room(event) => match event {
+            RoomEvent::RoomCreated(e) if e.creator_id == me => Class::Mine(None),
+            RoomEvent::DirectRoomCreated(e) if e.user_ids.contains(&me) => Class::Mine(None),
+            RoomEvent::MemberInvited(e) if e.user_id == me || e.invited_by == me => {
                 Class::Mine(None)
             }
-            Some(RoomEvent::MemberJoined(e)) if e.user_id == me => {
+            RoomEvent::MemberJoined(e) if e.user_id == me => {
                 Class::Mine(Some(room(e.room_id, false, true)))
             }
-            Some(RoomEvent::MemberLeft(e)) if e.user_id == me => {
+            RoomEvent::MemberLeft(e) if e.user_id == me => {
                 Class::Mine(Some(room(e.room_id, true, false)))
             }
-            Some(RoomEvent::MemberKicked(e)) if e.user_id == me => {
+            RoomEvent::MemberKicked(e) if e.user_id == me => {
                 Class::Mine(Some(room(e.room_id, true, false)))
             }
             // Whether they were a member before is not in the event: rewinding
             // assumes not (and so streams less, never more).
-            Some(RoomEvent::MemberBanned(e)) if e.user_id == me => {
+            RoomEvent::MemberBanned(e) if e.user_id == me => {
                 Class::Mine(Some(room(e.room_id, false, false)))
             }
-            Some(RoomEvent::MemberUnbanned(e)) if e.user_id == me => Class::Mine(None),
-            Some(RoomEvent::MemberBanned(e)) => Class::Room(e.room_id),
-            Some(RoomEvent::MemberJoined(e)) => Class::Room(e.room_id),
-            Some(RoomEvent::MemberLeft(e)) => Class::Room(e.room_id),
-            Some(RoomEvent::MemberKicked(e)) => Class::Room(e.room_id),
-            Some(RoomEvent::MemberRoleChanged(e)) => Class::Room(e.room_id),
+            RoomEvent::MemberUnbanned(e) if e.user_id == me => Class::Mine(None),
+            RoomEvent::MemberBanned(e) => Class::Room(e.room_id),
+            RoomEvent::MemberJoined(e) => Class::Room(e.room_id),
+            RoomEvent::MemberLeft(e) => Class::Room(e.room_id),
+            RoomEvent::MemberKicked(e) => Class::Room(e.room_id),
+            RoomEvent::MemberRoleChanged(e) => Class::Room(e.room_id),
             _ => Class::Other,
         },
-        "friendship" => match decode::<FriendshipEvent>(event) {
-            Some(
-                FriendshipEvent::FriendRequestSent(FriendRequestSent {
-                    from_user_id,
-                    to_user_id,
-                    ..
-                })
-                | FriendshipEvent::FriendRequestDeclined(FriendRequestDeclined {
-                    from_user_id,
-                    to_user_id,
-                    ..
-                })
-                | FriendshipEvent::FriendRequestCancelled(FriendRequestCancelled {
-                    from_user_id,
-                    to_user_id,
-                    ..
-                }),
-            ) if from_user_id == me || to_user_id == me => Class::Mine(None),
-            Some(FriendshipEvent::FriendRequestAccepted(e))
+        Decoded::Friendship(event) => match event {
+            FriendshipEvent::FriendRequestSent(FriendRequestSent {
+                from_user_id,
+                to_user_id,
+                ..
+            })
+            | FriendshipEvent::FriendRequestDeclined(FriendRequestDeclined {
+                from_user_id,
+                to_user_id,
+                ..
+            })
+            | FriendshipEvent::FriendRequestCancelled(FriendRequestCancelled {
+                from_user_id,
+                to_user_id,
+                ..
+            }) if *from_user_id == me || *to_user_id == me => Class::Mine(None),
+            FriendshipEvent::FriendRequestAccepted(e)
                 if e.from_user_id == me || e.to_user_id == me =>
             {
                 let other = other_of(e.from_user_id, e.to_user_id);
                 Class::Mine(Some(friend(other, false, true)))
             }
-            Some(FriendshipEvent::FriendRemoved(e)) if e.user_id == me || e.friend_id == me => {
+            FriendshipEvent::FriendRemoved(e) if e.user_id == me || e.friend_id == me => {
                 let other = other_of(e.user_id, e.friend_id);
                 Class::Mine(Some(friend(other, true, false)))
             }
             // Whether they were friends before a block is not in the event: rewinding
             // assumes not (and so streams less, never more).
-            Some(FriendshipEvent::UserBlocked(e)) if e.blocker_id == me || e.blocked_id == me => {
+            FriendshipEvent::UserBlocked(e) if e.blocker_id == me || e.blocked_id == me => {
                 let other = other_of(e.blocker_id, e.blocked_id);
                 Class::Mine(Some(friend(other, false, false)))
             }
-            Some(FriendshipEvent::UserUnblocked(e)) if e.blocker_id == me || e.blocked_id == me => {
+            FriendshipEvent::UserUnblocked(e) if e.blocker_id == me || e.blocked_id == me => {
                 Class::Mine(None)
             }
             _ => Class::Other,
         },
-        "presence" => match decode::<PresenceEvent>(event) {
-            Some(PresenceEvent::PresenceChanged(e)) => Class::Presence(e.user_id),
+        Decoded::Presence(event) => match event {
+            PresenceEvent::PresenceChanged(e) => Class::Presence(e.user_id),
             // Heartbeats repeat the status: not a change.
             _ => Class::Other,
         },
-        _ => Class::Other,
+        Decoded::Other => Class::Other,
     }
 }
 
@@ -620,7 +671,12 @@ impl Interest {
 
     /// Whether the caller gets `event`; follows the caller's own changes.
     fn route(&mut self, event: &EventEnvelope) -> bool {
-        match classify(self.me, event) {
+        self.route_decoded(&decoded(event))
+    }
+
+    /// [`Interest::route`] of an event the hub decoded already.
+    fn route_decoded(&mut self, decoded: &Decoded) -> bool {
+        match classify_decoded(self.me, decoded) {
             Class::Room(room) => self.rooms.contains(&room),
             Class::Mine(change) => {
                 if let Some(change) = change {
@@ -852,7 +908,7 @@ struct Connection {
     /// Today's bodies of the messages in the backlog batch being sent.
     today: std::collections::HashMap<Uuid, Option<String>>,
     log: SharedLog,
-    receiver: broadcast::Receiver<Arc<EventEnvelope>>,
+    receiver: broadcast::Receiver<Arc<Published>>,
     interest: Interest,
     phase: Phase,
     /// Every event at or below this cursor was sent or filtered out.
@@ -991,13 +1047,14 @@ impl Connection {
                     }
                 }
                 Phase::Live => match self.receiver.recv().await {
-                    Ok(event) => {
-                        if event.cursor() <= self.seen {
+                    Ok(published) => {
+                        let cursor = published.event.cursor();
+                        if cursor <= self.seen {
                             continue;
                         }
-                        self.seen = event.cursor();
-                        if self.interest.route(&event) {
-                            return Some(sse_event(&event));
+                        self.seen = cursor;
+                        if self.interest.route_decoded(&published.decoded) {
+                            return Some(published.frame());
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -1159,6 +1216,44 @@ mod tests {
             text.contains(r#"\"format\":\"markdown\""#),
             "as stored: {text}"
         );
+    }
+
+    /// The hub decodes and serializes each event once (each open stream used
+    /// to do both again), and a stream's frame is what it was.
+    #[test]
+    fn the_hub_decodes_and_serializes_each_event_once_for_every_stream() {
+        let room = Uuid::now_v7();
+        let event = EventEnvelope {
+            event_id: Uuid::now_v7(),
+            event_type: "MessageSent".into(),
+            event_version: 2,
+            aggregate_type: "message".into(),
+            aggregate_id: Uuid::now_v7(),
+            sequence: 1,
+            position: 9,
+            recorded_at: chrono::Utc::now(),
+            metadata: parley_event_log::Metadata {
+                request_id: Some("req-secret".into()),
+                ..Default::default()
+            },
+            payload: serde_json::json!({
+                "message_id": Uuid::now_v7(), "room_id": room, "reply_to": null,
+                "sender_id": Uuid::now_v7(), "body": "hi", "sent_at": "2024-05-01T12:00:00Z",
+                "format": "plain"
+            }),
+            tx_id: 3,
+        };
+        let published = Published::new(event.clone());
+        assert!(matches!(published.decoded, Decoded::Message(_)));
+        assert!(matches!(
+            classify_decoded(Uuid::now_v7(), &published.decoded),
+            Class::Room(r) if r == room
+        ));
+        assert_eq!(
+            format!("{:?}", published.frame()),
+            format!("{:?}", sse_event(&event))
+        );
+        assert!(!published.data.contains("req-secret"));
     }
 
     #[test]
