@@ -70,9 +70,21 @@ impl FromStr for Cidr {
 pub struct ClientAddr(pub Option<IpAddr>);
 
 impl ClientAddr {
-    /// A stable text for keys and logs (`unknown` without an address).
+    /// A stable text for budget keys (`unknown` without an address). An IPv6
+    /// client is keyed by its /64, the block one subscriber holds (and can
+    /// rotate through at will); an IPv4-mapped address is its IPv4 one.
     pub fn key(&self) -> String {
-        self.0.map_or_else(|| "unknown".into(), |ip| ip.to_string())
+        match self.0 {
+            None => "unknown".into(),
+            Some(IpAddr::V4(v4)) => v4.to_string(),
+            Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.to_string(),
+                None => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+                }
+            },
+        }
     }
 }
 
@@ -111,13 +123,18 @@ impl FromRequestParts<AppState> for ClientAddr {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let forwarded = parts
+        // Every X-Forwarded-For line, in order: a proxy may add a line of its
+        // own rather than append to the client's.
+        let forwarded: Vec<String> = parts
             .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let forwarded = (!forwarded.is_empty()).then(|| forwarded.join(","));
         Ok(ClientAddr(client_addr(
             peer,
-            forwarded,
+            forwarded.as_deref(),
             &state.trusted_proxies,
         )))
     }
@@ -129,6 +146,15 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_ipv6_client_is_one_key_per_64() {
+        let key = |s: &str| ClientAddr(Some(ip(s))).key();
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:203.0.113.9"), key("203.0.113.9"));
+        assert_eq!(ClientAddr(None).key(), "unknown");
     }
 
     #[test]

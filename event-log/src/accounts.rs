@@ -39,6 +39,11 @@ pub enum Rotation {
     Unknown,
 }
 
+/// How long after a rotation the token it replaced is still taken for a
+/// retry (a lost answer, two tabs refreshing at once) rather than for reuse:
+/// within it, presenting the old token is refused without ending the session.
+pub const REUSE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
+
 /// Password hashes and sessions. Tokens are never stored, only their SHA-256.
 #[async_trait]
 pub trait Accounts: Send + Sync {
@@ -68,6 +73,15 @@ pub trait Accounts: Send + Sync {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Rotation, LogError>;
+
+    /// Marks a token that has no session row (a refresh JWT of the release
+    /// before sessions) as spent by `session_id`; false if it was spent already.
+    async fn spend_token(
+        &self,
+        token_hash: &str,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LogError>;
 
     /// A user's live sessions, newest first.
     async fn sessions_of(

@@ -121,14 +121,14 @@ fn tokens(
     }))
 }
 
-/// Starts a session of `user_id` and answers its tokens.
+/// Starts session `session_id` of `user_id` and answers its tokens.
 async fn start(
     state: &AppState,
     user_id: Uuid,
+    session_id: Uuid,
     headers: &HeaderMap,
 ) -> Result<Json<Session>, ApiError> {
     let now = Utc::now();
-    let session_id = Uuid::now_v7();
     let refresh = new_refresh_token(session_id);
     let user_agent = headers
         .get(axum::http::header::USER_AGENT)
@@ -242,7 +242,7 @@ async fn log_in(
     };
     let verified = verify_password(body.password, hash).await?;
     match user_id {
-        Some(user_id) if known && verified => start(state, user_id, headers).await,
+        Some(user_id) if known && verified => start(state, user_id, Uuid::now_v7(), headers).await,
         _ => Err(invalid_login()),
     }
 }
@@ -265,7 +265,17 @@ pub async fn refresh(
             .keys
             .verify_refresh(token)
             .map_err(|_| invalid_refresh())?;
-        return start(&state, user_id, &headers).await;
+        // Spent once: the same token cannot start a second session.
+        let session_id = Uuid::now_v7();
+        if !state
+            .engine
+            .log()
+            .spend_token(&sha256_hex(token), session_id, Utc::now())
+            .await?
+        {
+            return Err(invalid_refresh());
+        }
+        return start(&state, user_id, session_id, &headers).await;
     };
     let now = Utc::now();
     let next = new_refresh_token(session_id);

@@ -109,7 +109,13 @@ pub async fn register(
             })
         })
         .await;
-    if registered.is_err() {
+    // Only a registration refused before anything was written (a taken or
+    // look-alike name, a rule) may take its hash back: after a lost commit
+    // answer the user may exist, and a row too many is harmless.
+    if let Err(
+        ApiError::Conflict(_) | ApiError::Unprocessable { .. } | ApiError::IdOfAnotherKind(_),
+    ) = &registered
+    {
         if let Err(e) = engine.log().forget_password_hash(user_id).await {
             tracing::warn!(error = %e, "could not remove the hash of a failed registration");
         }

@@ -114,12 +114,13 @@ impl Accounts for PgLog {
             "UPDATE sessions SET ended_at = COALESCE(ended_at, $3)
              WHERE session_id = $1
                AND EXISTS (SELECT 1 FROM refresh_tokens_rotated
-                           WHERE refresh_hash = $2 AND session_id = $1)
+                           WHERE refresh_hash = $2 AND session_id = $1 AND rotated_at < $4)
              RETURNING user_id",
         )
         .bind(session_id)
         .bind(presented)
         .bind(now)
+        .bind(now - super::REUSE_GRACE)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -130,6 +131,24 @@ impl Accounts for PgLog {
             },
             None => Rotation::Unknown,
         })
+    }
+
+    async fn spend_token(
+        &self,
+        token_hash: &str,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LogError> {
+        let done = sqlx::query(
+            "INSERT INTO refresh_tokens_rotated (refresh_hash, session_id, rotated_at)
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(token_hash)
+        .bind(session_id)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn sessions_of(

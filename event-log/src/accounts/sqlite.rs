@@ -100,6 +100,7 @@ impl Accounts for SqliteLog {
         now: DateTime<Utc>,
         expires_at: DateTime<Utc>,
     ) -> Result<Rotation, LogError> {
+        let grace_cutoff = format_time(&(now - super::REUSE_GRACE));
         let (sid, now) = (session_id.to_string(), format_time(&now));
         let mut tx = self.writer().begin().await?;
         let rotated = sqlx::query(&format!(
@@ -134,13 +135,14 @@ impl Accounts for SqliteLog {
             "UPDATE sessions SET ended_at = COALESCE(ended_at, ?)
              WHERE session_id = ?
                AND EXISTS (SELECT 1 FROM refresh_tokens_rotated
-                           WHERE refresh_hash = ? AND session_id = ?)
+                           WHERE refresh_hash = ? AND session_id = ? AND rotated_at < ?)
              RETURNING user_id",
         )
         .bind(&now)
         .bind(&sid)
         .bind(presented)
         .bind(&sid)
+        .bind(&grace_cutoff)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -151,6 +153,24 @@ impl Accounts for SqliteLog {
             },
             None => Rotation::Unknown,
         })
+    }
+
+    async fn spend_token(
+        &self,
+        token_hash: &str,
+        session_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<bool, LogError> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO refresh_tokens_rotated (refresh_hash, session_id, rotated_at)
+             VALUES (?, ?, ?)",
+        )
+        .bind(token_hash)
+        .bind(session_id.to_string())
+        .bind(format_time(&now))
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn sessions_of(
