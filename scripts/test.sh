@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PARLEY_TEST_DATABASE_URL="${PARLEY_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# The event-schema drift test rewrites the committed schemas when this is set:
+# here it must only compare.
+unset UPDATE_SCHEMAS
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -41,6 +44,16 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "no test support in the server binary"
+# event-log and kafka keep their test helpers (one drops old parley_test_%
+# databases) behind a `testing` feature that only dev-dependencies turn on.
+for crate in parley-event-log parley-kafka; do
+  if cargo tree --locked -p parley -e normal,features -i "$crate" | grep -q '"testing"'; then
+    echo "the parley binary builds $crate with its testing feature" >&2
+    exit 1
+  fi
+done
+
 step "cargo test"
 # tests/metrics keeps one real /metrics scrape of each service here, for the
 # dashboard check below.
@@ -50,6 +63,13 @@ PARLEY_METRICS_DUMP_DIR="$scrapes" cargo test --workspace --locked
 
 step "every metric the dashboard and the alerts use is in a real scrape"
 deploy/monitoring/check_dashboard.py --scrape "$scrapes"/*.prom
+
+step "the HTTP contract, fuzzed: schemathesis against parley dev's OpenAPI document"
+# Installs the PyPI package schemathesis when missing; about two minutes.
+scripts/fuzz-contract.sh target/debug/parley
+
+step "every benchmark once, at a tiny size (no figures asserted)"
+PARLEY_BENCH_ADMIN_URL="$PARLEY_TEST_DATABASE_URL" scripts/bench-smoke.sh target/debug/parley
 
 step "an analyst's view: DuckDB reads both export formats and agrees"
 # Installs the PyPI package duckdb when missing.

@@ -226,6 +226,16 @@ pub struct LifecycleArgs {
         value_parser = clap::value_parser!(u64).range(1..=3600)
     )]
     pub shutdown_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers once it starts one (or
+    /// to start the next on a kept-alive connection); the connection is closed
+    /// after, so slow senders cannot hold connections open (slowloris).
+    #[arg(
+        long,
+        env = "PARLEY_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub header_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]

@@ -12,7 +12,7 @@
 //!    signal; what is still running then is cut (with a warning) and the process
 //!    exits anyway: nothing half-done is committed, so nothing is lost.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::LifecycleArgs;
+use parley_command_api::limits::{Limiter, ServiceLimits};
 
 /// One service's shutdown: when it began and what has been told to stop.
 #[derive(Clone, Debug)]
@@ -42,6 +43,10 @@ pub struct Lifecycle {
     closing: CancellationToken,
     /// When the signal came plus the timeout.
     deadline: std::sync::Arc<OnceCell<Instant>>,
+    /// How long a connection may take to send a request's headers.
+    header_read_timeout: Duration,
+    /// The request deadline and the bound on requests in flight.
+    limiter: std::sync::Arc<Limiter>,
 }
 
 impl Lifecycle {
@@ -58,7 +63,8 @@ impl Lifecycle {
         Ok(Self::new(
             Duration::from_secs(args.shutdown_timeout_secs),
             Duration::from_secs(delay_secs),
-        ))
+        )
+        .with_header_read_timeout(args))
     }
 
     /// For a worker (projector, relay) whose HTTP side only answers probes.
@@ -67,6 +73,12 @@ impl Lifecycle {
             Duration::from_secs(args.shutdown_timeout_secs),
             Duration::ZERO,
         )
+        .with_header_read_timeout(args)
+    }
+
+    fn with_header_read_timeout(mut self, args: &LifecycleArgs) -> Self {
+        self.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
+        self
     }
 
     fn new(timeout: Duration, delay: Duration) -> Self {
@@ -76,7 +88,15 @@ impl Lifecycle {
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
             deadline: Default::default(),
+            header_read_timeout: Duration::from_secs(10),
+            limiter: std::sync::Arc::new(Limiter::new(ServiceLimits::default())),
         }
+    }
+
+    /// The limits every request of this service's HTTP server runs within.
+    pub fn with_limits(mut self, limits: ServiceLimits) -> Self {
+        self.limiter = std::sync::Arc::new(Limiter::new(limits));
+        self
     }
 
     /// Cancelled once listeners stop accepting: hand it to whatever holds
@@ -139,16 +159,13 @@ impl Lifecycle {
             self.draining.clone(),
             draining_gate,
         ));
-        let closing = self.closing.clone();
-        let task = tokio::spawn(
-            // With the peer's address: per-address limits need it.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(closing.cancelled_owned())
-            .into_future(),
-        );
+        let task = tokio::spawn(crate::http_server::serve(
+            listener,
+            app,
+            self.header_read_timeout,
+            self.limiter.clone(),
+            self.closing.clone(),
+        ));
         Http { task }
     }
 
@@ -258,6 +275,7 @@ mod tests {
     fn the_delay_must_fit_inside_the_timeout() {
         let args = LifecycleArgs {
             shutdown_timeout_secs: 5,
+            header_read_timeout_secs: 10,
         };
         assert!(Lifecycle::for_api(&args, 4).is_ok());
         let err = Lifecycle::for_api(&args, 5).unwrap_err().to_string();

@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod events;
 mod healthcheck;
+mod http_server;
 mod lifecycle;
 mod metrics;
 mod probes;

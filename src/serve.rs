@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use parley_command_api::limits::limit;
+use axum::routing::get;
 use parley_command_api::{default_token_keys, router, AppState, Settings, SigningKey};
 use tokio::net::TcpListener;
 
@@ -34,16 +34,21 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", read_db.display()))?;
     let settings = settings(&args.auth, Some(secret), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
+        .with_limits(args.limits.service_limits());
     let read_settings = read_settings(&settings);
     let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
     metrics::describe_service(metrics::Service::Dev);
     metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
     let pools = vec![Pool::Log(log.clone()), Pool::Read(store.clone())];
-    let mut read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings);
-    read.closing = lifecycle.closing();
-    let app = router(AppState::new(log, settings)).merge(parley_read_api::v1_routes(read));
-    let app = limit(app, args.limits.service_limits());
+    let read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings)
+        .with_closing(lifecycle.closing());
+    let app = parley_command_api::routes(AppState::new(log, settings))
+        .merge(parley_read_api::v1_routes(read))
+        .route(
+            "/openapi.json",
+            get(parley_read_api::openapi::serve_combined),
+        );
     let app = metrics::instrument(app, "dev", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(
@@ -68,8 +73,9 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         refuse_placeholder(&args.auth, secret)?;
     }
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
-    let store = open_store(&args.read_database_url, args.db_pool_size).await?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
+        .with_limits(args.limits.service_limits());
+    let store = open_query_store(&args.read_database_url, args.db_pool_size).await?;
     // Two handles on the log: backlog resumes and token checks on one, the live
     // stream's hub on the other, so a burst of resumes cannot starve the hub.
     let (log, hub_log) = match &args.database_url {
@@ -87,9 +93,9 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
     };
-    let mut state = parley_read_api::ReadState::with_hub_log(store, log, hub_log, read);
-    state.closing = lifecycle.closing();
-    let app = limit(parley_read_api::router(state), args.limits.service_limits());
+    let state = parley_read_api::ReadState::with_hub_log(store, log, hub_log, read)
+        .with_closing(lifecycle.closing());
+    let app = parley_read_api::router(state);
     let app = metrics::instrument(app, "read-api", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "read api listening");
@@ -158,7 +164,8 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
         refuse_placeholder(&args.auth, secret)?;
     }
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?;
+    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
+        .with_limits(args.limits.service_limits());
     let log = if args.migrate {
         parley_event_log::open(&args.database_url, args.db_pool_size).await
     } else {
@@ -172,10 +179,7 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
     })?;
     metrics::describe_service(metrics::Service::CommandApi);
     let pools = vec![Pool::Log(log.clone())];
-    let app = limit(
-        router(AppState::new(log, settings)),
-        args.limits.service_limits(),
-    );
+    let app = router(AppState::new(log, settings));
     let app = metrics::instrument(app, "command-api", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "command api listening");
@@ -191,6 +195,21 @@ pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 
 /// Opens the read store at `url` (applying its migrations), naming the URL
 /// (password hidden) when it fails.
+/// The read API's store: its queries are key lookups and short scans, so a
+/// statement still running after 30 s is stuck and gives its connection back.
+async fn open_query_store(url: &str, pool: u32) -> anyhow::Result<ReadStore> {
+    let timeout = std::time::Duration::from_secs(30);
+    ReadStore::open_with_timeout(url, pool, timeout)
+        .await
+        .with_context(|| {
+            format!(
+                "opening the read store at {}",
+                parley_event_log::redact_url(url)
+            )
+        })
+}
+
+/// A projector's or a tool's store (five-minute statements, see `ReadStore::open`).
 pub async fn open_store(url: &str, pool: u32) -> anyhow::Result<ReadStore> {
     ReadStore::open(url, pool).await.with_context(|| {
         format!(

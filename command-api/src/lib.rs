@@ -86,9 +86,20 @@ pub fn default_token_keys(keys: Vec<SigningKey>) -> TokenKeys {
     )
 }
 
-/// Everything a handler needs, cloned per request.
+/// Everything a handler needs, cloned per request (every `State` extraction
+/// clones it), hence one `Arc`: one reference count to touch, not one per part.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Services {
     pub engine: Arc<Engine>,
     pub keys: Arc<TokenKeys>,
     pub limiter: Arc<RateLimiter>,
@@ -119,7 +130,7 @@ impl AppState {
                 settings.command_result_retention,
             ));
         }
-        Self {
+        Self(Arc::new(Services {
             engine,
             keys: Arc::new(settings.keys),
             limiter: Arc::new(RateLimiter::new(
@@ -150,12 +161,18 @@ impl AppState {
                 RateLimiter::disabled()
             }),
             trusted_proxies: Arc::new(settings.trusted_proxies),
-        }
+        }))
     }
 }
 
 /// The command API's routes (no socket: tests call it directly).
 pub fn router(state: AppState) -> Router {
+    routes(state).route("/openapi.json", get(openapi::serve))
+}
+
+/// Every route of [`router`] but `/openapi.json`, for a process that serves
+/// more beside them and one document for all (`parley dev`).
+pub fn routes(state: AppState) -> Router {
     use routes::{friends, messages, presence, rooms, sessions, users};
     Router::new()
         .route("/v1/users", post(users::register))
@@ -225,5 +242,4 @@ fn command_api_meta_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
-        .route("/openapi.json", get(openapi::serve))
 }

@@ -76,7 +76,10 @@ impl ReadMarker {
                     return Err(DomainError::forbidden("you are not a member of this room"));
                 }
                 if !message_in_room {
-                    return Err(DomainError::not_found("message not found in this room"));
+                    return Err(DomainError::validation(
+                        "message_id",
+                        "no such message in this room",
+                    ));
                 }
                 if self.message_id == Some(message_id) {
                     return Ok(vec![]);
@@ -154,7 +157,10 @@ mod tests {
         TestFramework::<ReadMarker>::with(())
             .given_no_previous_events()
             .when(move_to(20, true, false))
-            .then_expect_error(DomainError::not_found("message not found in this room"));
+            .then_expect_error(DomainError::validation(
+                "message_id",
+                "no such message in this room",
+            ));
     }
 
     #[test]

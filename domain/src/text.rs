@@ -46,6 +46,19 @@ pub fn clean(field: &str, raw: &str) -> Result<String, DomainError> {
     Ok(raw.nfc().collect())
 }
 
+/// [`clean`], after refusing text longer than `max` characters as sent: the
+/// limit a client reads in the API document holds for what it sends, even
+/// where trimming or normalizing would have made it fit.
+pub fn clean_within(field: &str, raw: &str, max: usize) -> Result<String, DomainError> {
+    if raw.chars().count() > max {
+        return Err(DomainError::validation(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    clean(field, raw)
+}
+
 /// Whether `s` is one emoji (possibly a ZWJ sequence, a flag, a keycap or a
 /// skin-tone variant), judged by the Unicode emoji properties.
 pub fn is_emoji(s: &str) -> bool {
@@ -81,6 +94,23 @@ mod tests {
             assert!(clean("body", bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(clean("body", "a\tb\nc").unwrap(), "a\tb\nc");
+    }
+
+    /// The documented maximum holds for the text as sent: a name padded with
+    /// spaces, or written decomposed, that would fit once trimmed or
+    /// normalized is still too long.
+    #[test]
+    fn the_maximum_counts_what_was_sent() {
+        let padded = format!("{} ", "a".repeat(64));
+        assert!(clean_within("display_name", &padded, 64).is_err());
+        let decomposed = "e\u{301}".repeat(33); // 66 characters, 33 once composed
+        assert!(clean_within("display_name", decomposed.as_str(), 64).is_err());
+        assert_eq!(
+            clean_within("display_name", "e\u{301}", 64).unwrap(),
+            "\u{e9}"
+        );
+        let fits = "a".repeat(64);
+        assert_eq!(clean_within("display_name", &fits, 64).unwrap(), fits);
     }
 
     #[test]

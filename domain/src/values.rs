@@ -174,7 +174,7 @@ string_value!(
     #[derive(Debug)]
     DisplayName,
     field = "display_name",
-    client = |field, raw| crate::text::clean(field, &raw),
+    client = |field, raw| crate::text::clean_within(field, &raw, 64),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(DisplayName::FIELD, &s, 1, 64)?;
@@ -188,7 +188,7 @@ string_value!(
     #[derive(Debug)]
     RoomName,
     field = "name",
-    client = |field, raw| crate::text::clean(field, &raw),
+    client = |field, raw| crate::text::clean_within(field, &raw, 100),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(RoomName::FIELD, &s, 1, 100)?;
@@ -202,7 +202,7 @@ string_value!(
     #[derive(Debug)]
     Topic,
     field = "topic",
-    client = |field, raw| crate::text::clean(field, &raw),
+    client = |field, raw| crate::text::clean_within(field, &raw, 500),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(Topic::FIELD, &s, 0, 500)?;
@@ -216,7 +216,7 @@ string_value!(
     #[derive(Debug)]
     MessageBody,
     field = "body",
-    client = |field, raw| crate::text::clean(field, &raw),
+    client = |field, raw| crate::text::clean_within(field, &raw, 4000),
     parse = |raw| {
         check_len(MessageBody::FIELD, &raw, 1, 4000)?;
         if raw.trim().is_empty() {
@@ -254,7 +254,7 @@ string_value!(
     #[derive(Debug)]
     StatusMessage,
     field = "status_message",
-    client = |field, raw| crate::text::clean(field, &raw),
+    client = |field, raw| crate::text::clean_within(field, &raw, 140),
     parse = |raw| {
         let s = raw.trim().to_owned();
         check_len(StatusMessage::FIELD, &s, 0, 140)?;

@@ -13,6 +13,9 @@ mod envelope;
 mod error;
 pub mod pg;
 pub mod sqlite;
+/// Test support (a fresh database per test, and dropping old ones): only in
+/// test builds, never in a production binary.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod token;
 

@@ -58,6 +58,8 @@ pub mod metrics;
 mod publisher;
 mod relay;
 pub mod status;
+/// Test support (brokers of a test's own): only in test builds.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod topic;
 

@@ -65,9 +65,26 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+/// How long one statement may run on a Postgres read store opened with
+/// [`ReadStore::open`] (projectors, rebuilds, exports): long enough for the
+/// largest batch, short enough that a stuck one frees its connection.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
+
 impl ReadStore {
     /// Opens the store named by a URL and applies its migrations.
     pub async fn open(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        Self::open_with_timeout(url, pool_size, STATEMENT_TIMEOUT).await
+    }
+
+    /// [`ReadStore::open`] with another statement timeout (Postgres only; the
+    /// read API's queries are key lookups and get a much shorter one).
+    pub async fn open_with_timeout(
+        url: &str,
+        pool_size: u32,
+        statement_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let statement_timeout =
+            format!("SET statement_timeout = {}", statement_timeout.as_millis());
         install_default_drivers();
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres
@@ -100,6 +117,7 @@ impl ReadStore {
             // Acquire waits as TRACE events (see the event log's `pg.rs`).
             .acquire_time_level(tracing::log::LevelFilter::Trace)
             .after_connect(move |conn, _| {
+                let statement_timeout = statement_timeout.clone();
                 Box::pin(async move {
                     use sqlx::Executor;
                     if backend == Backend::Postgres {
@@ -109,6 +127,7 @@ impl ReadStore {
                         // then applies again from the log. So a commit need not wait
                         // for its WAL flush (the event log's commits still do).
                         conn.execute("SET synchronous_commit = off").await?;
+                        conn.execute(statement_timeout.as_str()).await?;
                         // Every read-model statement is a key lookup or a keyed
                         // write; with a LIMIT parameter Postgres kept choosing
                         // custom plans, i.e. planning each execution again (seen

@@ -119,3 +119,14 @@ impl IntoResponse for ReadError {
         response
     }
 }
+
+/// `axum::extract::Path`, rejecting with a 400 problem (axum's own answer is
+/// plain text).
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ReadError))]
+pub struct ReadPath<T>(pub T);
+
+/// `axum::extract::Query`, rejecting with a 400 problem.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ReadError))]
+pub struct ReadQuery<T>(pub T);

@@ -78,9 +78,21 @@ impl Settings {
     }
 }
 
-/// Everything a query handler needs.
+/// Everything a query handler needs, cloned per request (every extractor that
+/// needs the state clones it), hence one `Arc`.
 #[derive(Clone)]
-pub struct ReadState {
+pub struct ReadState(Arc<ReadServices>);
+
+impl std::ops::Deref for ReadState {
+    type Target = ReadServices;
+    fn deref(&self) -> &ReadServices {
+        &self.0
+    }
+}
+
+/// What [`ReadState`] holds.
+#[derive(Clone)]
+pub struct ReadServices {
     pub store: ReadStore,
     /// The event log, when reachable: readiness reports how far behind each
     /// projection is.
@@ -131,7 +143,7 @@ impl ReadState {
         });
         let cache = (settings.page_cache_bytes > 0)
             .then(|| Arc::new(cache::PageCache::new(settings.page_cache_bytes)));
-        Self {
+        Self(Arc::new(ReadServices {
             feed: settings.feed,
             cache,
             store,
@@ -148,7 +160,13 @@ impl ReadState {
             streams_open: slots::UserSlots::new(settings.max_streams_per_user),
             stream_resume_window: settings.stream_resume_window,
             models_ready: Default::default(),
-        }
+        }))
+    }
+
+    /// The token whose cancellation ends every open stream (SIGTERM).
+    pub fn with_closing(mut self, closing: CancellationToken) -> Self {
+        Arc::make_mut(&mut self.0).closing = closing;
+        self
     }
 }
 

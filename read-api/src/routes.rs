@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::consistency::{wait_for, Consistency};
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadPath, ReadQuery};
 use crate::ReadState;
 
 fn not_found(room_id: Uuid) -> ReadError {
@@ -62,7 +62,7 @@ pub async fn room(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    Path(room_id): Path<Uuid>,
+    ReadPath(room_id): ReadPath<Uuid>,
 ) -> Result<Json<Value>, ReadError> {
     wait_for(
         &state,
@@ -98,12 +98,14 @@ pub async fn room(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Cursor from a page's `before`: the next older page.
     pub before: Option<String>,
     /// Cursor from a page's `after`: the next newer page.
     pub after: Option<String>,
     /// Messages per page, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -117,8 +119,8 @@ pub async fn history(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    Path(room_id): Path<Uuid>,
-    Query(q): Query<HistoryQuery>,
+    ReadPath(room_id): ReadPath<Uuid>,
+    ReadQuery(q): ReadQuery<HistoryQuery>,
 ) -> Result<Response, ReadError> {
     let cursor = |s: &str, name: &str| {
         history::decode_cursor(s)
@@ -232,8 +234,10 @@ pub async fn friends(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestsQuery {
     /// `incoming` (default) or `outgoing`.
+    #[param(pattern = "^(incoming|outgoing)$")]
     pub direction: Option<String>,
 }
 
@@ -246,7 +250,7 @@ pub async fn friend_requests(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    Query(q): Query<RequestsQuery>,
+    ReadQuery(q): ReadQuery<RequestsQuery>,
 ) -> Result<Json<Value>, ReadError> {
     let direction = match q.direction.as_deref().unwrap_or("incoming") {
         "incoming" => friends::Direction::Incoming,
@@ -311,8 +315,12 @@ pub async fn blocks(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PresenceQuery {
-    /// One or more user ids, comma-separated (at most 100).
+    /// One to 100 user ids (hyphenated UUIDs), comma-separated.
+    #[param(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(,[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}){0,99}$"
+    )]
     pub user_id: String,
 }
 
@@ -329,15 +337,20 @@ pub async fn presence(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    Query(q): Query<PresenceQuery>,
+    ReadQuery(q): ReadQuery<PresenceQuery>,
 ) -> Result<Json<Value>, ReadError> {
+    // Exactly the documented shape: hyphenated ids, commas, nothing else.
     let ids = q
         .user_id
         .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<Uuid>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ReadError::BadRequest("user_id must be UUIDs, comma-separated".into()))?;
+        .map(|s| match s.len() {
+            36 => s.parse::<Uuid>().ok(),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            ReadError::BadRequest("user_id must be hyphenated UUIDs, comma-separated".into())
+        })?;
     if ids.is_empty() || ids.len() > 100 {
         return Err(ReadError::BadRequest("give 1 to 100 user ids".into()));
     }

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,7 @@ use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ReadError;
+use crate::error::{ReadError, ReadQuery};
 use crate::{Feed, ReadState};
 
 /// Events the hub keeps for slow subscribers before they lag (and are closed).
@@ -1072,6 +1072,7 @@ impl Connection {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
     /// Resume after this event id (for clients that cannot set the
     /// `Last-Event-ID` header; the header wins).
@@ -1098,7 +1099,7 @@ pub async fn stream(
     State(state): State<ReadState>,
     Caller(me): Caller,
     headers: HeaderMap,
-    Query(q): Query<StreamQuery>,
+    ReadQuery(q): ReadQuery<StreamQuery>,
 ) -> Result<Response, ReadError> {
     let (Some(hub), Some(log)) = (&state.stream, &state.log) else {
         return Err(ReadError::Unavailable(

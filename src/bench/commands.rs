@@ -77,7 +77,11 @@ impl Server {
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("PARLEY_JWT_SECRET", BENCH_SECRET)
+            // Every limit that counts per user or per client address is off:
+            // all the load comes from one address, as no real client's does.
             .env("PARLEY_RATE_LIMIT_PER_SEC", "0")
+            .env("PARLEY_REGISTRATIONS_PER_HOUR", "0")
+            .env("PARLEY_LOGIN_RATE_PER_SEC", "0")
             .env("PARLEY_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true);
@@ -144,6 +148,21 @@ pub async fn admin_exec(admin_url: &str, sql: &str) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", parley_event_log::redact_url(admin_url)))?;
     sqlx::raw_sql(sql).execute(&mut conn).await?;
     Ok(())
+}
+
+/// The server's `fsync` and `synchronous_commit`: whether a 201 means the
+/// event is on disk.
+async fn durability(admin_url: &str) -> anyhow::Result<String> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    let row = sqlx::query("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+        .fetch_one(&mut conn)
+        .await?;
+    let fsync: String = row.try_get(0)?;
+    let synchronous_commit: String = row.try_get(1)?;
+    Ok(format!(
+        "fsync = {fsync}, synchronous_commit = {synchronous_commit}"
+    ))
 }
 
 /// `url` with its database name replaced by `name`.
@@ -349,6 +368,11 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
             "command-api child process on a fresh Postgres database"
         }
     );
+    if args.target.is_none() {
+        // "Durable" holds only as far as the server's settings make it so.
+        let durability = durability(&args.server.admin_url).await?;
+        println!("  postgres          {durability}");
+    }
     println!("  clients           {}", args.clients);
     println!("  rooms             {}", args.rooms);
     println!(

@@ -63,8 +63,10 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         Feed::Log => None,
         Feed::Kafka => Some(Server::spawn(&["relay"], &urls).await?),
     };
-    let read_api = Server::spawn(&["read-api"], &urls).await?;
+    // The projector first: it creates the read models' tables, and the read
+    // API is not ready (nor is it waited for) until they exist.
     let projector = Server::spawn(&["projector"], &urls).await?;
+    let read_api = Server::spawn(&["read-api"], &urls).await?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let (c, r) = (command_api.base.clone(), read_api.base.clone());

@@ -20,7 +20,8 @@ use crate::AppState;
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct SendMessageRequest {
-    /// 1 to 4,000 characters.
+    /// 1 to 4,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4000)]
     pub body: String,
     /// A message of the same room this one answers.
     pub reply_to: Option<Uuid>,
@@ -28,7 +29,8 @@ pub struct SendMessageRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct EditMessageRequest {
-    /// 1 to 4,000 characters.
+    /// 1 to 4,000 characters, not only whitespace.
+    #[schema(min_length = 1, max_length = 4000)]
     pub body: String,
 }
 
@@ -71,7 +73,7 @@ async fn message_in_room(
 /// and appends nothing.
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
     request_body = SendMessageRequest, security(("bearer" = [])),
-    params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path, description = "Chosen by the client (UUIDv7 recommended)")),
+    params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path, description = "Chosen by the client: a random UUID, version 4 or 7 (7 recommended)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[47][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")),
     responses(
     (status = 201, description = "Sent", body = crate::openapi::MessageAccepted),
     (status = 200, description = "Already sent by this caller: the first answer", body = crate::openapi::MessageAccepted),
@@ -291,7 +293,7 @@ pub async fn redact(
 
 /// Adds the caller's reaction to a message.
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
-    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path)),
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "One emoji (a sequence counts), percent-encoded")),
     responses(
     (status = 200, description = "Reaction present", body = crate::openapi::MessageRef),
     (status = 403, description = "Not a member", body = Problem),
@@ -323,7 +325,7 @@ pub async fn react(
 
 /// Removes the caller's reaction from a message.
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
-    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path)),
+    security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "One emoji (a sequence counts), percent-encoded")),
     responses(
     (status = 200, description = "Reaction absent", body = crate::openapi::MessageRef),
     (status = 403, description = "Not a member", body = Problem),
@@ -360,7 +362,8 @@ pub async fn unreact(
     responses(
     (status = 200, description = "Marker set", body = crate::openapi::MessageRef),
     (status = 403, description = "Not a member", body = Problem),
-    (status = 404, description = "No such room or message", body = Problem)))]
+    (status = 404, description = "No such room", body = Problem),
+    (status = 422, description = "`message_id` names no message of this room", body = Problem)))]
 pub async fn read_marker(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,

@@ -18,8 +18,10 @@ use crate::AppState;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct PresenceRequest {
     /// `online`, `away` or `offline`.
+    #[schema(pattern = "^(online|away|offline)$")]
     pub status: String,
     /// Up to 140 characters.
+    #[schema(max_length = 140)]
     pub status_message: Option<String>,
 }
 

@@ -19,10 +19,13 @@ use crate::AppState;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct CreateRoomRequest {
     /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// Up to 500 characters.
+    #[schema(max_length = 500)]
     pub topic: Option<String>,
     /// `public` (anyone may join) or `private` (by invite).
+    #[schema(pattern = "^(public|private)$")]
     pub visibility: String,
 }
 
@@ -34,6 +37,7 @@ pub struct UserRef {
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct RoleRequest {
     /// `admin` or `member`.
+    #[schema(pattern = "^(admin|member)$")]
     pub role: String,
 }
 
@@ -167,7 +171,8 @@ pub async fn leave(
     security(("bearer" = [])), params(("room_id" = Uuid, Path)), responses(
     (status = 200, description = "Invited (already or now)", body = crate::openapi::RoomAccepted),
     (status = 403, description = "Not allowed to invite here, or a block stands between the two", body = Problem),
-    (status = 404, description = "No such room or user", body = Problem)))]
+    (status = 404, description = "No such room", body = Problem),
+    (status = 422, description = "`user_id` names no user", body = Problem)))]
 pub async fn invite(
     State(state): State<AppState>,
     AuthUser(me): AuthUser,
@@ -175,7 +180,16 @@ pub async fn invite(
     ApiPath(room_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UserRef>,
 ) -> Result<Accepted, ApiError> {
-    state.engine.require_user(body.user_id).await?;
+    // The room in the path exists or not (404); a body naming nobody is a bad
+    // field, not a missing room.
+    state
+        .engine
+        .require_user(body.user_id)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::unprocessable("user_id", "no such user"),
+            other => other,
+        })?;
     if body.user_id != me {
         crate::routes::refuse_across_a_block(&state, me, body.user_id).await?;
     }

@@ -21,11 +21,15 @@ static REGISTRATIONS_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::c
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct RegisterRequest {
-    /// 3 to 32 characters: lowercase letters, digits, `_`, `.`, `-`.
+    /// 3 to 32 characters: letters, digits, `_`, `.`, `-`; trimmed and
+    /// lowercased (` Alice` registers `alice`).
+    #[schema(pattern = r"^\s*[A-Za-z0-9_.\-]{3,32}\s*$")]
     pub username: String,
     /// 8 to 128 characters.
+    #[schema(min_length = 8, max_length = 128)]
     pub password: String,
     /// 1 to 64 characters; the username when absent.
+    #[schema(min_length = 1, max_length = 64)]
     pub display_name: Option<String>,
 }
 

@@ -156,7 +156,7 @@ async fn invite_and_join_refuse_unknown_rooms_and_users_with_404(backend: Backen
         &json!({"user_id": nobody}),
     )
     .await
-    .assert_problem(404);
+    .assert_invalid("user_id");
     let no_room = Uuid::now_v7();
     app.join(&owner, no_room).await.assert_problem(404);
     app.post_empty(&format!("/v1/rooms/{no_room}/leave"), &owner)

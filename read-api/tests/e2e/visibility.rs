@@ -11,6 +11,7 @@ crate::both_backends!(
     non_members_cannot_read_a_room,
     queries_need_a_token,
     bad_paging_arguments_are_400,
+    malformed_paths_and_queries_are_400_problems,
     presence_shows_only_to_room_mates_and_friends_and_never_across_a_block,
 );
 
@@ -117,6 +118,40 @@ async fn bad_paging_arguments_are_400(backend: Backend) {
             answer.status,
             StatusCode::BAD_REQUEST,
             "{query}: {:?}",
+            answer.body
+        );
+    }
+}
+
+/// Fails before: axum's own path and query rejections answered `text/plain`,
+/// not the problem+json the document promises, and presence ids were trimmed
+/// and skipped when empty, looser than documented.
+async fn malformed_paths_and_queries_are_400_problems(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (_, alice) = app.user("alice").await;
+    let (room, _) = app.room(&alice, "general", "public").await;
+    let id = Uuid::new_v4();
+    for path in [
+        "/v1/rooms/not-a-uuid".to_string(),
+        "/v1/rooms/not-a-uuid/messages".to_string(),
+        format!("/v1/rooms/{room}/messages?limit=abc"),
+        "/v1/friend-requests?direction=sideways".to_string(),
+        "/v1/presence".to_string(),
+        format!("/v1/presence?user_id={id},%20{id}"),
+        format!("/v1/presence?user_id={id},"),
+        format!("/v1/presence?user_id={}", id.simple()),
+    ] {
+        let answer = app.call("GET", &path, Some(&alice), None, None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {:?}",
+            answer.body
+        );
+        assert_eq!(
+            answer.body["type"],
+            json!("https://parley.dev/problems/bad-request"),
+            "{path}: {:?}",
             answer.body
         );
     }

@@ -2,13 +2,14 @@
 
 use axum::Json;
 use serde::Serialize;
-use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::routes::{friends, health, messages, presence, rooms, sessions, users};
+
+mod problems;
+pub use problems::StandardProblems;
 
 /// Fields every accepted command answers with.
 #[derive(Serialize, ToSchema)]
@@ -61,73 +62,6 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
-    }
-}
-
-/// Answers that every operation of a kind can give, added where an annotation
-/// does not already document them (an annotation's own wording wins):
-/// - behind the bearer scheme: 401 (no or bad token) and 429 (the per-user rate limit);
-/// - with a request body: 400 (malformed JSON), 413 (over 64 KiB), 415 (not
-///   `application/json`) and 422 (a field fails validation).
-struct StandardProblems;
-
-const SECURED_PROBLEMS: &[(&str, &str)] = &[
-    ("401", "Missing, invalid or expired access token"),
-    ("429", "Rate limit exceeded; see the Retry-After header"),
-];
-
-const BODY_PROBLEMS: &[(&str, &str)] = &[
-    ("400", "Malformed JSON"),
-    ("413", "Request body over 64 KiB"),
-    ("415", "Content-Type is not application/json"),
-    ("422", "A field fails validation"),
-];
-
-impl StandardProblems {
-    fn add(operation: &mut Operation, problems: &[(&str, &str)]) {
-        for (status, description) in problems {
-            operation
-                .responses
-                .responses
-                .entry((*status).to_string())
-                .or_insert_with(|| {
-                    RefOr::T(
-                        ResponseBuilder::new()
-                            .description(*description)
-                            .content(
-                                "application/problem+json",
-                                Content::new(Some(Ref::from_schema_name("Problem"))),
-                            )
-                            .build(),
-                    )
-                });
-        }
-    }
-}
-
-impl Modify for StandardProblems {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
-        for item in openapi.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
-                if operation.security.iter().flatten().any(|r| *r == bearer) {
-                    Self::add(operation, SECURED_PROBLEMS);
-                }
-                if operation.request_body.is_some() {
-                    Self::add(operation, BODY_PROBLEMS);
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every benchmark once, at a tiny size, so that none rots unnoticed: each must
+# set up, measure and clean up without an error. No figure is asserted (a
+# debug build on a shared CI machine measures nothing worth comparing); the
+# figures are in docs/benchmarks.md, from release builds.
+#
+# Usage: scripts/bench-smoke.sh [PARLEY_BINARY]   (default target/debug/parley)
+# Needs PostgreSQL (PARLEY_BENCH_ADMIN_URL) and, for relay and projectors, the
+# Kafka-compatible broker scripts/kafka-test-broker.sh starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+parley="$(realpath "${1:-target/debug/parley}")"
+
+bench() {
+  echo "--> parley bench $*"
+  "$parley" bench "$@" >/dev/null
+}
+
+bench commands --clients 4 --rooms 4 --seconds 1 --warmup 0
+bench rebuild --events 2000
+bench queries --events 2000 --rooms 10 --connections 2 --seconds 1 --warmup 0
+bench freshness --rate 20 --seconds 2
+bench export --events 2000
+bench relay --events 2000 --partitions 2
+bench projectors --events 2000 --members 1,2 --partitions 2
