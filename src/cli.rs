@@ -272,7 +272,7 @@ pub struct LimitArgs {
     /// whose `X-Forwarded-For` names the client; from anyone else the header is
     /// ignored and the peer address counts.
     #[arg(long, env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<parley_command_api::client::Cidr>,
+    pub trusted_proxies: Vec<parley_http_kit::Cidr>,
     /// Registrations one client address may make per hour (0 turns it off).
     #[arg(long, env = "PARLEY_REGISTRATIONS_PER_HOUR", default_value_t = 20.0)]
     pub registrations_per_hour: f64,
@@ -283,8 +283,8 @@ pub struct LimitArgs {
 
 impl LimitArgs {
     /// The HTTP limits every service wraps its routes in.
-    pub fn service_limits(&self) -> parley_command_api::limits::ServiceLimits {
-        parley_command_api::limits::ServiceLimits {
+    pub fn service_limits(&self) -> parley_http_kit::ServiceLimits {
+        parley_http_kit::ServiceLimits {
             request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
             max_in_flight: self.max_requests_in_flight.max(1),
         }

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use parley_command_api::limits::Limiter;
+use parley_http_kit::Limiter;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,7 @@ pub async fn serve(
 mod tests {
     use super::*;
     use axum::routing::get;
-    use parley_command_api::limits::ServiceLimits;
+    use parley_http_kit::ServiceLimits;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
 

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::LifecycleArgs;
-use parley_command_api::limits::{Limiter, ServiceLimits};
+use parley_http_kit::{Limiter, ServiceLimits};
 
 /// One service's shutdown: when it began and what has been told to stop.
 #[derive(Clone, Debug)]

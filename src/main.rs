@@ -13,6 +13,7 @@ mod healthcheck;
 mod http_server;
 mod lifecycle;
 mod metrics;
+mod openapi;
 mod probes;
 mod read_side;
 mod scaled;

@@ -4,7 +4,8 @@ use std::path::Path;
 
 use anyhow::Context;
 use axum::routing::get;
-use parley_command_api::{default_token_keys, router, AppState, Settings, SigningKey};
+use parley_command_api::{router, AppState, Settings};
+use parley_http_kit::{default_token_keys, SigningKey};
 use tokio::net::TcpListener;
 
 use crate::cli::{
@@ -45,10 +46,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .with_closing(lifecycle.closing());
     let app = parley_command_api::routes(AppState::new(log, settings))
         .merge(parley_read_api::v1_routes(read))
-        .route(
-            "/openapi.json",
-            get(parley_read_api::openapi::serve_combined),
-        );
+        .route("/openapi.json", get(crate::openapi::serve_combined));
     let app = metrics::instrument(app, "dev", pools);
     let listener = bind(args.listen).await?;
     tracing::info!(

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 use uuid::Uuid;
 
-use crate::problem::ApiError;
+use parley_http_kit::ApiError;
 
 /// A snapshot is stored each time an aggregate's version passes a multiple of this.
 pub const SNAPSHOT_EVERY: i64 = 100;

@@ -4,16 +4,12 @@
 //! aggregate (`parley-domain`) and appended to the event log. The answer carries the
 //! events' positions and a consistency token that the read API can wait on.
 
-pub mod auth;
-pub mod client;
+mod budget_keys;
 pub mod engine;
-mod json;
-pub mod limits;
 mod meta;
 pub mod metrics;
 pub mod openapi;
-pub mod problem;
-pub mod ratelimit;
+pub mod passwords;
 mod routes;
 
 use std::sync::Arc;
@@ -24,13 +20,10 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use parley_event_log::SharedLog;
 
-pub use auth::{SigningKey, TokenKeys};
 pub use engine::Engine;
-pub use problem::ApiError;
-pub use ratelimit::RateLimiter;
-
-/// Largest request body accepted (413 above it).
-pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+use parley_http_kit::{
+    Authenticates, Cidr, RateLimiter, TokenKeys, TrustsProxies, BODY_LIMIT_BYTES,
+};
 
 /// Tunables of the command API; defaults suit production.
 #[derive(Debug, Clone)]
@@ -50,7 +43,7 @@ pub struct Settings {
     /// (another replica's changes become visible after at most this long).
     pub room_cache_ttl: Duration,
     /// Proxies whose `X-Forwarded-For` names the client (nobody else's does).
-    pub trusted_proxies: Vec<client::Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
     /// Registrations one client address may make per hour (0: no limit).
     pub registrations_per_hour: f64,
     /// How long a command's stored answer (for `Idempotency-Key` retries) is
@@ -76,16 +69,6 @@ impl Settings {
     }
 }
 
-/// Default token lifetimes: fifteen minutes for access (also how long an ended
-/// session's access token may still work), thirty days for refresh.
-pub fn default_token_keys(keys: Vec<SigningKey>) -> TokenKeys {
-    TokenKeys::new(
-        keys,
-        Duration::from_secs(15 * 60),
-        Duration::from_secs(30 * 24 * 3600),
-    )
-}
-
 /// Everything a handler needs, cloned per request (every `State` extraction
 /// clones it), hence one `Arc`: one reference count to touch, not one per part.
 #[derive(Clone)]
@@ -103,16 +86,31 @@ pub struct Services {
     pub engine: Arc<Engine>,
     pub keys: Arc<TokenKeys>,
     pub limiter: Arc<RateLimiter>,
-    /// Failed logins, keyed by [`ratelimit::login_key`] (a username from an
+    /// Failed logins, keyed by [`budget_keys::login_key`] (a username from an
     /// address).
     pub login_limiter: Arc<RateLimiter>,
     /// Failed logins from one address, whatever the username
-    /// ([`ratelimit::address_key`]).
+    /// ([`budget_keys::address_key`]).
     pub login_address_limiter: Arc<RateLimiter>,
-    /// Registrations from one address ([`ratelimit::address_key`]).
+    /// Registrations from one address ([`budget_keys::address_key`]).
     pub register_limiter: Arc<RateLimiter>,
     /// See [`Settings::trusted_proxies`].
-    pub trusted_proxies: Arc<Vec<client::Cidr>>,
+    pub trusted_proxies: Arc<Vec<Cidr>>,
+}
+
+impl Authenticates for AppState {
+    fn token_keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+    fn user_limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+}
+
+impl TrustsProxies for AppState {
+    fn trusted_proxies(&self) -> &[Cidr] {
+        &self.trusted_proxies
+    }
 }
 
 impl AppState {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::engine::{CommandContext, IdempotencyScope};
-use crate::problem::ApiError;
+use parley_http_kit::ApiError;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_KEY_LEN: usize = 255;

@@ -13,14 +13,14 @@ use parley_projections::partitions::applied_sequence;
 use parley_projections::ReadStore;
 use uuid::Uuid;
 
-use crate::error::ReadError;
 use crate::{Feed, ReadState};
+use parley_http_kit::ApiError;
 
 /// The `X-Consistency-Token` header, if the client sent one.
 pub struct Consistency(pub Option<ConsistencyToken>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Consistency {
-    type Rejection = ReadError;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match parts.headers.get("x-consistency-token") {
@@ -28,10 +28,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Consistency {
             Some(value) => {
                 let text = value
                     .to_str()
-                    .map_err(|_| ReadError::BadRequest("malformed X-Consistency-Token".into()))?;
+                    .map_err(|_| ApiError::BadRequest("malformed X-Consistency-Token".into()))?;
                 ConsistencyToken::decode(text.trim())
                     .map(|t| Consistency(Some(t)))
-                    .map_err(|_| ReadError::BadRequest("malformed X-Consistency-Token".into()))
+                    .map_err(|_| ApiError::BadRequest("malformed X-Consistency-Token".into()))
             }
         }
     }
@@ -51,7 +51,7 @@ pub async fn wait_for(
     token: Option<ConsistencyToken>,
     projections: &[&str],
     limit: Duration,
-) -> Result<(), ReadError> {
+) -> Result<(), ApiError> {
     let Some(token) = token else { return Ok(()) };
     let deadline = Instant::now() + limit;
     let store = &state.store;
@@ -70,13 +70,13 @@ pub async fn wait_for(
         if waiting.is_none() {
             // Only a token that would make the query wait costs these checks.
             check_genuine(state, &token).await?;
-            waiting = Some(state.waiters.take(me).ok_or(ReadError::TooManyRequests {
+            waiting = Some(state.waiters.take(me).ok_or(ApiError::TooManyRequests {
                 retry_after_secs: 1,
             })?);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Err(ReadError::NotCaughtUp {
+            return Err(ApiError::NotCaughtUp {
                 waited_ms: limit.as_millis() as u64,
             });
         }
@@ -91,12 +91,12 @@ pub const MAX_WAITS_PER_USER: u32 = 8;
 /// Refuses a token that names a write the log does not hold (forged, or from
 /// another deployment): it would never be applied. A genuine token's cursor is
 /// that of the newest event it names, and every event it names is in the log.
-async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<(), ReadError> {
+async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<(), ApiError> {
     let Some(log) = &state.log else {
         return Ok(());
     };
     let forged = || {
-        ReadError::BadRequest(
+        ApiError::BadRequest(
             "X-Consistency-Token names a write this deployment's event log does not hold".into(),
         )
     };
@@ -105,7 +105,7 @@ async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<()
         let cursor = log
             .cursor_of(stream.aggregate_id, stream.sequence)
             .await
-            .map_err(|e| ReadError::Internal(e.into()))?
+            .map_err(|e| ApiError::Internal(e.into()))?
             .ok_or_else(forged)?;
         newest = newest.max(Some(cursor));
     }
@@ -133,7 +133,7 @@ impl Check<'_> {
         &mut self,
         token: &ConsistencyToken,
         projections: &[&str],
-    ) -> Result<bool, ReadError> {
+    ) -> Result<bool, ApiError> {
         let checkpoints = self.store.checkpoints(projections).await?;
         for (name, checkpoint) in projections.iter().zip(checkpoints) {
             if checkpoint >= token.cursor {
@@ -158,7 +158,7 @@ impl Check<'_> {
     /// and messages), so a friends query with a send's token has nothing to wait
     /// for. Fed by the log the answer is always yes: there the checkpoint also
     /// orders the token's write after everything the client wrote before it.
-    async fn reads(&mut self, name: &str, stream: &StreamHead) -> Result<bool, ReadError> {
+    async fn reads(&mut self, name: &str, stream: &StreamHead) -> Result<bool, ApiError> {
         let (Some(log), Some(model)) = (self.log, models::by_name(name, "")) else {
             return Ok(true);
         };
@@ -171,7 +171,7 @@ impl Check<'_> {
                 let events = log
                     .load_stream(stream.aggregate_id, stream.sequence - 1)
                     .await
-                    .map_err(|e| ReadError::Internal(e.into()))?;
+                    .map_err(|e| ApiError::Internal(e.into()))?;
                 let found = events.first().map(|e| e.aggregate_type.clone());
                 self.types.insert(stream.aggregate_id, found.clone());
                 found

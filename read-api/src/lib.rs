@@ -6,10 +6,8 @@
 //! `GET /v1/stream` follows the caller's rooms and friends live (Server-Sent Events,
 //! see [`stream`]).
 
-mod auth;
 pub mod cache;
 mod consistency;
-pub mod error;
 pub mod metrics;
 pub mod openapi;
 mod redaction;
@@ -22,12 +20,11 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use parley_command_api::{RateLimiter, TokenKeys};
 use parley_event_log::SharedLog;
+use parley_http_kit::{Authenticates, RateLimiter, TokenKeys};
 use parley_projections::ReadStore;
 use tokio_util::sync::CancellationToken;
 
-pub use error::ReadError;
 pub use stream::StreamHub;
 
 /// How the projectors are fed, which decides how the read API tells what they
@@ -116,6 +113,15 @@ pub struct ReadServices {
     pub streams_open: slots::UserSlots,
     /// How far back (in log positions) a stream may resume; older is 410.
     pub stream_resume_window: i64,
+}
+
+impl Authenticates for ReadState {
+    fn token_keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+    fn user_limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
 }
 
 impl ReadState {

@@ -1,7 +1,7 @@
 //! The read API's OpenAPI document, generated from the handlers' annotations.
 
 use axum::Json;
-use parley_command_api::openapi::{BearerAuth, CommandApiDoc, StandardProblems};
+use parley_http_kit::openapi::{BearerAuth, StandardProblems};
 use utoipa::OpenApi;
 
 use crate::{routes, stream};
@@ -10,7 +10,7 @@ use crate::{routes, stream};
 #[openapi(
     info(title = "Parley read API", version = "1", description = "Queries of Parley's v1 HTTP API. Send a command's `X-Consistency-Token` to read your own write (the query waits up to 5 s, then answers 504). `GET /v1/stream` sends live updates as Server-Sent Events, resumable with `Last-Event-ID`. Errors are RFC 9457 problem+json."),
     paths(routes::my_rooms, routes::room, routes::history, routes::friends, routes::friend_requests, routes::blocks, routes::presence, stream::stream, routes::live, routes::ready),
-    components(schemas(parley_command_api::problem::Problem, routes::MemberView)),
+    components(schemas(parley_http_kit::Problem, routes::MemberView)),
     modifiers(&BearerAuth, &StandardProblems),
     tags((name = "rooms"), (name = "friends"), (name = "presence"), (name = "stream"), (name = "health"))
 )]
@@ -19,20 +19,4 @@ pub struct ReadApiDoc;
 /// `GET /openapi.json`
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(ReadApiDoc::openapi())
-}
-
-/// The document of a process that serves both APIs on one port (`parley dev`):
-/// the command API's, plus the read API's `/v1` operations.
-pub fn combined() -> utoipa::openapi::OpenApi {
-    let mut read = ReadApiDoc::openapi();
-    read.paths.paths.retain(|path, _| path.starts_with("/v1/"));
-    let mut doc = CommandApiDoc::openapi();
-    doc.info.title = "Parley (dev: command and read APIs)".to_string();
-    doc.merge(read);
-    doc
-}
-
-/// `GET /openapi.json` of `parley dev`.
-pub async fn serve_combined() -> Json<utoipa::openapi::OpenApi> {
-    Json(combined())
 }

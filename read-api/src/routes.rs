@@ -12,13 +12,12 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::Caller;
 use crate::consistency::{wait_for, Consistency};
-use crate::error::{ReadError, ReadPath, ReadQuery};
 use crate::ReadState;
+use parley_http_kit::{ApiError, ApiPath, ApiQuery, Caller};
 
-fn not_found(room_id: Uuid) -> ReadError {
-    ReadError::NotFound(format!("room {room_id} not found"))
+fn not_found(room_id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("room {room_id} not found"))
 }
 
 /// The caller's rooms, most recent activity first, with unread counts.
@@ -30,7 +29,7 @@ pub async fn my_rooms(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ReadError> {
+) -> Result<Json<Value>, ApiError> {
     wait_for(
         &state,
         me,
@@ -62,8 +61,8 @@ pub async fn room(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    ReadPath(room_id): ReadPath<Uuid>,
-) -> Result<Json<Value>, ReadError> {
+    ApiPath(room_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
     wait_for(
         &state,
         me,
@@ -92,8 +91,8 @@ pub async fn room(
             joined_at: m.joined_at,
         })
         .collect();
-    let mut body = serde_json::to_value(&details).map_err(ReadError::internal)?;
-    body["members"] = serde_json::to_value(members).map_err(ReadError::internal)?;
+    let mut body = serde_json::to_value(&details).map_err(ApiError::internal)?;
+    body["members"] = serde_json::to_value(members).map_err(ApiError::internal)?;
     Ok(Json(body))
 }
 
@@ -119,16 +118,16 @@ pub async fn history(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    ReadPath(room_id): ReadPath<Uuid>,
-    ReadQuery(q): ReadQuery<HistoryQuery>,
-) -> Result<Response, ReadError> {
+    ApiPath(room_id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Response, ApiError> {
     let cursor = |s: &str, name: &str| {
         history::decode_cursor(s)
-            .ok_or_else(|| ReadError::BadRequest(format!("`{name}` is not a valid cursor")))
+            .ok_or_else(|| ApiError::BadRequest(format!("`{name}` is not a valid cursor")))
     };
     let request = match (q.before.as_deref(), q.after.as_deref()) {
         (Some(_), Some(_)) => {
-            return Err(ReadError::BadRequest(
+            return Err(ApiError::BadRequest(
                 "give `before` or `after`, not both".into(),
             ))
         }
@@ -138,7 +137,7 @@ pub async fn history(
     };
     let limit = q.limit.unwrap_or(50);
     if !(1..=history::MAX_PAGE).contains(&limit) {
-        return Err(ReadError::BadRequest(format!(
+        return Err(ApiError::BadRequest(format!(
             "`limit` must be between 1 and {}",
             history::MAX_PAGE
         )));
@@ -165,7 +164,7 @@ pub async fn history(
             history::page_for_member(state.store.pool(), room_id, request, limit, me).await?;
         cache.keep_member(room_id, me, generation, page.is_some());
         let page = page.ok_or_else(|| not_found(room_id))?;
-        let body = Bytes::from(serde_json::to_vec(&page).map_err(ReadError::internal)?);
+        let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
         // Whether the caller reacted is the caller's own: such pages are not shared.
         if page.messages.iter().all(|m| m.reactions.is_empty()) {
             cache.keep_page(room_id, limit, generation, body.clone());
@@ -194,11 +193,11 @@ fn with_names<T: Serialize>(
     items: &[T],
     id: impl Fn(&T) -> Uuid,
     names: &HashMap<Uuid, users::UserView>,
-) -> Result<Vec<Value>, ReadError> {
+) -> Result<Vec<Value>, ApiError> {
     items
         .iter()
         .map(|item| {
-            let mut v = serde_json::to_value(item).map_err(ReadError::internal)?;
+            let mut v = serde_json::to_value(item).map_err(ApiError::internal)?;
             if let Some(u) = names.get(&id(item)) {
                 v["username"] = json!(u.username);
                 v["display_name"] = json!(u.display_name);
@@ -215,7 +214,7 @@ pub async fn friends(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ReadError> {
+) -> Result<Json<Value>, ApiError> {
     wait_for(
         &state,
         me,
@@ -250,13 +249,13 @@ pub async fn friend_requests(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    ReadQuery(q): ReadQuery<RequestsQuery>,
-) -> Result<Json<Value>, ReadError> {
+    ApiQuery(q): ApiQuery<RequestsQuery>,
+) -> Result<Json<Value>, ApiError> {
     let direction = match q.direction.as_deref().unwrap_or("incoming") {
         "incoming" => friends::Direction::Incoming,
         "outgoing" => friends::Direction::Outgoing,
         other => {
-            return Err(ReadError::BadRequest(format!(
+            return Err(ApiError::BadRequest(format!(
                 "direction must be incoming or outgoing, not {other:?}"
             )))
         }
@@ -301,7 +300,7 @@ pub async fn blocks(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ReadError> {
+) -> Result<Json<Value>, ApiError> {
     wait_for(
         &state,
         me,
@@ -337,8 +336,8 @@ pub async fn presence(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-    ReadQuery(q): ReadQuery<PresenceQuery>,
-) -> Result<Json<Value>, ReadError> {
+    ApiQuery(q): ApiQuery<PresenceQuery>,
+) -> Result<Json<Value>, ApiError> {
     // Exactly the documented shape: hyphenated ids, commas, nothing else.
     let ids = q
         .user_id
@@ -349,10 +348,10 @@ pub async fn presence(
         })
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| {
-            ReadError::BadRequest("user_id must be hyphenated UUIDs, comma-separated".into())
+            ApiError::BadRequest("user_id must be hyphenated UUIDs, comma-separated".into())
         })?;
     if ids.is_empty() || ids.len() > 100 {
-        return Err(ReadError::BadRequest("give 1 to 100 user ids".into()));
+        return Err(ApiError::BadRequest("give 1 to 100 user ids".into()));
     }
     wait_for(
         &state,
@@ -394,7 +393,9 @@ async fn missing_model_table(state: &ReadState) -> Result<Option<String>, sqlx::
             let probe = format!("SELECT 1 FROM {table} LIMIT 1");
             match sqlx::query(&probe).fetch_optional(state.store.pool()).await {
                 Ok(_) => {}
-                Err(e) if crate::error::is_missing_table(&e) => return Ok(Some(table.into())),
+                Err(e) if parley_http_kit::problem::is_missing_table(&e) => {
+                    return Ok(Some(table.into()))
+                }
                 Err(e) => return Err(e),
             }
         }

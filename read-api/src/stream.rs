@@ -36,9 +36,8 @@ use tokio::sync::{broadcast, watch};
 use utoipa::IntoParams;
 use uuid::Uuid;
 
-use crate::auth::Caller;
-use crate::error::{ReadError, ReadQuery};
 use crate::{Feed, ReadState};
+use parley_http_kit::{ApiError, ApiQuery, Caller};
 
 /// Events the hub keeps for slow subscribers before they lag (and are closed).
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -140,7 +139,7 @@ impl StreamHub {
     }
 
     /// Subscribes to the broadcast, starting the hub if needed.
-    pub async fn subscribe(&self) -> Result<Subscription, ReadError> {
+    pub async fn subscribe(&self) -> Result<Subscription, ApiError> {
         self.shared.started.call_once(|| {
             tokio::spawn(run_hub(Arc::downgrade(&self.shared)));
         });
@@ -148,7 +147,7 @@ impl StreamHub {
         match tokio::time::timeout(START_WAIT, ready.wait_for(|r| *r)).await {
             Ok(Ok(_)) => {}
             _ => {
-                return Err(ReadError::Unavailable(
+                return Err(ApiError::Unavailable(
                     "live updates are starting; retry".into(),
                 ))
             }
@@ -696,7 +695,7 @@ impl Interest {
         me: Uuid,
         start: Cursor,
         position: Cursor,
-    ) -> Result<Self, ReadError> {
+    ) -> Result<Self, ApiError> {
         match state.feed {
             Feed::Log => Self::load_at_checkpoints(&state.store, log, me, start).await,
             Feed::Kafka => Self::load_applied(&state.store, log, me, start, position).await,
@@ -710,7 +709,7 @@ impl Interest {
         log: &SharedLog,
         me: Uuid,
         start: Cursor,
-    ) -> Result<Self, ReadError> {
+    ) -> Result<Self, ApiError> {
         let pool = store.pool();
         let (rooms_at, room_ids) =
             stable_read(store, rooms::Rooms::NAME, || rooms::room_ids_of(pool, me)).await?;
@@ -765,7 +764,7 @@ impl Interest {
         me: Uuid,
         start: Cursor,
         position: Cursor,
-    ) -> Result<Self, ReadError> {
+    ) -> Result<Self, ApiError> {
         let pool = store.pool();
         let names = [rooms::Rooms::NAME, friends::Friends::NAME];
         let version = || async {
@@ -838,14 +837,14 @@ async fn my_changes(
     me: Uuid,
     from: Cursor,
     to: Option<Cursor>,
-) -> Result<Vec<MyChange>, ReadError> {
+) -> Result<Vec<MyChange>, ApiError> {
     let mut changes = Vec::new();
     let mut cursor = from;
     loop {
         let batch = log
             .read_after(cursor, READ_BATCH)
             .await
-            .map_err(ReadError::internal)?;
+            .map_err(ApiError::internal)?;
         let full = batch.len() as i64 == READ_BATCH;
         for event in &batch {
             if to.is_some_and(|to| event.cursor() > to) {
@@ -873,7 +872,7 @@ async fn stable_read<T, F, Fut>(
     store: &ReadStore,
     projection: &str,
     read: F,
-) -> Result<(Cursor, T), ReadError>
+) -> Result<(Cursor, T), ApiError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
@@ -1099,10 +1098,10 @@ pub async fn stream(
     State(state): State<ReadState>,
     Caller(me): Caller,
     headers: HeaderMap,
-    ReadQuery(q): ReadQuery<StreamQuery>,
-) -> Result<Response, ReadError> {
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
     let (Some(hub), Some(log)) = (&state.stream, &state.log) else {
-        return Err(ReadError::Unavailable(
+        return Err(ApiError::Unavailable(
             "live updates need the event log".into(),
         ));
     };
@@ -1110,7 +1109,7 @@ pub async fn stream(
         Some(value) => Some(
             value
                 .to_str()
-                .map_err(|_| ReadError::BadRequest("malformed Last-Event-ID".into()))?
+                .map_err(|_| ApiError::BadRequest("malformed Last-Event-ID".into()))?
                 .to_string(),
         ),
         None => q.last_event_id.clone(),
@@ -1120,7 +1119,7 @@ pub async fn stream(
     let resume = match raw.as_deref() {
         None => None,
         Some(raw) => Some(parse_cursor(raw).ok_or_else(|| {
-            ReadError::BadRequest(format!(
+            ApiError::BadRequest(format!(
                 "malformed Last-Event-ID {raw:?}: expected \"{{tx_id}}.{{position}}\""
             ))
         })?),
@@ -1128,7 +1127,7 @@ pub async fn stream(
     let slot = state
         .streams_open
         .take(me)
-        .ok_or_else(|| ReadError::TooManyRequests {
+        .ok_or_else(|| ApiError::TooManyRequests {
             retry_after_secs: 5,
         })?;
     // Subscribe first: whatever is broadcast from now on reaches this receiver, and
@@ -1138,7 +1137,7 @@ pub async fn stream(
         // A resume reads the log from `resume`: bounded, so no id can turn a
         // stream into a scan of the whole log.
         if position.position - resume.position > state.stream_resume_window {
-            return Err(ReadError::Gone(format!(
+            return Err(ApiError::ResumeWindowPassed(format!(
                 "Last-Event-ID is more than {} events behind: start again from a fresh page of each room, then open the stream without it",
                 state.stream_resume_window
             )));

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use hdrhistogram::Histogram;
-use parley_command_api::{default_token_keys, SigningKey};
+use parley_http_kit::{default_token_keys, SigningKey};
 use parley_projections::{LogFeed, ReadStore};
 use rand::Rng;
 

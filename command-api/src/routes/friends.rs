@@ -7,13 +7,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
 use crate::engine::Accepted;
-use crate::json::{ApiJson, ApiPath};
 use crate::meta::RequestMeta;
-use crate::problem::{ApiError, Problem};
 use crate::routes::on_aggregate;
 use crate::AppState;
+use parley_http_kit::Caller;
+use parley_http_kit::{ApiError, Problem};
+use parley_http_kit::{ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct FriendRequestBody {
@@ -31,7 +31,7 @@ pub struct FriendRequestBody {
     (status = 422, description = "To yourself, or already friends", body = Problem)))]
 pub async fn request(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiJson(body): ApiJson<FriendRequestBody>,
 ) -> Result<Accepted, ApiError> {
@@ -95,7 +95,7 @@ async fn on_request(
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn accept(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(request_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -113,7 +113,7 @@ pub async fn accept(
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn decline(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(request_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -131,7 +131,7 @@ pub async fn decline(
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn cancel(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(request_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -154,7 +154,7 @@ fn pair_with(me: Uuid, other: Uuid) -> Result<Uuid, ApiError> {
     (status = 404, description = "Not friends", body = Problem)))]
 pub async fn unfriend(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(user_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -187,7 +187,7 @@ pub async fn unfriend(
     (status = 422, description = "Blocking yourself", body = Problem)))]
 pub async fn block(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(user_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -219,7 +219,7 @@ pub async fn block(
     (status = 404, description = "Not blocked by the caller", body = Problem)))]
 pub async fn unblock(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(user_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {

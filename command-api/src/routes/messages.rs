@@ -10,13 +10,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
 use crate::engine::{decide, stream, Accepted, CommitError, Decision, Loaded};
-use crate::json::{ApiJson, ApiPath};
 use crate::meta::RequestMeta;
-use crate::problem::{ApiError, Problem};
 use crate::routes::on_aggregate;
 use crate::AppState;
+use parley_http_kit::Caller;
+use parley_http_kit::{ApiError, Problem};
+use parley_http_kit::{ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct SendMessageRequest {
@@ -84,7 +84,7 @@ async fn message_in_room(
     (status = 422, description = "Invalid body or reply, or a message id that is not a random UUID (version 4 or 7)", body = Problem)))]
 pub async fn send(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(request): ApiJson<SendMessageRequest>,
@@ -239,7 +239,7 @@ where
     (status = 422, description = "Invalid body, or the message was redacted", body = Problem)))]
 pub async fn edit(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(request): ApiJson<EditMessageRequest>,
@@ -271,7 +271,7 @@ pub async fn edit(
     (status = 404, description = "No such message", body = Problem)))]
 pub async fn redact(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, message_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Accepted, ApiError> {
@@ -301,7 +301,7 @@ pub async fn redact(
     (status = 422, description = "Invalid emoji", body = Problem)))]
 pub async fn react(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, message_id, emoji)): ApiPath<(Uuid, Uuid, String)>,
 ) -> Result<Accepted, ApiError> {
@@ -332,7 +332,7 @@ pub async fn react(
     (status = 404, description = "No such message", body = Problem)))]
 pub async fn unreact(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, message_id, emoji)): ApiPath<(Uuid, Uuid, String)>,
 ) -> Result<Accepted, ApiError> {
@@ -366,7 +366,7 @@ pub async fn unreact(
     (status = 422, description = "`message_id` names no message of this room", body = Problem)))]
 pub async fn read_marker(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(room_id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<ReadMarkerRequest>,

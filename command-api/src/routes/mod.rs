@@ -16,8 +16,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::engine::{decide, stream, Accepted, CommandContext, Decision, Loaded};
-use crate::problem::ApiError;
 use crate::AppState;
+use parley_http_kit::ApiError;
 
 /// Unknown routes answer with a problem too.
 pub async fn not_found() -> ApiError {

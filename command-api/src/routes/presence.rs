@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::auth::AuthUser;
 use crate::engine::Accepted;
-use crate::json::ApiJson;
 use crate::meta::RequestMeta;
-use crate::problem::{ApiError, Problem};
 use crate::routes::on_aggregate;
 use crate::AppState;
+use parley_http_kit::ApiJson;
+use parley_http_kit::Caller;
+use parley_http_kit::{ApiError, Problem};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct PresenceRequest {
@@ -33,7 +33,7 @@ pub struct PresenceRequest {
     (status = 422, description = "Invalid status", body = Problem)))]
 pub async fn set(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiJson(body): ApiJson<PresenceRequest>,
 ) -> Result<Accepted, ApiError> {

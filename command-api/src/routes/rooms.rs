@@ -9,12 +9,12 @@ use serde_json::{json, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
 use crate::engine::{decide, stream, Accepted, CommandContext, Decision, Loaded};
-use crate::json::{ApiJson, ApiPath};
 use crate::meta::RequestMeta;
-use crate::problem::{ApiError, Problem};
 use crate::AppState;
+use parley_http_kit::Caller;
+use parley_http_kit::{ApiError, Problem};
+use parley_http_kit::{ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct CreateRoomRequest {
@@ -79,7 +79,7 @@ where
     (status = 422, description = "Invalid field", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiJson(body): ApiJson<CreateRoomRequest>,
 ) -> Result<Accepted, ApiError> {
@@ -118,7 +118,7 @@ pub async fn create(
     (status = 404, description = "No such room", body = Problem)))]
 pub async fn join(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(room_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -146,7 +146,7 @@ pub async fn join(
     (status = 422, description = "Not a member, or a direct room", body = Problem)))]
 pub async fn leave(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(room_id): ApiPath<Uuid>,
 ) -> Result<Accepted, ApiError> {
@@ -175,7 +175,7 @@ pub async fn leave(
     (status = 422, description = "`user_id` names no user", body = Problem)))]
 pub async fn invite(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath(room_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UserRef>,
@@ -219,7 +219,7 @@ pub async fn invite(
     (status = 404, description = "No such room or member", body = Problem)))]
 pub async fn kick(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Accepted, ApiError> {
@@ -250,7 +250,7 @@ pub async fn kick(
     (status = 422, description = "Banning yourself", body = Problem)))]
 pub async fn ban(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Accepted, ApiError> {
@@ -280,7 +280,7 @@ pub async fn ban(
     (status = 404, description = "No such room", body = Problem)))]
 pub async fn unban(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
 ) -> Result<Accepted, ApiError> {
@@ -310,7 +310,7 @@ pub async fn unban(
     (status = 422, description = "Invalid role", body = Problem)))]
 pub async fn change_role(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiPath((room_id, user_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<RoleRequest>,
@@ -347,7 +347,7 @@ pub async fn change_role(
     (status = 422, description = "A direct room with yourself", body = Problem)))]
 pub async fn direct(
     State(state): State<AppState>,
-    AuthUser(me): AuthUser,
+    Caller(me): Caller,
     meta: RequestMeta,
     ApiJson(body): ApiJson<UserRef>,
 ) -> Result<Accepted, ApiError> {

@@ -5,7 +5,7 @@
 //! means a copy is in other hands, so the whole session ends (reuse
 //! detection). Access tokens are short-lived JWTs naming their session; an
 //! ended session's access token keeps working until it expires (at most
-//! [`TokenKeys::access_ttl`](crate::auth::TokenKeys)), never longer.
+//! [`TokenKeys::access_ttl`](parley_http_kit::TokenKeys)), never longer.
 
 use std::sync::OnceLock;
 
@@ -23,11 +23,12 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{hash_password, verify_password, AuthSession};
-use crate::client::ClientAddr;
-use crate::json::{ApiJson, ApiPath};
-use crate::problem::{ApiError, Problem};
+use crate::passwords::{hash_password, verify_password};
 use crate::AppState;
+use parley_http_kit::CallerSession;
+use parley_http_kit::ClientAddr;
+use parley_http_kit::{ApiError, Problem};
+use parley_http_kit::{ApiJson, ApiPath};
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct LoginRequest {
@@ -202,8 +203,8 @@ pub async fn login(
     // that succeeds gives its tokens back, so only failures count, and the
     // owner elsewhere is never locked out by someone hammering their name.
     let address = client.key();
-    let name_key = crate::ratelimit::login_key(&body.username, &address);
-    let address_key = crate::ratelimit::address_key(&address);
+    let name_key = crate::budget_keys::login_key(&body.username, &address);
+    let address_key = crate::budget_keys::address_key(&address);
     state.login_limiter.check(name_key)?;
     if let Err(throttled) = state.login_address_limiter.check(address_key) {
         state.login_limiter.refund(name_key);
@@ -308,7 +309,7 @@ pub async fn refresh(
     (status = 200, description = "The caller's sessions", body = SessionList)))]
 pub async fn list(
     State(state): State<AppState>,
-    me: AuthSession,
+    me: CallerSession,
 ) -> Result<Json<SessionList>, ApiError> {
     let sessions = state
         .engine
@@ -333,7 +334,7 @@ pub async fn list(
     (status = 204, description = "Ended (or already over)")))]
 pub async fn end_current(
     State(state): State<AppState>,
-    me: AuthSession,
+    me: CallerSession,
 ) -> Result<StatusCode, ApiError> {
     if let Some(session_id) = me.session_id {
         state
@@ -352,7 +353,7 @@ pub async fn end_current(
     (status = 404, description = "The caller has no such live session", body = Problem)))]
 pub async fn end_one(
     State(state): State<AppState>,
-    me: AuthSession,
+    me: CallerSession,
     ApiPath(session_id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let ended = state
@@ -371,7 +372,7 @@ pub async fn end_one(
     (status = 204, description = "Every session ended")))]
 pub async fn end_all(
     State(state): State<AppState>,
-    me: AuthSession,
+    me: CallerSession,
 ) -> Result<StatusCode, ApiError> {
     state
         .engine

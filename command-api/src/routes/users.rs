@@ -8,13 +8,13 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::hash_password;
-use crate::client::ClientAddr;
 use crate::engine::{decide, stream, Accepted, Decision, Loaded};
-use crate::json::ApiJson;
 use crate::meta::RequestMeta;
-use crate::problem::{ApiError, Problem};
+use crate::passwords::hash_password;
 use crate::AppState;
+use parley_http_kit::ApiJson;
+use parley_http_kit::ClientAddr;
+use parley_http_kit::{ApiError, Problem};
 
 /// Registrations hashing a password at once (the hashing queue holds 1,024).
 static REGISTRATIONS_HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(256);
@@ -49,7 +49,7 @@ pub async fn register(
     // place neither fills the user table nor the password hashing pool.
     state
         .register_limiter
-        .check(crate::ratelimit::address_key(&client.key()))?;
+        .check(crate::budget_keys::address_key(&client.key()))?;
     let username = Username::parse(body.username.clone())?;
     let password = Password::parse(body.password.clone())?;
     let display_name = DisplayName::parse(

@@ -374,7 +374,7 @@ async fn password_hashes_never_enter_the_event_log(backend: Backend) {
     // A user an older release registered, hash in UserRegistered v1, still logs
     // in; the hash moves to the credentials store on the way.
     let bob = Uuid::now_v7();
-    let hash = parley_command_api::auth::hash_password(PASSWORD.into())
+    let hash = parley_command_api::passwords::hash_password(PASSWORD.into())
         .await
         .unwrap();
     let claim = username_claim_id(&Username::parse("bob").unwrap());

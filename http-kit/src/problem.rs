@@ -1,9 +1,11 @@
-//! One error type for the HTTP service, answered as RFC 9457 problem+json.
+//! One error type for every HTTP service, answered as RFC 9457 problem+json,
+//! and the one mapping from the errors below it (domain, event log, store,
+//! extractors) to statuses.
 //!
 //! Domain errors map to 4xx, conflicts to 409 (after server-side retries), and
 //! infrastructure errors to an opaque 500 that is logged with its cause.
 
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parley_domain::error::DomainError;
@@ -25,6 +27,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// Asked for something no longer kept (a stream resume past its window).
+    #[error("{0}")]
+    ResumeWindowPassed(String),
     /// An id already names a resource of another kind (409): ids never change kind.
     #[error("id {0} is already used by another kind of resource")]
     IdOfAnotherKind(uuid::Uuid),
@@ -43,6 +48,10 @@ pub enum ApiError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// A read with a consistency token whose write the read models had not
+    /// applied in time.
+    #[error("the read model has not caught up with this write within {waited_ms} ms; retry")]
+    NotCaughtUp { waited_ms: u64 },
     /// Logged with its cause; the client only sees an opaque message.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -71,12 +80,14 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) | ApiError::IdOfAnotherKind(_) => StatusCode::CONFLICT,
+            ApiError::ResumeWindowPassed(_) => StatusCode::GONE,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotCaughtUp { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -90,12 +101,14 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method-not-allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdOfAnotherKind(_) => "id-of-another-kind",
+            ApiError::ResumeWindowPassed(_) => "resume-window-passed",
             ApiError::RequestTimeout => "request-timeout",
             ApiError::PayloadTooLarge { .. } => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unprocessable { .. } => "validation",
             ApiError::TooManyRequests { .. } => "rate-limited",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotCaughtUp { .. } => "not-caught-up",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -194,7 +207,7 @@ impl From<JsonRejection> for ApiError {
             },
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge {
-                    limit: crate::BODY_LIMIT_BYTES,
+                    limit: crate::extract::BODY_LIMIT_BYTES,
                 }
             }
             other => ApiError::BadRequest(other.body_text()),
@@ -206,4 +219,34 @@ impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::BadRequest(format!("invalid path parameter: {}", rejection.body_text()))
     }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_missing_table(&e) {
+            // A read API started before any projector made the models' tables
+            // (a fresh deployment): nothing is broken, it is just early.
+            tracing::warn!(error = %e, "read model tables missing");
+            return ApiError::Unavailable(
+                "the read models are not set up yet: no projector has run against this read database; retry once one has"
+                    .into(),
+            );
+        }
+        ApiError::Internal(e.into())
+    }
+}
+
+/// Whether the store answered that a table does not exist (Postgres SQLSTATE
+/// 42P01; SQLite "no such table").
+pub fn is_missing_table(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code().as_deref() == Some("42P01") || db.message().starts_with("no such table")
 }

@@ -1,15 +1,12 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
 use axum::Json;
+use parley_http_kit::openapi::{BearerAuth, StandardProblems};
 use serde::Serialize;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::routes::{friends, health, messages, presence, rooms, sessions, users};
-
-mod problems;
-pub use problems::StandardProblems;
 
 /// Fields every accepted command answers with.
 #[derive(Serialize, ToSchema)]
@@ -47,24 +44,6 @@ receipt!(/// A command about another user.
 receipt!(/// A presence update.
     PresenceAccepted { user_id: Uuid, status: String });
 
-/// Declares the `bearer` (JWT) security scheme the operations refer to.
-pub struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Parley command API", version = "1", description = "Commands of Parley's v1 HTTP API. Every accepted command answers with its events' positions and a consistency token. Errors are RFC 9457 problem+json."),
@@ -76,7 +55,7 @@ impl Modify for BearerAuth {
         presence::set,
         health::live, health::ready, serve,
     ),
-    components(schemas(crate::problem::Problem, CommandReceipt)),
+    components(schemas(parley_http_kit::Problem, CommandReceipt)),
     modifiers(&BearerAuth, &StandardProblems),
     tags((name = "users"), (name = "sessions"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
 )]

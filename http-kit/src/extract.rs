@@ -1,10 +1,14 @@
-//! Extractors whose rejections are problem+json with the exact status codes.
+//! Extractors whose rejections are problem+json with the exact status codes
+//! (axum's own answer in plain text).
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use crate::problem::ApiError;
+
+/// Largest request body accepted (413 above it).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// `axum::Json`, rejecting with [`ApiError`]: 400 malformed, 413 too large,
 /// 415 wrong content type, 422 wrong shape.
@@ -39,3 +43,8 @@ where
         Ok(ApiPath(value))
     }
 }
+
+/// `axum::extract::Query`, rejecting with a 400 problem.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);

@@ -10,7 +10,12 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 
 use crate::problem::ApiError;
-use crate::AppState;
+
+/// What a service's state must offer for [`ClientAddr`].
+pub trait TrustsProxies {
+    /// Proxies whose `X-Forwarded-For` names the client (nobody else's does).
+    fn trusted_proxies(&self) -> &[Cidr];
+}
 
 /// An address block (`10.0.0.0/8`, `fd00::/8`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,10 +120,10 @@ pub fn client_addr(
     Some(peer)
 }
 
-impl FromRequestParts<AppState> for ClientAddr {
+impl<S: TrustsProxies + Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -135,7 +140,7 @@ impl FromRequestParts<AppState> for ClientAddr {
         Ok(ClientAddr(client_addr(
             peer,
             forwarded.as_deref(),
-            &state.trusted_proxies,
+            state.trusted_proxies(),
         )))
     }
 }

@@ -1,5 +1,6 @@
-//! The error answers of the document: every status an operation can give, each
-//! with its problem+json body.
+//! What every service's OpenAPI document shares: the bearer scheme, and the
+//! error answers (every status an operation can give, each with its
+//! problem+json body).
 //!
 //! Handlers annotate what is particular to them ("not the author"); the
 //! answers every operation of a kind gives come from here, so they cannot be
@@ -7,9 +8,27 @@
 
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, ParameterIn};
-use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder, Type};
 use utoipa::Modify;
+
+/// Declares the `bearer` (JWT) security scheme the operations refer to.
+pub struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Adds the answers below to every operation and serves every problem as
 /// `application/problem+json`.

@@ -1,5 +1,5 @@
-//! A token bucket per key (a user, or a username being logged into): `rate`
-//! requests per second, bursts up to `burst`.
+//! A token bucket per key (a user, a username being logged into, an address):
+//! `rate` requests per second, bursts up to `burst`.
 
 use std::time::Instant;
 
@@ -23,35 +23,6 @@ struct Bucket {
 /// costs nothing to recreate).
 const MAX_BUCKETS: usize = 200_000;
 
-/// Namespace of [`username_key`]'s UUIDv5s.
-const USERNAME_NAMESPACE: Uuid = Uuid::from_u128(0x5f0c_2a8e_7d1b_4c3a_9e6f_1b2d_3c4e_5a6b);
-
-/// The bucket key of a username being logged into: a UUIDv5 of its lowercase
-/// form, so the key has a fixed size whatever the client sends and `Alice` and
-/// `alice` share one bucket.
-pub fn username_key(username: &str) -> Uuid {
-    Uuid::new_v5(&USERNAME_NAMESPACE, username.to_lowercase().as_bytes())
-}
-
-/// The bucket key of failed logins into `username` from `address`: the name
-/// is read as registration reads it (trimmed, lowercased), so `" Alice"` and
-/// `"alice"` share one budget, and each address has its own, so someone
-/// hammering a name does not lock its owner out elsewhere.
-pub fn login_key(username: &str, address: &str) -> Uuid {
-    let name = parley_domain::values::Username::parse(username)
-        .map(|u| u.into_inner())
-        .unwrap_or_else(|_| username.trim().to_lowercase());
-    Uuid::new_v5(&USERNAME_NAMESPACE, format!("{name}\n{address}").as_bytes())
-}
-
-/// The bucket key of an address (failed logins, registrations).
-pub fn address_key(address: &str) -> Uuid {
-    Uuid::new_v5(
-        &USERNAME_NAMESPACE,
-        format!("address\n{address}").as_bytes(),
-    )
-}
-
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64) -> Self {
         Self {
@@ -66,7 +37,7 @@ impl RateLimiter {
         Self::new(0.0, 0.0)
     }
 
-    /// Takes one token for `key` (a user id, or a [`username_key`]), or answers
+    /// Takes one token for `key` (a user id, or a key made from a name), or answers
     /// 429 with how long to wait.
     pub fn check(&self, key: Uuid) -> Result<(), ApiError> {
         self.check_at(key, Instant::now())
@@ -116,16 +87,6 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn login_keys_follow_registration_parsing_and_split_by_address() {
-        assert_eq!(
-            login_key(" Alice ", "1.2.3.4"),
-            login_key("alice", "1.2.3.4")
-        );
-        assert_ne!(login_key("alice", "1.2.3.4"), login_key("alice", "5.6.7.8"));
-        assert_ne!(login_key("alice", "1.2.3.4"), address_key("1.2.3.4"));
-    }
-
-    #[test]
     fn a_refund_gives_one_token_back() {
         let limiter = RateLimiter::new(0.001, 2.0);
         let key = Uuid::now_v7();
@@ -157,13 +118,6 @@ mod tests {
         assert!(limiter
             .check_at(user, t0 + Duration::from_millis(500))
             .is_err());
-    }
-
-    #[test]
-    fn username_keys_ignore_case_only() {
-        assert_eq!(username_key("Alice"), username_key("alice"));
-        assert_ne!(username_key("alice"), username_key("alice2"));
-        assert_ne!(username_key("alice"), username_key(" alice"));
     }
 
     #[test]

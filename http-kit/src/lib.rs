@@ -1,0 +1,31 @@
+//! What every Parley HTTP service shares, so that a new service (the command
+//! API, the read API, the gateway, the notifier) is its routes and its state,
+//! not a copy of the plumbing:
+//!
+//! - [`tokens`]: access and refresh tokens, and [`caller`]: the `Caller`
+//!   extractor that checks one and spends the caller's rate limit;
+//! - [`ratelimit`]: token buckets; [`client`]: the client's address behind
+//!   trusted proxies;
+//! - [`problem`]: the one error type and its problem+json answer;
+//! - [`extract`]: JSON, path and query extractors that answer with it;
+//! - [`limits`]: the request deadline and the bound on requests in flight;
+//! - [`openapi`]: the document's bearer scheme and standard error answers.
+//!
+//! A service crate depends on this one, never on another service crate.
+
+pub mod caller;
+pub mod client;
+pub mod extract;
+pub mod limits;
+pub mod openapi;
+pub mod problem;
+pub mod ratelimit;
+pub mod tokens;
+
+pub use caller::{Authenticates, Caller, CallerSession};
+pub use client::{Cidr, ClientAddr, TrustsProxies};
+pub use extract::{ApiJson, ApiPath, ApiQuery, BODY_LIMIT_BYTES};
+pub use limits::{Limiter, ServiceLimits};
+pub use problem::{ApiError, Problem};
+pub use ratelimit::RateLimiter;
+pub use tokens::{default_token_keys, SigningKey, TokenKeys};
