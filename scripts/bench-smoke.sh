@@ -4,16 +4,18 @@
 # debug build on a shared CI machine measures nothing worth comparing); the
 # figures are in docs/benchmarks.md, from release builds.
 #
-# Usage: scripts/bench-smoke.sh [PARLEY_BINARY]   (default target/debug/parley)
+# Usage: scripts/bench-smoke.sh [PARLEY_BINARY]   (default target/debug/parley;
+# parley-bench is taken from beside it)
 # Needs PostgreSQL (PARLEY_BENCH_ADMIN_URL) and, for relay and projectors, the
 # Kafka-compatible broker scripts/kafka-test-broker.sh starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 parley="$(realpath "${1:-target/debug/parley}")"
+runner="$(dirname "$parley")/parley-bench"
 
 bench() {
-  echo "--> parley bench $*"
-  "$parley" bench "$@" >/dev/null
+  echo "--> parley-bench $*"
+  "$runner" --parley "$parley" "$@" >/dev/null
 }
 
 bench commands --clients 4 --rooms 4 --seconds 1 --warmup 0

@@ -69,6 +69,7 @@ step "the HTTP contract, fuzzed: schemathesis against parley dev's OpenAPI docum
 scripts/fuzz-contract.sh target/debug/parley
 
 step "every benchmark once, at a tiny size (no figures asserted)"
+cargo build --locked -p parley-bench
 PARLEY_BENCH_ADMIN_URL="$PARLEY_TEST_DATABASE_URL" scripts/bench-smoke.sh target/debug/parley
 
 step "an analyst's view: DuckDB reads both export formats and agrees"

@@ -5,7 +5,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod bench;
 mod cli;
 mod config;
 mod events;
@@ -100,7 +99,6 @@ async fn run(cli: cli::Cli, sources: &config::Sources) -> anyhow::Result<()> {
         }
         cli::Task::Projections(cli::ProjectionsCommand::Status(args)) => scaled::status(args).await,
         cli::Task::Migrate(args) => serve::migrate(args).await,
-        cli::Task::Bench(bench) => bench::run(bench).await,
         cli::Task::Healthcheck(args) => healthcheck::run(args).await,
         cli::Task::Events(command) => events::run(command).await,
         cli::Task::Config(args) => config::print(&args, sources),

@@ -239,7 +239,7 @@ async fn append_alone(
 /// the next request as it came, so transactions averaged 1.3 requests (7,793
 /// for 10,004 events, `pg_stat_statements`) and the server spent its CPU on
 /// commits. One committer averaged 2.5, cost the server an eighth less CPU,
-/// and appends took about as long (measured with `parley bench freshness`); under
+/// and appends took about as long (measured with `parley-bench freshness`); under
 /// heavy load its batches simply grow.
 async fn committer(
     pool: PgPool,

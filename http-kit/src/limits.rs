@@ -43,7 +43,7 @@ pub const REQUESTS_REFUSED_TOTAL: &str = "parley_http_requests_refused_total";
 /// Not tower's timeout, load-shed and concurrency-limit layers on the router:
 /// `Router::layer` wraps every route apart, and the wrapping alone (cloning
 /// and boxing per request) cost about 8% of the read API's throughput in
-/// `parley bench queries`, an empty middleware as much as the full one.
+/// `parley-bench queries`, an empty middleware as much as the full one.
 #[derive(Debug)]
 pub struct Limiter {
     in_flight: Semaphore,

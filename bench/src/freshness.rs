@@ -1,4 +1,4 @@
-//! `parley bench freshness`: how long after a send's HTTP response the message
+//! `parley-bench freshness`: how long after a send's HTTP response the message
 //! reaches an SSE stream and a history query (the scaled mode on Postgres: a
 //! command API, a projector and a read API, each its own process).
 
@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::commands::{print_latency, Server, TempDb};
-use crate::cli::{BenchFreshnessArgs, Feed};
+use crate::args::{BenchFreshnessArgs, Feed};
 use parley_projections::models::history::encode_cursor;
 use parley_read_api::stream::STREAMED_PROJECTIONS;
 
@@ -278,7 +278,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         }
     }
     let history = history_hist.lock().unwrap().clone();
-    println!("parley bench freshness");
+    println!("parley-bench freshness");
     match args.feed {
         Feed::Log => println!(
             "  setup             command-api, projector (tails the log), read-api: separate processes on Postgres"

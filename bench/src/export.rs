@@ -1,4 +1,4 @@
-//! `parley bench export`: seed a fresh Postgres log, export it, print the rate.
+//! `parley-bench export`: seed a fresh Postgres log, export it, print the rate.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use parley_export::{ExportJob, ExportOptions, Filter, Format, Target};
 
 use super::commands::TempDb;
 use super::seed::seed;
-use crate::cli::{BenchExportArgs, ExportFormat};
+use crate::args::{BenchExportArgs, ExportFormat};
 
 pub async fn export(args: BenchExportArgs) -> anyhow::Result<()> {
     let db = TempDb::create(&args.server.admin_url).await?;
@@ -53,7 +53,7 @@ async fn run(args: &BenchExportArgs, db: &TempDb) -> anyhow::Result<()> {
         Arc::new(AtomicBool::new(false)),
     )
     .await?;
-    println!("parley bench export");
+    println!("parley-bench export");
     println!("  format            {}", format.name());
     println!(
         "  events in the log {} ({})",

@@ -1,17 +1,16 @@
-//! Read-side benchmarks: `parley bench rebuild` and `parley bench queries`.
+//! Read-side benchmarks: `parley-bench rebuild` and `parley-bench queries`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use hdrhistogram::Histogram;
 use parley_http_kit::{default_token_keys, SigningKey};
 use parley_projections::{LogFeed, ReadStore};
 use rand::Rng;
 
-use super::commands::{mib, print_latency, Server, TempDb, BENCH_SECRET};
+use super::commands::{mib, Server, Tally, TempDb, BENCH_SECRET};
 use super::seed::{seed, Seeded};
-use crate::cli::{BenchQueriesArgs, BenchRebuildArgs};
+use crate::args::{BenchQueriesArgs, BenchRebuildArgs};
 
 /// A seeded Postgres event log and an empty read store beside it.
 struct Fixture {
@@ -71,7 +70,7 @@ pub async fn rebuild(args: BenchRebuildArgs) -> anyhow::Result<()> {
     let fixture = Fixture::new(&args.server.admin_url, args.events, 64, 100).await?;
     eprintln!("rebuilding {} ...", args.projection);
     let report = fixture.rebuild(&args.projection).await?;
-    println!("parley bench rebuild");
+    println!("parley-bench rebuild");
     println!("  projection        {}", report.projection);
     println!(
         "  events in the log {} (vacuumed before the rebuild)",
@@ -168,8 +167,7 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
             args.page,
         );
         workers.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-            let mut errors = 0u64;
+            let mut tally = Tally::default();
             while Instant::now() < end {
                 let room = rooms[rand::thread_rng().gen_range(0..rooms.len())];
                 let sent = Instant::now();
@@ -186,24 +184,14 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
                     Err(_) => false,
                 };
                 if sent >= measure_from {
-                    if ok {
-                        let _ = hist.record(sent.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                    }
+                    tally.record(sent, ok);
                 }
             }
-            (hist, errors)
+            tally
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for w in workers {
-        let (h, e) = w.await?;
-        hist.add(h)?;
-        errors += e;
-    }
-    println!("parley bench queries");
+    let tally = Tally::gather(workers).await?;
+    println!("parley-bench queries");
     println!("  target            read-api child process on Postgres");
     println!(
         "  events in the log {} (vacuumed before the rebuild)",
@@ -226,17 +214,7 @@ pub async fn queries(args: BenchQueriesArgs) -> anyhow::Result<()> {
         "  page              {} newest messages of a random room",
         args.page
     );
-    println!(
-        "  measured          {} s (after {} s warm-up)",
-        args.seconds, args.warmup
-    );
-    println!("  pages             {}", hist.len());
-    println!("  errors            {errors}");
-    println!(
-        "  throughput        {:.0} pages/s",
-        hist.len() as f64 / args.seconds as f64
-    );
-    print_latency(&hist);
+    tally.print(args.seconds, args.warmup, ("pages", ""), "pages");
     println!("  server peak RSS   {}", mib(server.peak_rss_kib()));
     server.stop().await;
     fixture.drop_now().await

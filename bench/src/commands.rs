@@ -1,4 +1,4 @@
-//! `parley bench commands`: durable sends through the HTTP command API.
+//! `parley-bench commands`: durable sends through the HTTP command API.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::ConnectOptions;
 use tokio::process::{Child, Command};
 
-use crate::cli::BenchCommandsArgs;
+use crate::args::BenchCommandsArgs;
 
 /// The JWT secret every benchmark server signs with.
 pub const BENCH_SECRET: &str = "bench-secret-bench-secret-bench-secret-0123";
@@ -72,7 +72,7 @@ impl Server {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?.port()
         };
-        let mut command = Command::new(std::env::current_exe()?);
+        let mut command = Command::new(crate::parley_binary());
         command
             .args(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -170,6 +170,58 @@ pub fn swap_database(url: &str, name: &str) -> String {
     match url.rfind('/') {
         Some(i) if i > url.find("://").map_or(0, |j| j + 2) => format!("{}/{name}", &url[..i]),
         _ => format!("{url}/{name}"),
+    }
+}
+
+/// What one load worker measured: latencies of the answers that succeeded
+/// (microseconds), and how many did not.
+pub struct Tally {
+    pub hist: Histogram<u64>,
+    pub errors: u64,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            hist: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            errors: 0,
+        }
+    }
+}
+
+impl Tally {
+    /// One request sent at `sent`, answered now.
+    pub fn record(&mut self, sent: Instant, ok: bool) {
+        if ok {
+            let _ = self.hist.record(sent.elapsed().as_micros() as u64);
+        } else {
+            self.errors += 1;
+        }
+    }
+
+    /// The figures: `counted` names what succeeded (and a note after the
+    /// count), `unit` what the throughput counts.
+    pub fn print(&self, seconds: u64, warmup: u64, counted: (&str, &str), unit: &str) {
+        let (what, note) = counted;
+        println!("  measured          {seconds} s (after {warmup} s warm-up)");
+        println!("  {what:<18}{}{note}", self.hist.len());
+        println!("  errors            {}", self.errors);
+        println!(
+            "  throughput        {:.0} {unit}/s",
+            self.hist.len() as f64 / seconds as f64
+        );
+        print_latency(&self.hist);
+    }
+
+    /// The workers' tallies, merged.
+    pub async fn gather(workers: Vec<tokio::task::JoinHandle<Tally>>) -> anyhow::Result<Tally> {
+        let mut total = Tally::default();
+        for worker in workers {
+            let tally = worker.await?;
+            total.hist.add(tally.hist)?;
+            total.errors += tally.errors;
+        }
+        Ok(total)
     }
 }
 
@@ -315,8 +367,7 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     for (i, token) in tokens.into_iter().enumerate() {
         let (http, base, rooms) = (http.clone(), base.clone(), rooms.clone());
         workers.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-            let mut errors = 0u64;
+            let mut tally = Tally::default();
             let body = json!({"body": format!("hello from bench client {i}")});
             loop {
                 let now = Instant::now();
@@ -341,25 +392,15 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
                     Err(_) => false,
                 };
                 if sent >= measure_from {
-                    if ok {
-                        let _ = hist.record(sent.elapsed().as_micros() as u64);
-                    } else {
-                        errors += 1;
-                    }
+                    tally.record(sent, ok);
                 }
             }
-            (hist, errors)
+            tally
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut errors = 0;
-    for w in workers {
-        let (h, e) = w.await?;
-        hist.add(h)?;
-        errors += e;
-    }
+    let tally = Tally::gather(workers).await?;
     let rss = server.as_ref().and_then(|s| s.peak_rss_kib());
-    println!("parley bench commands");
+    println!("parley-bench commands");
     println!(
         "  target            {}",
         if args.target.is_some() {
@@ -375,17 +416,12 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     }
     println!("  clients           {}", args.clients);
     println!("  rooms             {}", args.rooms);
-    println!(
-        "  measured          {} s (after {} s warm-up)",
-        args.seconds, args.warmup
+    tally.print(
+        args.seconds,
+        args.warmup,
+        ("durable sends", " (201 Created)"),
+        "sends",
     );
-    println!("  durable sends     {} (201 Created)", hist.len());
-    println!("  errors            {errors}");
-    println!(
-        "  throughput        {:.0} sends/s",
-        hist.len() as f64 / args.seconds as f64
-    );
-    print_latency(&hist);
     println!("  server RSS setup  {}", mib(setup_rss));
     println!(
         "  server RSS end    {}",

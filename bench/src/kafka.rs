@@ -1,4 +1,4 @@
-//! Scaled-mode benchmarks: `parley bench relay` and `parley bench projectors`.
+//! Scaled-mode benchmarks: `parley-bench relay` and `parley-bench projectors`.
 //! Both need a Kafka broker (`scripts/kafka-test-broker.sh` starts one) and
 //! seed a fresh Postgres log with a realistic chat history.
 
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::commands::TempDb;
 use super::seed::seed;
-use crate::cli::{BenchProjectorsArgs, BenchRelayArgs};
+use crate::args::{BenchProjectorsArgs, BenchRelayArgs};
 
 /// A log seeded with `events` events (64 users, 100 rooms).
 async fn seeded_log(admin_url: &str, events: u64) -> anyhow::Result<(TempDb, SharedLog, Cursor)> {
@@ -88,7 +88,7 @@ pub async fn relay(args: BenchRelayArgs) -> anyhow::Result<()> {
     let settings = settings(&args.kafka.kafka_brokers, &topic, args.kafka.partitions);
     eprintln!("relaying the backlog to {topic} ...");
     let (elapsed, published) = relay_all(&db.url, settings.clone(), head).await?;
-    println!("parley bench relay");
+    println!("parley-bench relay");
     println!("  broker            {}", args.kafka.kafka_brokers);
     println!("  partitions        {}", args.kafka.partitions);
     println!("  backlog           {published} events");
@@ -194,7 +194,7 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
         let mut children = Vec::new();
         for _ in 0..members {
             children.push(
-                Command::new(std::env::current_exe()?)
+                Command::new(crate::parley_binary())
                     .args(["projector", "--feed", "kafka", "--projection"])
                     .arg(&args.projection)
                     .args(["--session-timeout-ms", "6000"])
@@ -279,7 +279,7 @@ pub async fn projectors(args: BenchProjectorsArgs) -> anyhow::Result<()> {
         delete_topic(&settings).await;
         read_db.drop_now().await?;
     }
-    println!("parley bench projectors");
+    println!("parley-bench projectors");
     println!("  broker            {}", args.kafka.kafka_brokers);
     println!("  partitions        {}", args.kafka.partitions);
     println!("  projection        {}", args.projection);
