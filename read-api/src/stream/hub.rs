@@ -1,0 +1,419 @@
+//! The hub: one per read API, it tails the event log and broadcasts each event
+//! once every streamed projection that reads it has applied it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use parley_event_log::{Cursor, EventEnvelope, SharedLog};
+use parley_http_kit::ApiError;
+use parley_projections::models;
+use parley_projections::partitions::applied_sequences;
+use parley_projections::{Projection, ReadStore};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+use super::event::Published;
+use super::{READ_BATCH, STREAMED_PROJECTIONS};
+use crate::Feed;
+
+/// How long a new subscriber waits for a hub that is starting.
+const START_WAIT: Duration = Duration::from_secs(5);
+/// The longest the hub waits without a commit notification before it looks again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// With a Kafka feed the hub starts at the log's head, but first waits until the
+/// read models have applied this many of the newest events before it: they are
+/// the ones most likely still in flight.
+const START_WINDOW: i64 = 1000;
+
+/// Tails the log and broadcasts every event the read models have applied.
+#[derive(Clone)]
+pub struct StreamHub {
+    shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    log: SharedLog,
+    store: ReadStore,
+    feed: Feed,
+    /// The broadcast and the cursor of the last event sent on it, changed together
+    /// so that a subscriber learns exactly where its receiver starts.
+    state: Mutex<HubState>,
+    started: std::sync::Once,
+    ready: watch::Sender<bool>,
+}
+
+pub(super) struct HubState {
+    position: Cursor,
+    sender: broadcast::Sender<Arc<Published>>,
+}
+
+/// A receiver of the broadcast and where it starts: it gets every event after
+/// `position` (until it lags).
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Arc<Published>>,
+    pub position: Cursor,
+}
+
+impl StreamHub {
+    /// A hub over `log`, keeping `capacity` events for slow subscribers. Its tailing
+    /// task starts with the first subscriber (inside the tokio runtime).
+    pub fn new(log: SharedLog, store: ReadStore, capacity: usize, feed: Feed) -> Self {
+        let (sender, _) = broadcast::channel(capacity.max(1));
+        let (ready, _) = watch::channel(false);
+        Self {
+            shared: Arc::new(Shared {
+                log,
+                store,
+                feed,
+                state: Mutex::new(HubState {
+                    position: Cursor::START,
+                    sender,
+                }),
+                started: std::sync::Once::new(),
+                ready,
+            }),
+        }
+    }
+
+    /// The cursor of the last event broadcast (or skipped with no one listening).
+    pub fn position(&self) -> Cursor {
+        self.shared.state.lock().expect("hub lock").position
+    }
+
+    /// Subscribes to the broadcast, starting the hub if needed.
+    pub async fn subscribe(&self) -> Result<Subscription, ApiError> {
+        self.shared.started.call_once(|| {
+            tokio::spawn(run_hub(Arc::downgrade(&self.shared)));
+        });
+        let mut ready = self.shared.ready.subscribe();
+        match tokio::time::timeout(START_WAIT, ready.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => {}
+            _ => {
+                return Err(ApiError::Unavailable(
+                    "live updates are starting; retry".into(),
+                ))
+            }
+        }
+        let state = self.shared.state.lock().expect("hub lock");
+        Ok(Subscription {
+            receiver: state.sender.subscribe(),
+            position: state.position,
+        })
+    }
+}
+
+impl Shared {
+    fn publish(&self, event: EventEnvelope) {
+        // Decoded and serialized here, once, not by each stream.
+        let published = Arc::new(Published::new(event));
+        let mut state = self.state.lock().expect("hub lock");
+        state.position = published.event.cursor();
+        // No receiver is no error: nobody is listening.
+        let _ = state.sender.send(published);
+    }
+
+    /// With no subscriber there is nothing to send: the hub jumps to `to`.
+    fn skip_if_alone(&self, to: Cursor) -> Option<Cursor> {
+        let mut state = self.state.lock().expect("hub lock");
+        if state.sender.receiver_count() > 0 {
+            return None;
+        }
+        state.position = state.position.max(to);
+        Some(state.position)
+    }
+}
+
+/// The slowest checkpoint among [`STREAMED_PROJECTIONS`].
+pub(super) async fn visible_up_to(store: &ReadStore) -> Result<Cursor, sqlx::Error> {
+    let cursors = store.checkpoints(&STREAMED_PROJECTIONS).await?;
+    Ok(cursors.into_iter().min().unwrap_or(Cursor::START))
+}
+
+pub(super) enum Step {
+    /// Sent what the projections had applied; there may be more to read.
+    Progress,
+    /// Nothing more is visible: wait until a projector commits.
+    Wait,
+}
+
+pub(super) async fn run_hub(shared: Weak<Shared>) {
+    let Some((log, store, feed)) = shared
+        .upgrade()
+        .map(|s| (s.log.clone(), s.store.clone(), s.feed))
+    else {
+        return;
+    };
+    let mut committed = store.committed();
+    let mut pending = VecDeque::new();
+    let mut cursor = loop {
+        match start_at(feed, &log, &store, &mut pending).await {
+            Ok(cursor) => break cursor,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
+                if shared.strong_count() == 0 {
+                    return;
+                }
+                tokio::time::sleep(IDLE_WAIT).await;
+            }
+        }
+    };
+    match shared.upgrade() {
+        Some(s) => s.state.lock().expect("hub lock").position = cursor,
+        None => return,
+    }
+    tracing::info!(position = cursor.position, ?feed, "stream hub started");
+    loop {
+        let Some(hub) = shared.upgrade() else { return };
+        // Seen before reading the checkpoints: a commit after this point wakes
+        // the wait below, so none is missed between the read and the wait.
+        committed.borrow_and_update();
+        let before = commits_of(&store, &STREAMED_PROJECTIONS);
+        let step = match feed {
+            Feed::Log => step(&hub, &log, &store, &mut cursor, &mut pending).await,
+            Feed::Kafka => step_applied(&hub, &log, &store, &mut cursor, &mut pending).await,
+        };
+        if pending.is_empty() && !*hub.ready.borrow() {
+            hub.ready.send_replace(true);
+        }
+        drop(hub);
+        match step {
+            Ok(Step::Progress) => {}
+            Ok(Step::Wait) => {
+                // Fed by Kafka, the oldest pending event waits only for the
+                // models that read its type: other models' commits (presence
+                // or users, for a message) cannot let it through, so they do
+                // not cost a step. Commits during the step count (`before`).
+                let needed = match (feed, pending.front()) {
+                    (Feed::Kafka, Some(head)) => readers_of(&head.aggregate_type),
+                    _ => Vec::new(),
+                };
+                // (An event no streamed model reads never waits: none is needed.)
+                let needed = if needed.is_empty() {
+                    STREAMED_PROJECTIONS.to_vec()
+                } else {
+                    needed
+                };
+                loop {
+                    // Projectors announce their commits; the timeout only
+                    // covers a lost notification link.
+                    match tokio::time::timeout(IDLE_WAIT, committed.changed()).await {
+                        Ok(Ok(())) if moved(&store, &before, &needed) == Some(false) => continue,
+                        Ok(Err(_)) => tokio::time::sleep(IDLE_WAIT).await,
+                        _ => {}
+                    }
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
+                tokio::time::sleep(IDLE_WAIT).await;
+            }
+        }
+    }
+}
+
+/// Commits heard of per projection (`None` while commits cannot be heard).
+pub(super) fn commits_of(
+    store: &ReadStore,
+    names: &[&'static str],
+) -> Vec<(&'static str, Option<u64>)> {
+    names
+        .iter()
+        .map(|name| (*name, store.generation(&[name])))
+        .collect()
+}
+
+/// The [`STREAMED_PROJECTIONS`]' models, made once (the hub asks them on every step).
+pub(super) fn streamed_models() -> &'static [Arc<dyn Projection>] {
+    static MODELS: OnceLock<Vec<Arc<dyn Projection>>> = OnceLock::new();
+    MODELS.get_or_init(|| {
+        STREAMED_PROJECTIONS
+            .iter()
+            .filter_map(|name| models::by_name(name, ""))
+            .collect()
+    })
+}
+
+/// The streamed models that read events of `aggregate_type`.
+pub(super) fn readers_of(aggregate_type: &str) -> Vec<&'static str> {
+    streamed_models()
+        .iter()
+        .filter(|m| m.consumes(aggregate_type))
+        .map(|m| m.name())
+        .collect()
+}
+
+/// Whether any of `needed` committed since `before` was read; `None` when that
+/// cannot be told (commits not heard), so the caller steps anyway.
+pub(super) fn moved(
+    store: &ReadStore,
+    before: &[(&'static str, Option<u64>)],
+    needed: &[&'static str],
+) -> Option<bool> {
+    let mut any = false;
+    for (name, was) in before.iter().filter(|(n, _)| needed.contains(n)) {
+        let now = store.generation(&[name])?;
+        any |= Some(now) != *was;
+    }
+    Some(any)
+}
+
+/// Where the hub starts: with a log feed, at the slowest streamed checkpoint;
+/// with a Kafka feed, just before the newest [`START_WINDOW`] events, which are
+/// put in `pending` (the hub is ready once they are all applied and passed).
+pub(super) async fn start_at(
+    feed: Feed,
+    log: &SharedLog,
+    store: &ReadStore,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Cursor> {
+    match feed {
+        Feed::Log => Ok(visible_up_to(store).await?),
+        Feed::Kafka => {
+            let newest = log.read_newest(START_WINDOW).await?;
+            let Some(first) = newest.first().map(EventEnvelope::cursor) else {
+                return Ok(Cursor::START);
+            };
+            pending.clear();
+            pending.extend(newest);
+            // Nothing sorts between the event before `first` and this cursor.
+            Ok(Cursor {
+                tx_id: first.tx_id,
+                position: first.position - 1,
+            })
+        }
+    }
+}
+
+/// Broadcasts the events every streamed projection has applied. The log is read
+/// ahead only as far as the projections have got, so an event waits for the
+/// slowest projector's commit and nothing else.
+pub(super) async fn step(
+    hub: &Shared,
+    log: &SharedLog,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Step> {
+    let visible = visible_up_to(store).await?;
+    if pending.is_empty() {
+        if let Some(to) = hub.skip_if_alone(visible) {
+            *cursor = (*cursor).max(to);
+            return Ok(Step::Wait);
+        }
+    }
+    let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
+    if read_from < visible {
+        pending.extend(log.read_after(read_from, READ_BATCH).await?);
+    }
+    let mut sent = false;
+    while pending.front().is_some_and(|e| e.cursor() <= visible) {
+        let event = pending.pop_front().expect("front checked");
+        *cursor = event.cursor();
+        hub.publish(event);
+        sent = true;
+    }
+    Ok(if sent { Step::Progress } else { Step::Wait })
+}
+
+/// [`step`] for projectors fed by Kafka: broadcasts, in log order, the events
+/// every streamed projection that reads them has recorded as applied.
+///
+/// The events in hand are looked at first. While the oldest of them is not
+/// applied nothing can go out, so the log is read further only once they have
+/// all gone: each projector commit then costs the hub one lookup, not a log
+/// read as well.
+pub(super) async fn step_applied(
+    hub: &Shared,
+    log: &SharedLog,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<Step> {
+    let window = READ_BATCH as usize;
+    if !pending.is_empty() {
+        let sent = publish_applied(hub, store, cursor, pending).await?;
+        if !pending.is_empty() {
+            // Step again at once only if the whole window went out: the events
+            // after it may be applied too. Otherwise the next commit says when.
+            return Ok(if sent == window {
+                Step::Progress
+            } else {
+                Step::Wait
+            });
+        }
+    }
+    // Everything known went out: look for newer events.
+    let newer = log.read_after(*cursor, READ_BATCH).await?;
+    if newer.is_empty() {
+        return Ok(Step::Wait);
+    }
+    pending.extend(newer);
+    // A whole window out means a full read out: there may be more in the log.
+    let sent = publish_applied(hub, store, cursor, pending).await?;
+    Ok(if sent == window {
+        Step::Progress
+    } else {
+        Step::Wait
+    })
+}
+
+/// Broadcasts the applied prefix of the oldest [`READ_BATCH`] `pending` events
+/// and returns how many went out.
+pub(super) async fn publish_applied(
+    hub: &Shared,
+    store: &ReadStore,
+    cursor: &mut Cursor,
+    pending: &mut VecDeque<EventEnvelope>,
+) -> anyhow::Result<usize> {
+    let head: Vec<&EventEnvelope> = pending.iter().take(READ_BATCH as usize).collect();
+    let visible = applied_prefix(store, &head).await?;
+    for _ in 0..visible {
+        let event = pending.pop_front().expect("counted");
+        *cursor = event.cursor();
+        hub.publish(event);
+    }
+    Ok(visible)
+}
+
+/// How many of `events`, from the first, every streamed projection that reads
+/// them has applied (by the sequences a partitioned feed records per
+/// aggregate): a message waits for history and rooms, not for friends.
+pub(super) async fn applied_prefix(
+    store: &ReadStore,
+    events: &[&EventEnvelope],
+) -> anyhow::Result<usize> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
+    let applied = applied_sequences(store, &STREAMED_PROJECTIONS, &ids).await?;
+    Ok(events
+        .iter()
+        .take_while(|e| {
+            streamed_models()
+                .iter()
+                .filter(|p| p.consumes(&e.aggregate_type))
+                .all(|p| {
+                    applied
+                        .get(&(p.name().to_string(), e.aggregate_id))
+                        .is_some_and(|seq| *seq >= e.sequence)
+                })
+        })
+        .count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_event_waits_only_for_the_streamed_models_that_read_it() {
+        assert_eq!(readers_of("message"), ["history", "rooms"]);
+        assert_eq!(readers_of("room"), ["rooms"]);
+        assert_eq!(readers_of("friendship"), ["friends"]);
+        assert_eq!(readers_of("presence"), ["presence"]);
+        assert!(readers_of("user").is_empty());
+    }
+}
