@@ -1,0 +1,310 @@
+//! The options of the long-running services: `dev`, `command-api`,
+//! `read-api`, `projector`, `relay`, and the container health check.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::parse::{database_url, kafka_options};
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Folder for the SQLite database and the generated JWT secret.
+    #[arg(long, env = "PARLEY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServiceArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Event log database: postgres://user:password@host:5432/db (or sqlite://file.db).
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: String,
+    /// Database connections in the pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Apply migrations at start-up (otherwise run `parley migrate` first).
+    #[arg(long, env = "PARLEY_MIGRATE", default_value_t = false)]
+    pub migrate: bool,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// Secret that signs access and refresh tokens (HS256), at least 32 bytes.
+    /// Required outside `dev`, where one is generated into the data folder.
+    #[arg(long, env = "PARLEY_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Key id written into tokens signed with `--jwt-secret`.
+    #[arg(long, env = "PARLEY_JWT_KEY_ID", default_value = "k1")]
+    pub jwt_key_id: String,
+    /// A previous secret that still verifies tokens during a key rotation.
+    #[arg(long, env = "PARLEY_JWT_PREVIOUS_SECRET", hide_env_values = true)]
+    pub jwt_previous_secret: Option<String>,
+    /// Key id of `--jwt-previous-secret`.
+    #[arg(long, env = "PARLEY_JWT_PREVIOUS_KEY_ID", default_value = "k0")]
+    pub jwt_previous_key_id: String,
+    /// Start even with one of the example secrets shipped in deploy/, which
+    /// anyone can read (and so forge tokens with). For throwaway clusters only.
+    #[arg(long, env = "PARLEY_ALLOW_PLACEHOLDER_SECRET")]
+    pub allow_placeholder_secret: bool,
+}
+
+/// How a service shuts down (see `docs/operations.md`, "Shutdown").
+#[derive(Debug, Args)]
+pub struct LifecycleArgs {
+    /// Seconds from SIGTERM to exit: requests in flight, stream goodbyes and the
+    /// batch in hand finish within it; whatever is still running then is cut.
+    #[arg(
+        long,
+        env = "PARLEY_SHUTDOWN_TIMEOUT_SECS",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub shutdown_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers once it starts one (or
+    /// to start the next on a kept-alive connection); the connection is closed
+    /// after, so slow senders cannot hold connections open (slowloris).
+    #[arg(
+        long,
+        env = "PARLEY_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=600)
+    )]
+    pub header_read_timeout_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Requests per second per user before 429 (0 turns limiting off).
+    #[arg(long, env = "PARLEY_RATE_LIMIT_PER_SEC", default_value_t = 50.0)]
+    pub rate_limit_per_sec: f64,
+    /// Burst size of the per-user rate limit.
+    #[arg(long, env = "PARLEY_RATE_LIMIT_BURST", default_value_t = 100.0)]
+    pub rate_limit_burst: f64,
+    /// Failed logins per second into one username from one client address
+    /// before 429, against password guessing (0 turns login throttling off).
+    /// One address gets five times this over all usernames.
+    #[arg(long, env = "PARLEY_LOGIN_RATE_PER_SEC", default_value_t = 1.0)]
+    pub login_rate_per_sec: f64,
+    /// Failed logins into one username from one address before throttling
+    /// starts (0 turns login throttling off).
+    #[arg(long, env = "PARLEY_LOGIN_BURST", default_value_t = 10.0)]
+    pub login_burst: f64,
+    /// Hours a command's stored answer is kept for `Idempotency-Key` retries;
+    /// older ones are pruned and a retry then runs as a new command (0 keeps
+    /// them forever).
+    #[arg(
+        long,
+        env = "PARLEY_COMMAND_RESULT_RETENTION_HOURS",
+        default_value_t = 24
+    )]
+    pub command_result_retention_hours: u64,
+    /// Seconds a request may take until its answer starts, reading its body
+    /// included (408 after; a live stream's body does not count).
+    #[arg(long, env = "PARLEY_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Proxies (addresses or blocks, comma-separated: `10.0.0.0/8,fd00::/8`)
+    /// whose `X-Forwarded-For` names the client; from anyone else the header is
+    /// ignored and the peer address counts.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<parley_http_kit::Cidr>,
+    /// Registrations one client address may make per hour (0 turns it off).
+    #[arg(long, env = "PARLEY_REGISTRATIONS_PER_HOUR", default_value_t = 20.0)]
+    pub registrations_per_hour: f64,
+    /// Requests handled at once; more are answered 503 with `Retry-After`.
+    #[arg(long, env = "PARLEY_MAX_REQUESTS_IN_FLIGHT", default_value_t = 1024)]
+    pub max_requests_in_flight: usize,
+}
+
+impl LimitArgs {
+    /// The HTTP limits every service wraps its routes in.
+    pub fn service_limits(&self) -> parley_http_kit::ServiceLimits {
+        parley_http_kit::ServiceLimits {
+            request_timeout: std::time::Duration::from_secs(self.request_timeout_secs.max(1)),
+            max_in_flight: self.max_requests_in_flight.max(1),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReadApiArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8082")]
+    pub listen: SocketAddr,
+    /// Read-model database: postgres://... (or sqlite://file.db).
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub read_database_url: String,
+    /// Event log database, optional: lets readiness report each projection's lag,
+    /// and feeds `/v1/stream` (without it the stream answers 503).
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: Option<String>,
+    /// How the projectors are fed (as given to `parley projector --feed`): decides
+    /// how read-your-writes waits and the stream tell what the read models applied.
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
+    /// MiB of newest history pages kept in memory (Postgres only; invalidated by
+    /// every history or rooms commit). 0 turns the cache off.
+    #[arg(long, env = "PARLEY_PAGE_CACHE_MB", default_value_t = 64)]
+    pub page_cache_mb: usize,
+    /// Live streams (`/v1/stream`) one user may hold open at once (429 past it).
+    #[arg(long, env = "PARLEY_MAX_STREAMS_PER_USER", default_value_t = 8)]
+    pub max_streams_per_user: u32,
+    /// How many log positions behind the head a stream may resume from; an
+    /// older `Last-Event-ID` is 410 (the client reloads pages and reconnects).
+    #[arg(long, env = "PARLEY_STREAM_RESUME_WINDOW", default_value_t = 100_000)]
+    pub stream_resume_window: i64,
+    /// Database connections in the pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Seconds after SIGTERM during which the service still takes requests while
+    /// `/health/ready` answers 503, so load balancers stop sending first
+    /// (Kubernetes: a few seconds; part of the shutdown timeout).
+    #[arg(long, env = "PARLEY_SHUTDOWN_DELAY_SECS", default_value_t = 0)]
+    pub shutdown_delay_secs: u64,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProjectorArgs {
+    /// Where events come from: `log` tails the event log directly; `kafka` joins
+    /// the projector consumer group on the events topic (run more processes to
+    /// scale, up to the topic's partitions).
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
+    pub feed: Feed,
+    /// Event log database the projectors tail (`--feed log`): postgres://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: Option<String>,
+    /// Read-model database the projectors write: postgres://...
+    #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub read_database_url: String,
+    /// Run only this projection (history, rooms, users, presence, friends); all by default.
+    #[arg(long, env = "PARLEY_PROJECTION")]
+    pub projection: Option<String>,
+    /// Database connections in each pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", default_value_t = 8)]
+    pub db_pool_size: u32,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of the projector processes (`--feed kafka`).
+    #[arg(long, env = "PARLEY_KAFKA_GROUP", default_value = "parley-projections")]
+    pub group: String,
+    /// How soon the group notices a dead member, in ms (librdkafka's
+    /// `session.timeout.ms` and `max.poll.interval.ms`).
+    #[arg(
+        long,
+        env = "PARLEY_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub session_timeout_ms: u64,
+    /// How long a member lets a batch fill once its first event arrived, in ms
+    /// (`--feed kafka`). 0 applies at once what the client has already fetched;
+    /// more means fewer, larger read-model transactions at a low event rate.
+    #[arg(long, env = "PARLEY_KAFKA_BATCH_WAIT_MS", default_value_t = 5)]
+    pub batch_wait_ms: u64,
+    /// Where `/health`, `/health/ready` and `/metrics` answer.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "0.0.0.0:8084")]
+    pub listen: SocketAddr,
+}
+
+/// Where a projector reads events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Feed {
+    Log,
+    Kafka,
+}
+
+/// The Kafka cluster and the events topic.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated.
+    #[arg(long, env = "PARLEY_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// The topic events are published to.
+    #[arg(long, env = "PARLEY_KAFKA_TOPIC", default_value = "parley.events")]
+    pub kafka_topic: String,
+    /// Extra librdkafka properties (TLS, SASL, tuning), as key=value; repeatable,
+    /// or comma-separated (`k=v,k2=v2`, also in the environment). A comma starts
+    /// a new property only where a name and `=` follow it, so values keep their
+    /// own commas (`ssl.cipher.suites=A,B`).
+    #[arg(long = "kafka-option", env = "PARLEY_KAFKA_OPTIONS", value_parser = kafka_options)]
+    pub kafka_options: Vec<KafkaOptions>,
+}
+
+impl KafkaArgs {
+    /// Every `--kafka-option` pair, in the order given (a later one wins).
+    pub fn options(&self) -> impl Iterator<Item = &(String, String)> {
+        self.kafka_options.iter().flat_map(|o| &o.0)
+    }
+}
+
+/// The librdkafka properties of one `--kafka-option` (or `PARLEY_KAFKA_OPTIONS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaOptions(pub Vec<(String, String)>);
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Event log database the relay tails: postgres://...
+    #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
+    pub database_url: String,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of the topic when the relay creates it (the most projector
+    /// processes that can share the work).
+    #[arg(long, env = "PARLEY_KAFKA_PARTITIONS", default_value_t = 12)]
+    pub partitions: i32,
+    /// Replication factor of the topic when the relay creates it.
+    #[arg(long, env = "PARLEY_KAFKA_REPLICATION", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// Where `/health`, `/health/ready` and `/metrics` answer.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8083")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// URL to ask (default: `/health` on the port of `--listen`, on loopback).
+    #[arg(long, env = "PARLEY_HEALTHCHECK_URL")]
+    pub url: Option<String>,
+    /// The service's listen address; its port is the one asked.
+    #[arg(long, env = "PARLEY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 3000)]
+    pub timeout_ms: u64,
+}
