@@ -11,6 +11,7 @@
 mod accounts;
 mod envelope;
 mod error;
+pub mod notify;
 pub mod pg;
 pub mod sqlite;
 /// Test support (a fresh database per test, and dropping old ones): only in

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 use crate::error::classify;
+use crate::notify::Heard;
 use crate::{
     AppendRequest, AppendedEvent, CommandResult, Cursor, EventEnvelope, EventLog, LogError,
     Snapshot,
@@ -183,41 +184,20 @@ impl PgLog {
 /// Turns other processes' NOTIFYs into ticks, reconnecting when the link drops.
 /// Holds the sender weakly: once the log is dropped, the task ends.
 async fn listen(pool: PgPool, appended: std::sync::Weak<watch::Sender<u64>>) {
-    let tick = |appended: &std::sync::Weak<watch::Sender<u64>>| match appended.upgrade() {
-        Some(sender) => {
-            sender.send_modify(|n| *n += 1);
-            true
-        }
-        None => false,
-    };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let session = async {
-            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
-            // Whatever was appended while we were away: wake readers once.
-            if !tick(&appended) {
-                return Ok::<(), sqlx::Error>(());
+    let connect = || sqlx::postgres::PgListener::connect_with(&pool);
+    // Connected (whatever was appended while away) and each notification:
+    // wake readers once.
+    crate::notify::listen(connect, CHANNEL, "event", |heard| match heard {
+        Heard::Lost => appended.strong_count() > 0,
+        Heard::Connected | Heard::Notification(_) => match appended.upgrade() {
+            Some(sender) => {
+                sender.send_modify(|n| *n += 1);
+                true
             }
-            loop {
-                listener.recv().await?;
-                if !tick(&appended) {
-                    return Ok(());
-                }
-            }
-        };
-        match session.await {
-            Ok(()) => return,
-            Err(e) => {
-                if appended.strong_count() == 0 {
-                    return;
-                }
-                tracing::warn!(error = %e, "event notifications lost, reconnecting");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+            None => false,
+        },
+    })
+    .await
 }
 
 async fn append_alone(

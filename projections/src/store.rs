@@ -8,6 +8,7 @@ use std::sync::{Arc, Once, RwLock, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
+use parley_event_log::notify::{self, Heard};
 use parley_event_log::Cursor;
 use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -277,46 +278,28 @@ async fn listen_for_commits(
         }
         None => false,
     };
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let session = async {
-            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
-            listener.listen(COMMITS_CHANNEL).await?;
+    let connect = || sqlx::postgres::PgListener::connect(&url);
+    notify::listen(connect, COMMITS_CHANNEL, "projection commit", |heard| {
+        match heard {
             // Whatever was committed while we were away: a new epoch, and wake
             // waiters once.
-            generations.epoch.fetch_add(1, Ordering::AcqRel);
-            generations.live.store(true, Ordering::Release);
-            if !tick() {
-                return Ok::<(), sqlx::Error>(());
+            Heard::Connected => {
+                generations.epoch.fetch_add(1, Ordering::AcqRel);
+                generations.live.store(true, Ordering::Release);
+                tick()
             }
-            loop {
-                // `try_recv`, not `recv`: a dropped link must end the session
-                // (and the cache's trust in it), not reconnect silently.
-                let Some(notification) = listener.try_recv().await? else {
-                    return Err(sqlx::Error::Protocol(
-                        "the notification link dropped".into(),
-                    ));
-                };
-                generations.bump(notification.payload());
-                if !tick() {
-                    return Ok(());
-                }
+            Heard::Notification(payload) => {
+                generations.bump(payload);
+                tick()
             }
-        };
-        let outcome = session.await;
-        generations.live.store(false, Ordering::Release);
-        match outcome {
-            Ok(()) => return,
-            Err(e) => {
-                if committed.strong_count() == 0 {
-                    return;
-                }
-                tracing::warn!(error = %e, "projection commit notifications lost, reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+            Heard::Lost => {
+                generations.live.store(false, Ordering::Release);
+                committed.strong_count() > 0
             }
         }
-    }
+    })
+    .await;
+    generations.live.store(false, Ordering::Release);
 }
 
 /// A projection's checkpoint, read on the given connection.
