@@ -15,7 +15,7 @@ mod runtime;
 pub mod store;
 pub mod traces;
 
-pub use projection::{ApplyError, Projection};
+pub use projection::{ApplyError, OwnSequences, Projection};
 pub use runtime::{
     apply_checkpointed, dead_letters, park_undecodable, BatchOutcome, Checkpointer, DeadLetter,
     Fate, Feed, LogFeed, Projector, BATCH_SIZE,

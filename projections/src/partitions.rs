@@ -68,7 +68,7 @@ impl Position {
 
 /// The [`Checkpointer`] of one batch: `offsets[i]` is where `batch[i]` came from.
 ///
-/// A model with a [`sequenced_type`](Projection::sequenced_type) keeps the
+/// A model with [`own_sequences`](Projection::own_sequences) keeps the
 /// sequences of those aggregates itself; `projection_applied` then only holds
 /// the ones the model cannot show: an aggregate with a parked event (its row
 /// may be missing or behind), from that event on.
@@ -177,7 +177,9 @@ impl<'a> PartitionCheckpoint<'a> {
     }
 
     fn is_own(&self, event: &EventEnvelope) -> bool {
-        self.projection.sequenced_type() == Some(event.aggregate_type.as_str())
+        self.projection
+            .own_sequences()
+            .is_some_and(|own| own.aggregate_type == event.aggregate_type)
     }
 }
 
@@ -364,7 +366,9 @@ impl PartitionCheckpoint<'_> {
         let mut applied = HashMap::new();
         if !last_own.is_empty() {
             let ids: Vec<Uuid> = last_own.keys().copied().collect();
-            applied = self.projection.own_sequences(conn, &ids).await?;
+            if let Some(own) = self.projection.own_sequences() {
+                applied = own.lookup(conn, &ids).await?;
+            }
             // The model's row lags only behind a parked event, and only such an
             // aggregate has a `projection_applied` row: ask there when the batch
             // goes beyond the model's next event. (A lone next event that was
@@ -489,11 +493,14 @@ pub async fn applied_sequences(
     let models: Vec<_> = projections
         .iter()
         .filter_map(|name| crate::models::by_name(name, ""))
-        .filter(|model| model.sequenced_type().is_some())
+        .filter(|model| model.own_sequences().is_some())
         .collect();
     let own = futures::future::try_join_all(models.iter().map(|model| async move {
         let mut conn = store.pool().acquire().await?;
-        let sequences = model.own_sequences(&mut conn, aggregates).await?;
+        let sequences = match model.own_sequences() {
+            Some(own) => own.lookup(&mut conn, aggregates).await?,
+            None => HashMap::new(),
+        };
         Ok::<_, sqlx::Error>((model.name(), sequences))
     }));
     let (mut applied, own) = futures::try_join!(recorded, own)?;

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use parley_domain::codec::EventCodec;
 use parley_domain::message::{MessageEvent, MessageSent};
 use parley_event_log::EventEnvelope;
-use sqlx::AnyConnection;
+use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
 /// Why an event was not applied.
@@ -19,6 +19,77 @@ pub enum ApplyError {
     /// The store failed; the batch is rolled back and retried.
     #[error(transparent)]
     Store(#[from] sqlx::Error),
+}
+
+/// A model's rows that hold, per aggregate of one type, the last sequence it
+/// applied (see [`Projection::own_sequences`]).
+#[derive(Debug, Clone, Copy)]
+pub struct OwnSequences<'a> {
+    /// The aggregate type whose sequences the rows hold.
+    pub aggregate_type: &'static str,
+    /// The table. It grows with the log and is looked up on every batch of a
+    /// partitioned feed, so the feed keeps its planner statistics fresh
+    /// (`ANALYZE`).
+    pub table: &'a str,
+    /// Its column of aggregate ids (TEXT); the sequence is `last_sequence`.
+    pub key: &'static str,
+}
+
+impl<'a> OwnSequences<'a> {
+    /// One row per message, keyed by `message_id` (history, rooms).
+    pub fn messages(table: &'a str) -> Self {
+        Self {
+            aggregate_type: "message",
+            table,
+            key: "message_id",
+        }
+    }
+
+    /// `id -> last_sequence` of those of `ids` the table holds a row for.
+    pub async fn lookup(
+        &self,
+        conn: &mut AnyConnection,
+        ids: &[Uuid],
+    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+        let (table, key) = (self.table, self.key);
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(crate::models::IN_CHUNK) {
+            let sql = format!(
+                "SELECT {key}, last_sequence FROM {table} WHERE {key} IN ({})",
+                crate::models::placeholders(1, padded_len(chunk.len()))
+            );
+            let mut query = sqlx::query(&sql);
+            for id in padded(chunk) {
+                query = query.bind(id.to_string());
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let id = crate::models::parse_uuid(&row.try_get::<String, _>(key)?)?;
+                found.insert(id, row.try_get("last_sequence")?);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Marks the row `key = id` of `table` as applied up to `sequence`; false when
+/// the event was applied before (a replay or a duplicate delivery), or when
+/// the row is missing (its aggregate's first event never was).
+pub(crate) async fn advance(
+    conn: &mut AnyConnection,
+    table: &str,
+    key: &str,
+    id: Uuid,
+    sequence: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "UPDATE {table} SET last_sequence = $1 WHERE {key} = $2 AND last_sequence < $3"
+    ))
+    .bind(sequence)
+    .bind(id.to_string())
+    .bind(sequence)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// A read model fed by the event stream.
@@ -57,30 +128,12 @@ pub trait Projection: Send + Sync + 'static {
             .is_none_or(|types| types.contains(&aggregate_type))
     }
 
-    /// The aggregate type whose applied events this model reflects in its own
-    /// rows, one per aggregate with the last sequence it applied (history: each
-    /// message's `last_sequence`). A partitioned feed then asks the model
-    /// ([`own_sequences`](Self::own_sequences)) instead of writing a
-    /// `projection_applied` row for every such aggregate.
-    fn sequenced_type(&self) -> Option<&'static str> {
+    /// Where this model keeps, in its own rows, the last sequence it applied
+    /// of each aggregate of one type (history: each message's
+    /// `last_sequence`). A partitioned feed then asks those rows instead of
+    /// writing a `projection_applied` row for every such aggregate.
+    fn own_sequences(&self) -> Option<OwnSequences<'_>> {
         None
-    }
-
-    /// The table [`own_sequences`](Self::own_sequences) looks in. It grows with
-    /// the log and is looked up on every batch of a partitioned feed, so the
-    /// feed keeps its planner statistics fresh (`ANALYZE`).
-    fn sequences_table(&self) -> Option<&str> {
-        None
-    }
-
-    /// The last applied sequence of those of `ids` (aggregates of the
-    /// [`sequenced_type`](Self::sequenced_type)) the model holds a row for.
-    async fn own_sequences(
-        &self,
-        _conn: &mut AnyConnection,
-        _ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        Ok(HashMap::new())
     }
 
     /// Applies one event (events of other kinds are ignored).

@@ -16,9 +16,10 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use super::{message_sequences, parse_uuid};
+use super::parse_uuid;
 use crate::projection::{
-    apply_in_runs, decode, padded, padded_len, value_rows, ApplyError, Projection, SentRuns,
+    advance, apply_in_runs, decode, padded, padded_len, value_rows, ApplyError, OwnSequences,
+    Projection, SentRuns,
 };
 use crate::store::{from_micros, micros};
 
@@ -61,26 +62,6 @@ impl History {
             fresh: true,
             ..Self::with_suffix(suffix)
         }
-    }
-
-    /// Marks the message's aggregate as applied up to `sequence`; false when the
-    /// event was applied before (a replay or a duplicate delivery).
-    async fn advance(
-        &self,
-        conn: &mut AnyConnection,
-        message_id: Uuid,
-        sequence: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(&format!(
-            "UPDATE {} SET last_sequence = $1 WHERE message_id = $2 AND last_sequence < $3",
-            self.messages
-        ))
-        .bind(sequence)
-        .bind(message_id.to_string())
-        .bind(sequence)
-        .execute(&mut *conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 }
 
@@ -161,20 +142,8 @@ impl Projection for History {
     }
 
     /// Every message event it applies advances its row's `last_sequence`.
-    fn sequenced_type(&self) -> Option<&'static str> {
-        Some("message")
-    }
-
-    fn sequences_table(&self) -> Option<&str> {
-        Some(&self.messages)
-    }
-
-    async fn own_sequences(
-        &self,
-        conn: &mut AnyConnection,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        message_sequences(conn, &self.messages, ids).await
+    fn own_sequences(&self) -> Option<OwnSequences<'_>> {
+        Some(OwnSequences::messages(&self.messages))
     }
 
     fn schema(&self) -> Vec<String> {
@@ -233,7 +202,7 @@ impl Projection for History {
         match decoded {
             MessageEvent::MessageSent(e) => self.insert_sent(conn, &[(event, e)]).await?,
             MessageEvent::MessageEdited(e) => {
-                if self.advance(conn, e.message_id, event.sequence).await? {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     sqlx::query(&format!("UPDATE {m} SET body = $1, edited_at = $2 WHERE message_id = $3 AND redacted = 0"))
                         .bind(e.body.as_str().to_string())
                         .bind(micros(&e.edited_at))
@@ -243,7 +212,7 @@ impl Projection for History {
                 }
             }
             MessageEvent::MessageRedacted(e) => {
-                if self.advance(conn, e.message_id, event.sequence).await? {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     sqlx::query(&format!(
                         "UPDATE {m} SET body = NULL, redacted = 1, reaction_count = 0 WHERE message_id = $1"
                     ))
@@ -257,7 +226,7 @@ impl Projection for History {
                 }
             }
             MessageEvent::ReactionAdded(e) => {
-                if self.advance(conn, e.message_id, event.sequence).await? {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     let added = sqlx::query(&format!(
                         "INSERT INTO {r} (message_id, emoji, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING"
                     ))
@@ -272,7 +241,7 @@ impl Projection for History {
                 }
             }
             MessageEvent::ReactionRemoved(e) => {
-                if self.advance(conn, e.message_id, event.sequence).await? {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     let removed = sqlx::query(&format!(
                         "DELETE FROM {r} WHERE message_id = $1 AND emoji = $2 AND user_id = $3"
                     ))

@@ -1,11 +1,8 @@
 //! The read models, each a [`Projection`](crate::Projection) with its own checkpoint.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::{AnyConnection, Row};
-
-use crate::projection::{padded, padded_len, Projection, MAX_PIECE};
+use crate::projection::{Projection, MAX_PIECE};
 
 pub mod friends;
 pub mod history;
@@ -62,28 +59,3 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 /// Values bound per `IN (...)` query at most (SQLite's historical limit is 999),
 /// padded to a power of two ([`padded`]).
 pub(crate) const IN_CHUNK: usize = MAX_PIECE;
-
-/// `message_id -> last_sequence` of those of `ids` that `table` holds a row
-/// for: the own sequences of a model keeping one row per message.
-pub(crate) async fn message_sequences(
-    conn: &mut AnyConnection,
-    table: &str,
-    ids: &[uuid::Uuid],
-) -> Result<HashMap<uuid::Uuid, i64>, sqlx::Error> {
-    let mut found = HashMap::new();
-    for chunk in ids.chunks(IN_CHUNK) {
-        let sql = format!(
-            "SELECT message_id, last_sequence FROM {table} WHERE message_id IN ({})",
-            placeholders(1, padded_len(chunk.len()))
-        );
-        let mut query = sqlx::query(&sql);
-        for id in padded(chunk) {
-            query = query.bind(id.to_string());
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let id = parse_uuid(&row.try_get::<String, _>("message_id")?)?;
-            found.insert(id, row.try_get("last_sequence")?);
-        }
-    }
-    Ok(found)
-}

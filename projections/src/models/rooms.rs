@@ -9,8 +9,6 @@
 //! row remembers the last sequence of its stream that was applied; an event at or
 //! below it changes nothing.
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use parley_domain::message::{MessageEvent, MessageSent};
@@ -21,8 +19,10 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
-use super::{message_sequences, parse_uuid};
-use crate::projection::{apply_in_runs, decode, value_rows, ApplyError, Projection, SentRuns};
+use super::parse_uuid;
+use crate::projection::{
+    advance, apply_in_runs, decode, value_rows, ApplyError, OwnSequences, Projection, SentRuns,
+};
 use crate::store::{from_micros, micros};
 
 /// How many characters of the last message a room list shows.
@@ -55,27 +55,6 @@ impl Rooms {
             markers: format!("room_read_markers{suffix}"),
             suffix: suffix.to_string(),
         }
-    }
-
-    /// Marks the row `key = id` of `table` as applied up to `sequence`; false when
-    /// the event was applied before (or its stream's first event never was).
-    async fn advance(
-        &self,
-        conn: &mut AnyConnection,
-        table: &str,
-        key: &str,
-        id: Uuid,
-        sequence: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(&format!(
-            "UPDATE {table} SET last_sequence = $1 WHERE {key} = $2 AND last_sequence < $3"
-        ))
-        .bind(sequence)
-        .bind(id.to_string())
-        .bind(sequence)
-        .execute(&mut *conn)
-        .await?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn apply_room(
@@ -119,10 +98,7 @@ impl Rooms {
             }
             _ => {}
         }
-        if !self
-            .advance(conn, rooms, "room_id", event.aggregate_id, event.sequence)
-            .await?
-        {
+        if !advance(conn, rooms, "room_id", event.aggregate_id, event.sequence).await? {
             return Ok(());
         }
         match decoded {
@@ -212,10 +188,7 @@ impl Rooms {
         match decoded {
             MessageEvent::MessageSent(e) => self.insert_sent(conn, &[(event, e)]).await?,
             MessageEvent::MessageEdited(e) => {
-                if self
-                    .advance(conn, m, "message_id", e.message_id, event.sequence)
-                    .await?
-                {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     sqlx::query(&format!(
                         "UPDATE {m} SET preview = $1 WHERE message_id = $2 AND redacted = 0"
                     ))
@@ -226,10 +199,7 @@ impl Rooms {
                 }
             }
             MessageEvent::MessageRedacted(e) => {
-                if self
-                    .advance(conn, m, "message_id", e.message_id, event.sequence)
-                    .await?
-                {
+                if advance(conn, m, "message_id", e.message_id, event.sequence).await? {
                     sqlx::query(&format!(
                         "UPDATE {m} SET preview = NULL, redacted = 1 WHERE message_id = $1"
                     ))
@@ -241,12 +211,10 @@ impl Rooms {
             // Reactions change nothing a room list shows, but the row still
             // records that they were applied (its sequences are the model's own).
             MessageEvent::ReactionAdded(e) => {
-                self.advance(conn, m, "message_id", e.message_id, event.sequence)
-                    .await?;
+                advance(conn, m, "message_id", e.message_id, event.sequence).await?;
             }
             MessageEvent::ReactionRemoved(e) => {
-                self.advance(conn, m, "message_id", e.message_id, event.sequence)
-                    .await?;
+                advance(conn, m, "message_id", e.message_id, event.sequence).await?;
             }
         }
         Ok(())
@@ -303,20 +271,8 @@ impl Projection for Rooms {
 
     /// Every message event it applies advances its message row's
     /// `last_sequence` (reactions too, though a room list does not show them).
-    fn sequenced_type(&self) -> Option<&'static str> {
-        Some("message")
-    }
-
-    fn sequences_table(&self) -> Option<&str> {
-        Some(&self.messages)
-    }
-
-    async fn own_sequences(
-        &self,
-        conn: &mut AnyConnection,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        message_sequences(conn, &self.messages, ids).await
+    fn own_sequences(&self) -> Option<OwnSequences<'_>> {
+        Some(OwnSequences::messages(&self.messages))
     }
 
     fn schema(&self) -> Vec<String> {

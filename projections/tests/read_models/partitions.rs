@@ -11,7 +11,7 @@ use parley_projections::partitions::{
     applied_sequence, store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
 };
 use parley_projections::{
-    apply_checkpointed, dead_letters, models, ApplyError, Projection, ReadStore,
+    apply_checkpointed, dead_letters, models, ApplyError, OwnSequences, Projection, ReadStore,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -73,26 +73,12 @@ impl Projection for OwnCounter {
         ]
     }
 
-    fn sequenced_type(&self) -> Option<&'static str> {
-        Some("message")
-    }
-
-    async fn own_sequences(
-        &self,
-        conn: &mut sqlx::AnyConnection,
-        ids: &[Uuid],
-    ) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
-        let mut found = HashMap::new();
-        for id in ids {
-            let row = sqlx::query("SELECT last_sequence FROM own_heads WHERE aggregate_id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
-            if let Some(row) = row {
-                found.insert(*id, row.get::<i64, _>("last_sequence"));
-            }
-        }
-        Ok(found)
+    fn own_sequences(&self) -> Option<OwnSequences<'_>> {
+        Some(OwnSequences {
+            aggregate_type: "message",
+            table: "own_heads",
+            key: "aggregate_id",
+        })
     }
 
     async fn apply(
