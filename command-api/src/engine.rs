@@ -16,13 +16,12 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use dashmap::DashMap;
 use parley_domain::codec::EventCodec;
-use parley_domain::error::DomainError;
 use parley_domain::room::Room;
 use parley_domain::user::User;
+use parley_domain::Decide;
 use parley_event_log::{
     AppendRequest, AppendedEvent, CommandResult, ConsistencyToken, IdempotencyRecord, LogError,
     Metadata, NewEvent, SharedLog, Snapshot, StreamHead, StreamWrite,
@@ -154,19 +153,20 @@ where
     }
 }
 
-/// Lets an aggregate decide on a command (through cqrs-es), returning its next
-/// state and the events, without touching the original.
-pub async fn decide<A>(
+/// Lets an aggregate decide on a command (its pure [`Decide`]), returning its
+/// next state and the events, without touching the original.
+pub fn decide<A>(
     loaded: &Loaded<A>,
     command: A::Command,
 ) -> Result<(Loaded<A>, Vec<A::Event>), ApiError>
 where
-    A: Aggregate<Services = (), Error = DomainError> + Clone,
+    A: Decide + Clone,
 {
+    let events = loaded.state.decide(command)?;
     let mut next = loaded.state.clone();
-    let sink = EventSink::default();
-    next.handle(command, &(), &sink).await?;
-    let events = sink.collect().await;
+    for event in &events {
+        next.apply(event.clone());
+    }
     Ok((
         Loaded {
             id: loaded.id,
@@ -312,7 +312,77 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn commit(
+    /// Runs a command that creates aggregate `id`, an id the client chose,
+    /// which is the command's idempotency key: no lock and no retry, for if the
+    /// id is taken, that is the answer. The command is decided against an
+    /// empty aggregate and appended at version 0 (201). When the id is taken,
+    /// `existing` looks at the aggregate there: `Ok` for a retry of the same
+    /// create, which gets the first answer again (200), or the error of a
+    /// clash. `answer` makes the body from the first event appended.
+    pub async fn create<A, R: serde::Serialize>(
+        &self,
+        ctx: &CommandContext,
+        id: Uuid,
+        command: A::Command,
+        answer: impl Fn(&AppendedEvent) -> R,
+        existing: impl FnOnce(&Loaded<A>) -> Result<(), ApiError>,
+    ) -> Result<Accepted, ApiError>
+    where
+        A: Decide + Clone,
+        A::Event: EventCodec,
+    {
+        let fresh = Loaded {
+            id,
+            state: A::default(),
+            version: 0,
+        };
+        let (_, events) = decide(&fresh, command)?;
+        let decision = Decision {
+            streams: vec![stream(&fresh, &events)],
+            status: StatusCode::CREATED,
+            result: Value::Null,
+            head: None,
+            room: None,
+        };
+        let ctx = CommandContext {
+            idempotency: None,
+            ..ctx.clone()
+        };
+        match self.commit(&ctx, decision).await {
+            Ok(mut accepted) => {
+                accepted.result = serde_json::to_value(answer(&accepted.appended[0]))
+                    .map_err(ApiError::internal)?;
+                Ok(accepted)
+            }
+            Err(CommitError::Conflict) => {
+                // `load` refuses an id of another kind (409).
+                existing(&self.load::<A>(id).await?)?;
+                let first = self.log.load_stream(id, 0).await?;
+                let first = first.first().ok_or_else(|| {
+                    ApiError::internal(anyhow::anyhow!("a conflict on an empty stream"))
+                })?;
+                let first = AppendedEvent {
+                    event_id: first.event_id,
+                    aggregate_id: first.aggregate_id,
+                    sequence: first.sequence,
+                    position: first.position,
+                    tx_id: first.tx_id,
+                };
+                Ok(Accepted {
+                    status: StatusCode::OK,
+                    result: serde_json::to_value(answer(&first)).map_err(ApiError::internal)?,
+                    appended: vec![first],
+                    token: Some(ConsistencyToken::after(&first)),
+                })
+            }
+            Err(CommitError::Duplicate) => Err(ApiError::internal(anyhow::anyhow!(
+                "a create ran with an idempotency key"
+            ))),
+            Err(CommitError::Api(e)) => Err(e),
+        }
+    }
+
+    async fn commit(
         &self,
         ctx: &CommandContext,
         decision: Decision,

@@ -4,6 +4,7 @@
 //! aggregate (`parley-domain`) and appended to the event log. The answer carries the
 //! events' positions and a consistency token that the read API can wait on.
 
+pub mod answers;
 mod budget_keys;
 pub mod engine;
 mod meta;

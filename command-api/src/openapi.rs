@@ -2,47 +2,9 @@
 
 use axum::Json;
 use parley_http_kit::openapi::{BearerAuth, StandardProblems};
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
-use uuid::Uuid;
+use utoipa::OpenApi;
 
 use crate::routes::{friends, health, messages, presence, rooms, sessions, users};
-
-/// Fields every accepted command answers with.
-#[derive(Serialize, ToSchema)]
-pub struct CommandReceipt {
-    /// Global positions of the events the command appended (empty if it changed nothing).
-    pub positions: Vec<i64>,
-    /// Present this to the read API (`X-Consistency-Token`) to read your own write.
-    pub consistency_token: Option<String>,
-}
-
-macro_rules! receipt {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Serialize, ToSchema)]
-        pub struct $name {
-            $(pub $field: $ty,)*
-            pub positions: Vec<i64>,
-            pub consistency_token: Option<String>,
-        }
-    };
-}
-
-receipt!(/// A registered user.
-    UserAccepted { user_id: Uuid });
-receipt!(/// A room command's answer.
-    RoomAccepted { room_id: Uuid });
-receipt!(/// A sent message: `sequence` and `position` are those of its `MessageSent` event.
-    MessageAccepted { message_id: Uuid, room_id: Uuid, sequence: i64, position: i64 });
-receipt!(/// A command on a message.
-    MessageRef { message_id: Uuid, room_id: Uuid });
-receipt!(/// A friend request command's answer.
-    FriendRequestAccepted { request_id: Uuid });
-receipt!(/// A command about another user.
-    UserRefAccepted { user_id: Uuid });
-receipt!(/// A presence update.
-    PresenceAccepted { user_id: Uuid, status: String });
 
 #[derive(OpenApi)]
 #[openapi(
@@ -55,7 +17,7 @@ receipt!(/// A presence update.
         presence::set,
         health::live, health::ready, serve,
     ),
-    components(schemas(parley_http_kit::Problem, CommandReceipt)),
+    components(schemas(parley_http_kit::Problem, crate::answers::CommandReceipt)),
     modifiers(&BearerAuth, &StandardProblems),
     tags((name = "users"), (name = "sessions"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
 )]

@@ -31,7 +31,24 @@ macro_rules! impl_aggregate {
                 self.evolve(event);
             }
         }
+
+        impl $crate::Decide for $aggregate {
+            fn decide(
+                &self,
+                command: Self::Command,
+            ) -> Result<Vec<Self::Event>, $crate::error::DomainError> {
+                <$aggregate>::decide(self, command)
+            }
+        }
     };
+}
+
+/// An aggregate's pure decision, as the command engine calls it: synchronous,
+/// with no event sink. cqrs-es's async `handle` only writes what `decide`
+/// returns; cqrs-es stays for the `Aggregate` contract (type, `apply`) and its
+/// given/when/then test framework, which the domain's tests use.
+pub trait Decide: cqrs_es::Aggregate<Error = DomainError> {
+    fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, DomainError>;
 }
 
 pub mod codec;

@@ -7,6 +7,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::answers::{FriendRequestRef, UserRef};
 use crate::engine::Accepted;
 use crate::meta::RequestMeta;
 use crate::routes::on_aggregate;
@@ -25,7 +26,7 @@ pub struct FriendRequestBody {
 /// The request id names the pair's pending request: there is at most one at a time.
 #[utoipa::path(post, path = "/v1/friend-requests", tag = "friends", request_body = FriendRequestBody,
     security(("bearer" = [])), responses(
-    (status = 201, description = "Requested (or accepted a mutual request)", body = crate::openapi::FriendRequestAccepted),
+    (status = 201, description = "Requested (or accepted a mutual request)", body = crate::answers::FriendRequestAccepted),
     (status = 403, description = "A block stands between the two", body = Problem),
     (status = 404, description = "No such user", body = Problem),
     (status = 422, description = "To yourself, or already friends", body = Problem)))]
@@ -48,7 +49,7 @@ pub async fn request(
         &ctx,
         id,
         StatusCode::CREATED,
-        json!({"request_id": id}),
+        FriendRequestRef { request_id: id },
         |_| {
             Ok(FriendshipCommand::SendFriendRequest {
                 from: me,
@@ -74,7 +75,7 @@ async fn on_request(
         &ctx,
         request_id,
         StatusCode::OK,
-        json!({"request_id": request_id}),
+        FriendRequestRef { request_id },
         |f| {
             if f.version == 0 {
                 return Err(ApiError::NotFound(format!(
@@ -90,7 +91,7 @@ async fn on_request(
 /// Accepts a friend request (its recipient only).
 #[utoipa::path(post, path = "/v1/friend-requests/{request_id}/accept", tag = "friends",
     security(("bearer" = [])), params(("request_id" = Uuid, Path)), responses(
-    (status = 200, description = "Now friends", body = crate::openapi::FriendRequestAccepted),
+    (status = 200, description = "Now friends", body = crate::answers::FriendRequestAccepted),
     (status = 403, description = "Not the recipient", body = Problem),
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn accept(
@@ -108,7 +109,7 @@ pub async fn accept(
 /// Declines a friend request (its recipient only).
 #[utoipa::path(post, path = "/v1/friend-requests/{request_id}/decline", tag = "friends",
     security(("bearer" = [])), params(("request_id" = Uuid, Path)), responses(
-    (status = 200, description = "Declined", body = crate::openapi::FriendRequestAccepted),
+    (status = 200, description = "Declined", body = crate::answers::FriendRequestAccepted),
     (status = 403, description = "Not the recipient", body = Problem),
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn decline(
@@ -126,7 +127,7 @@ pub async fn decline(
 /// Cancels a friend request (its sender only).
 #[utoipa::path(delete, path = "/v1/friend-requests/{request_id}", tag = "friends",
     security(("bearer" = [])), params(("request_id" = Uuid, Path)), responses(
-    (status = 200, description = "Cancelled", body = crate::openapi::FriendRequestAccepted),
+    (status = 200, description = "Cancelled", body = crate::answers::FriendRequestAccepted),
     (status = 403, description = "Not the sender", body = Problem),
     (status = 404, description = "No pending request", body = Problem)))]
 pub async fn cancel(
@@ -150,7 +151,7 @@ fn pair_with(me: Uuid, other: Uuid) -> Result<Uuid, ApiError> {
 /// Ends a friendship.
 #[utoipa::path(delete, path = "/v1/friends/{user_id}", tag = "friends",
     security(("bearer" = [])), params(("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "No longer friends", body = crate::openapi::UserRefAccepted),
+    (status = 200, description = "No longer friends", body = crate::answers::UserAccepted),
     (status = 404, description = "Not friends", body = Problem)))]
 pub async fn unfriend(
     State(state): State<AppState>,
@@ -166,7 +167,7 @@ pub async fn unfriend(
         &ctx,
         id,
         StatusCode::OK,
-        json!({"user_id": user_id}),
+        UserRef { user_id },
         |_| {
             Ok(FriendshipCommand::RemoveFriend {
                 actor: me,
@@ -182,7 +183,7 @@ pub async fn unfriend(
 /// requests and direct rooms.
 #[utoipa::path(put, path = "/v1/blocks/{user_id}", tag = "friends",
     security(("bearer" = [])), params(("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Blocked (already or now)", body = crate::openapi::UserRefAccepted),
+    (status = 200, description = "Blocked (already or now)", body = crate::answers::UserAccepted),
     (status = 404, description = "No such user", body = Problem),
     (status = 422, description = "Blocking yourself", body = Problem)))]
 pub async fn block(
@@ -200,7 +201,7 @@ pub async fn block(
         &ctx,
         id,
         StatusCode::OK,
-        json!({"user_id": user_id}),
+        UserRef { user_id },
         |_| {
             Ok(FriendshipCommand::BlockUser {
                 blocker: me,
@@ -215,7 +216,7 @@ pub async fn block(
 /// Lifts the caller's block on a user.
 #[utoipa::path(delete, path = "/v1/blocks/{user_id}", tag = "friends",
     security(("bearer" = [])), params(("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Unblocked", body = crate::openapi::UserRefAccepted),
+    (status = 200, description = "Unblocked", body = crate::answers::UserAccepted),
     (status = 404, description = "Not blocked by the caller", body = Problem)))]
 pub async fn unblock(
     State(state): State<AppState>,
@@ -231,7 +232,7 @@ pub async fn unblock(
         &ctx,
         id,
         StatusCode::OK,
-        json!({"user_id": user_id}),
+        UserRef { user_id },
         |_| {
             Ok(FriendshipCommand::UnblockUser {
                 blocker: me,

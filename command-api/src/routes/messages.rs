@@ -1,16 +1,17 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use parley_domain::ids::read_marker_id;
-use parley_domain::message::{Message, MessageCommand, MessageEvent};
+use parley_domain::message::{Message, MessageCommand};
 use parley_domain::read_marker::{ReadMarker, ReadMarkerCommand};
 use parley_domain::values::{Emoji, MessageBody};
-use parley_event_log::ConsistencyToken;
+use parley_event_log::AppendedEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::engine::{decide, stream, Accepted, CommitError, Decision, Loaded};
+use crate::answers::{MessageRef, SentMessage};
+use crate::engine::{Accepted, Loaded};
 use crate::meta::RequestMeta;
 use crate::routes::on_aggregate;
 use crate::AppState;
@@ -75,8 +76,8 @@ async fn message_in_room(
     request_body = SendMessageRequest, security(("bearer" = [])),
     params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path, description = "Chosen by the client: a random UUID, version 4 or 7 (7 recommended)", pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[47][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$")),
     responses(
-    (status = 201, description = "Sent", body = crate::openapi::MessageAccepted),
-    (status = 200, description = "Already sent by this caller: the first answer", body = crate::openapi::MessageAccepted),
+    (status = 201, description = "Sent", body = crate::answers::MessageAccepted),
+    (status = 200, description = "Already sent by this caller: the first answer", body = crate::answers::MessageAccepted),
     (status = 403, description = "Not a member, or (in a direct room) a block stands between the two", body = Problem),
     (status = 404, description = "No such room", body = Problem),
     (status = 409, description = "The message id is taken by another message", body = Problem),
@@ -91,9 +92,7 @@ pub async fn send(
 ) -> Result<Accepted, ApiError> {
     parley_domain::ids::client_chosen("message_id", message_id)?;
     let body = MessageBody::parse(request.body.clone())?;
-    let mut ctx = meta.context(Some(me), &request);
-    // The message id is the idempotency key of a send.
-    ctx.idempotency = None;
+    let ctx = meta.context(Some(me), &request);
     let room = state.engine.room_for_check(room_id).await?;
     if !room.state.exists() {
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
@@ -107,94 +106,37 @@ pub async fn send(
         Some(reply) => find_in_room(&state, room_id, reply).await?.is_some(),
         None => true,
     };
-    let fresh = Loaded {
-        id: message_id,
-        state: Message::default(),
-        version: 0,
+    let command = MessageCommand::SendMessage {
+        message_id,
+        room_id,
+        sender_id: me,
+        body,
+        reply_to: request.reply_to,
+        sender_is_member: room.state.is_member(me),
+        reply_in_room,
+        at: ctx.now,
     };
-    let (_, events) = decide(
-        &fresh,
-        MessageCommand::SendMessage {
-            message_id,
-            room_id,
-            sender_id: me,
-            body,
-            reply_to: request.reply_to,
-            sender_is_member: room.state.is_member(me),
-            reply_in_room,
-            at: ctx.now,
-        },
-    )
-    .await?;
-    let decision = Decision {
-        streams: vec![stream(&fresh, &events)],
-        status: StatusCode::CREATED,
-        result: json!({}),
-        head: None,
-        room: None,
+    let answer = |sent: &AppendedEvent| SentMessage {
+        message_id,
+        room_id,
+        sequence: sent.sequence,
+        position: sent.position,
     };
-    match state.engine.commit(&ctx, decision).await {
-        Ok(mut accepted) => {
-            let first = accepted.appended[0];
-            accepted.result = json!({
-                "message_id": message_id, "room_id": room_id,
-                "sequence": first.sequence, "position": first.position,
-            });
-            Ok(accepted)
-        }
-        Err(CommitError::Conflict) => first_answer(&state, me, room_id, message_id).await,
-        Err(CommitError::Duplicate) => Err(ApiError::internal(anyhow::anyhow!("no key was given"))),
-        Err(CommitError::Api(e)) => Err(e),
-    }
-}
-
-/// The answer a send first got, for a retry of the same send.
-async fn first_answer(
-    state: &AppState,
-    me: Uuid,
-    room_id: Uuid,
-    message_id: Uuid,
-) -> Result<Accepted, ApiError> {
-    let events = state.engine.log().load_stream(message_id, 0).await?;
-    let first = events
-        .first()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("conflict on an empty stream")))?;
-    if first.aggregate_type != <Message as cqrs_es::Aggregate>::TYPE {
-        return Err(ApiError::IdOfAnotherKind(message_id));
-    }
-    let sent = match parley_domain::codec::EventCodec::from_payload(
-        &first.event_type,
-        first.event_version as u32,
-        &first.payload,
-    ) {
-        Ok(MessageEvent::MessageSent(sent)) => sent,
-        _ => {
-            return Err(ApiError::Conflict(format!(
+    // The message id is the send's idempotency key: a retry of this very send
+    // (same sender, same room) gets the first answer; any other use clashes.
+    let same_send = |taken: &Loaded<Message>| {
+        if taken.state.sender_id() == Some(me) && taken.state.room_id() == Some(room_id) {
+            Ok(())
+        } else {
+            Err(ApiError::Conflict(format!(
                 "message id {message_id} is already used"
             )))
         }
     };
-    if sent.sender_id != me || sent.room_id != room_id {
-        return Err(ApiError::Conflict(format!(
-            "message id {message_id} is already used"
-        )));
-    }
-    let appended = parley_event_log::AppendedEvent {
-        event_id: first.event_id,
-        aggregate_id: first.aggregate_id,
-        sequence: first.sequence,
-        position: first.position,
-        tx_id: first.tx_id,
-    };
-    Ok(Accepted {
-        status: StatusCode::OK,
-        result: json!({
-            "message_id": message_id, "room_id": room_id,
-            "sequence": first.sequence, "position": first.position,
-        }),
-        appended: vec![appended],
-        token: Some(ConsistencyToken::after(&appended)),
-    })
+    state
+        .engine
+        .create::<Message, _>(&ctx, message_id, command, answer, same_send)
+        .await
 }
 
 /// Runs a command on a message of a room, with the caller's membership looked up.
@@ -223,7 +165,10 @@ where
         &ctx,
         message_id,
         StatusCode::OK,
-        json!({"message_id": message_id, "room_id": room_id}),
+        MessageRef {
+            message_id,
+            room_id,
+        },
         |_| Ok(make(role, now)),
     )
     .await
@@ -233,7 +178,7 @@ where
 #[utoipa::path(patch, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
     request_body = EditMessageRequest, security(("bearer" = [])),
     params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses(
-    (status = 200, description = "Edited", body = crate::openapi::MessageRef),
+    (status = 200, description = "Edited", body = crate::answers::MessageRefAccepted),
     (status = 403, description = "Not the author", body = Problem),
     (status = 404, description = "No such message", body = Problem),
     (status = 422, description = "Invalid body, or the message was redacted", body = Problem)))]
@@ -266,7 +211,7 @@ pub async fn edit(
 /// tombstone stays.
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/messages/{message_id}", tag = "messages",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path)), responses(
-    (status = 200, description = "Redacted (already or now)", body = crate::openapi::MessageRef),
+    (status = 200, description = "Redacted (already or now)", body = crate::answers::MessageRefAccepted),
     (status = 403, description = "Neither the author nor a moderator", body = Problem),
     (status = 404, description = "No such message", body = Problem)))]
 pub async fn redact(
@@ -295,7 +240,7 @@ pub async fn redact(
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "One emoji (a sequence counts), percent-encoded")),
     responses(
-    (status = 200, description = "Reaction present", body = crate::openapi::MessageRef),
+    (status = 200, description = "Reaction present", body = crate::answers::MessageRefAccepted),
     (status = 403, description = "Not a member", body = Problem),
     (status = 404, description = "No such message", body = Problem),
     (status = 422, description = "Invalid emoji", body = Problem)))]
@@ -327,7 +272,7 @@ pub async fn react(
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/messages/{message_id}/reactions/{emoji}", tag = "messages",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("message_id" = Uuid, Path), ("emoji" = String, Path, min_length = 1, max_length = 32, description = "One emoji (a sequence counts), percent-encoded")),
     responses(
-    (status = 200, description = "Reaction absent", body = crate::openapi::MessageRef),
+    (status = 200, description = "Reaction absent", body = crate::answers::MessageRefAccepted),
     (status = 403, description = "Not a member", body = Problem),
     (status = 404, description = "No such message", body = Problem)))]
 pub async fn unreact(
@@ -360,7 +305,7 @@ pub async fn unreact(
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/read-marker", tag = "messages",
     request_body = ReadMarkerRequest, security(("bearer" = [])), params(("room_id" = Uuid, Path)),
     responses(
-    (status = 200, description = "Marker set", body = crate::openapi::MessageRef),
+    (status = 200, description = "Marker set", body = crate::answers::MessageRefAccepted),
     (status = 403, description = "Not a member", body = Problem),
     (status = 404, description = "No such room", body = Problem),
     (status = 422, description = "`message_id` names no message of this room", body = Problem)))]
@@ -387,7 +332,10 @@ pub async fn read_marker(
         &ctx,
         read_marker_id(room_id, me),
         StatusCode::OK,
-        json!({"room_id": room_id, "message_id": message_id}),
+        MessageRef {
+            message_id,
+            room_id,
+        },
         |_| {
             Ok(ReadMarkerCommand::MoveReadMarker {
                 room_id,

@@ -11,8 +11,8 @@ pub mod users;
 use axum::http::StatusCode;
 use cqrs_es::Aggregate;
 use parley_domain::codec::EventCodec;
-use parley_domain::error::DomainError;
-use serde_json::Value;
+use parley_domain::Decide;
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{decide, stream, Accepted, CommandContext, Decision, Loaded};
@@ -36,22 +36,22 @@ pub(crate) async fn on_aggregate<A, F>(
     ctx: &CommandContext,
     id: Uuid,
     status: StatusCode,
-    result: Value,
+    result: impl Serialize,
     make: F,
 ) -> Result<Accepted, ApiError>
 where
-    A: Aggregate<Services = (), Error = DomainError> + Clone,
+    A: Decide + Aggregate<Services = ()> + Clone,
     A::Event: EventCodec,
     F: Fn(&Loaded<A>) -> Result<A::Command, ApiError>,
 {
     let engine = &*state.engine;
     let make = &make;
-    let result = &result;
+    let result = &serde_json::to_value(&result).map_err(ApiError::internal)?;
     engine
         .run(ctx, Some(id), move || async move {
             let loaded = engine.load::<A>(id).await?;
             let command = make(&loaded)?;
-            let (next, events) = decide(&loaded, command).await?;
+            let (next, events) = decide(&loaded, command)?;
             Ok(Decision {
                 streams: vec![stream(&loaded, &events)],
                 status,

@@ -4,9 +4,9 @@ use parley_domain::ids::presence_id;
 use parley_domain::presence::{Presence, PresenceCommand};
 use parley_domain::values::{PresenceStatus, StatusMessage};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
+use crate::answers::PresenceSet;
 use crate::engine::Accepted;
 use crate::meta::RequestMeta;
 use crate::routes::on_aggregate;
@@ -29,7 +29,7 @@ pub struct PresenceRequest {
 /// (recorded at most every 30 s).
 #[utoipa::path(put, path = "/v1/presence", tag = "presence", request_body = PresenceRequest,
     security(("bearer" = [])), responses(
-    (status = 200, description = "Presence recorded", body = crate::openapi::PresenceAccepted),
+    (status = 200, description = "Presence recorded", body = crate::answers::PresenceAccepted),
     (status = 422, description = "Invalid status", body = Problem)))]
 pub async fn set(
     State(state): State<AppState>,
@@ -52,7 +52,10 @@ pub async fn set(
         &ctx,
         presence_id(me),
         StatusCode::OK,
-        json!({"user_id": me, "status": status}),
+        PresenceSet {
+            user_id: me,
+            status: status.as_str().to_string(),
+        },
         |_| {
             Ok(PresenceCommand::SetPresence {
                 user_id: me,

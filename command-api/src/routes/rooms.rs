@@ -5,10 +5,11 @@ use parley_domain::ids::{direct_room_id, friendship_id, UserPair};
 use parley_domain::room::{Room, RoomCommand};
 use parley_domain::values::{Role, RoomName, Topic, Visibility};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::answers::{RoomMemberRef, RoomRef};
 use crate::engine::{decide, stream, Accepted, CommandContext, Decision, Loaded};
 use crate::meta::RequestMeta;
 use crate::AppState;
@@ -48,7 +49,7 @@ async fn on_room<F>(
     ctx: &CommandContext,
     room_id: Uuid,
     status: StatusCode,
-    result: Value,
+    result: impl Serialize,
     make: F,
 ) -> Result<Accepted, ApiError>
 where
@@ -56,11 +57,11 @@ where
 {
     let engine = &*state.engine;
     let make = &make;
-    let result = &result;
+    let result = &serde_json::to_value(&result).map_err(ApiError::internal)?;
     engine
         .run(ctx, Some(room_id), move || async move {
             let room = engine.room_for_check(room_id).await?;
-            let (next, events) = decide(&room, make(&room)).await?;
+            let (next, events) = decide(&room, make(&room))?;
             Ok(Decision {
                 streams: vec![stream(&room, &events)],
                 status,
@@ -75,7 +76,7 @@ where
 /// Creates a room; the creator is its owner.
 #[utoipa::path(post, path = "/v1/rooms", tag = "rooms", request_body = CreateRoomRequest,
     security(("bearer" = [])), responses(
-    (status = 201, description = "Created", body = crate::openapi::RoomAccepted),
+    (status = 201, description = "Created", body = crate::answers::RoomAccepted),
     (status = 422, description = "Invalid field", body = Problem)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -97,7 +98,7 @@ pub async fn create(
         &ctx,
         room_id,
         StatusCode::CREATED,
-        json!({"room_id": room_id}),
+        RoomRef { room_id },
         |_| RoomCommand::CreateRoom {
             room_id,
             name: name.clone(),
@@ -113,7 +114,7 @@ pub async fn create(
 /// Joins a public room, or a private one the caller was invited to.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/join", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = Uuid, Path)), responses(
-    (status = 200, description = "Member (already or now)", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Member (already or now)", body = crate::answers::RoomAccepted),
     (status = 403, description = "Private room without an invite", body = Problem),
     (status = 404, description = "No such room", body = Problem)))]
 pub async fn join(
@@ -129,7 +130,7 @@ pub async fn join(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id}),
+        RoomRef { room_id },
         |_| RoomCommand::Join {
             user_id: me,
             at: now,
@@ -141,7 +142,7 @@ pub async fn join(
 /// Leaves a room.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/leave", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = Uuid, Path)), responses(
-    (status = 200, description = "Left", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Left", body = crate::answers::RoomAccepted),
     (status = 404, description = "No such room", body = Problem),
     (status = 422, description = "Not a member, or a direct room", body = Problem)))]
 pub async fn leave(
@@ -157,7 +158,7 @@ pub async fn leave(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id}),
+        RoomRef { room_id },
         |_| RoomCommand::Leave {
             user_id: me,
             at: now,
@@ -169,7 +170,7 @@ pub async fn leave(
 /// Invites a user into a room.
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/invites", tag = "rooms", request_body = UserRef,
     security(("bearer" = [])), params(("room_id" = Uuid, Path)), responses(
-    (status = 200, description = "Invited (already or now)", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Invited (already or now)", body = crate::answers::RoomMemberAccepted),
     (status = 403, description = "Not allowed to invite here, or a block stands between the two", body = Problem),
     (status = 404, description = "No such room", body = Problem),
     (status = 422, description = "`user_id` names no user", body = Problem)))]
@@ -201,7 +202,7 @@ pub async fn invite(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id, "user_id": user_id}),
+        RoomMemberRef { room_id, user_id },
         |_| RoomCommand::Invite {
             user_id,
             invited_by: me,
@@ -214,7 +215,7 @@ pub async fn invite(
 /// Removes a member (room owners and admins only).
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/members/{user_id}", tag = "rooms",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Kicked", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Kicked", body = crate::answers::RoomMemberAccepted),
     (status = 403, description = "Not a moderator, or the target outranks the caller", body = Problem),
     (status = 404, description = "No such room or member", body = Problem)))]
 pub async fn kick(
@@ -230,7 +231,7 @@ pub async fn kick(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id, "user_id": user_id}),
+        RoomMemberRef { room_id, user_id },
         |_| RoomCommand::Kick {
             user_id,
             kicked_by: me,
@@ -244,7 +245,7 @@ pub async fn kick(
 /// unable to join or be invited until the ban is lifted.
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/bans/{user_id}", tag = "rooms",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Banned (already or now)", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Banned (already or now)", body = crate::answers::RoomMemberAccepted),
     (status = 403, description = "Not a moderator, the target outranks the caller, or a direct room", body = Problem),
     (status = 404, description = "No such room or user", body = Problem),
     (status = 422, description = "Banning yourself", body = Problem)))]
@@ -262,7 +263,7 @@ pub async fn ban(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id, "user_id": user_id}),
+        RoomMemberRef { room_id, user_id },
         |_| RoomCommand::Ban {
             user_id,
             banned_by: me,
@@ -275,7 +276,7 @@ pub async fn ban(
 /// Lifts a ban (owners and admins).
 #[utoipa::path(delete, path = "/v1/rooms/{room_id}/bans/{user_id}", tag = "rooms",
     security(("bearer" = [])), params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Not banned (any more)", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Not banned (any more)", body = crate::answers::RoomMemberAccepted),
     (status = 403, description = "Not a moderator", body = Problem),
     (status = 404, description = "No such room", body = Problem)))]
 pub async fn unban(
@@ -291,7 +292,7 @@ pub async fn unban(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id, "user_id": user_id}),
+        RoomMemberRef { room_id, user_id },
         |_| RoomCommand::Unban {
             user_id,
             unbanned_by: me,
@@ -305,7 +306,7 @@ pub async fn unban(
 #[utoipa::path(put, path = "/v1/rooms/{room_id}/members/{user_id}/role", tag = "rooms",
     request_body = RoleRequest, security(("bearer" = [])),
     params(("room_id" = Uuid, Path), ("user_id" = Uuid, Path)), responses(
-    (status = 200, description = "Role set", body = crate::openapi::RoomAccepted),
+    (status = 200, description = "Role set", body = crate::answers::RoomMemberAccepted),
     (status = 403, description = "Not the owner", body = Problem),
     (status = 422, description = "Invalid role", body = Problem)))]
 pub async fn change_role(
@@ -326,7 +327,7 @@ pub async fn change_role(
         &ctx,
         room_id,
         StatusCode::OK,
-        json!({"room_id": room_id, "user_id": user_id}),
+        RoomMemberRef { room_id, user_id },
         |_| RoomCommand::ChangeRole {
             user_id,
             role,
@@ -340,8 +341,8 @@ pub async fn change_role(
 /// Opens the direct room with another user: the same room every time.
 #[utoipa::path(post, path = "/v1/direct-rooms", tag = "rooms", request_body = UserRef,
     security(("bearer" = [])), responses(
-    (status = 201, description = "Created", body = crate::openapi::RoomAccepted),
-    (status = 200, description = "Already existed", body = crate::openapi::RoomAccepted),
+    (status = 201, description = "Created", body = crate::answers::RoomAccepted),
+    (status = 200, description = "Already existed", body = crate::answers::RoomAccepted),
     (status = 403, description = "One of the two blocked the other", body = Problem),
     (status = 404, description = "No such user", body = Problem),
     (status = 422, description = "A direct room with yourself", body = Problem)))]
@@ -373,8 +374,7 @@ pub async fn direct(
                     blocked: friendship.state.is_blocked_either_way(),
                     at: now,
                 },
-            )
-            .await?;
+            )?;
             Ok(Decision {
                 streams: vec![stream(&room, &events)],
                 status: if existed {
@@ -382,7 +382,7 @@ pub async fn direct(
                 } else {
                     StatusCode::CREATED
                 },
-                result: json!({"room_id": room_id}),
+                result: json!(RoomRef { room_id }),
                 head: Some((room_id, next.version)),
                 room: Some(next),
             })

@@ -8,6 +8,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::answers::UserRef;
 use crate::engine::{decide, stream, Accepted, Decision, Loaded};
 use crate::meta::RequestMeta;
 use crate::passwords::hash_password;
@@ -35,7 +36,7 @@ pub struct RegisterRequest {
 
 /// Registers a user.
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = RegisterRequest, responses(
-    (status = 201, description = "Registered", body = crate::openapi::UserAccepted),
+    (status = 201, description = "Registered", body = crate::answers::UserAccepted),
     (status = 409, description = "Username taken", body = Problem),
     (status = 429, description = "Too many registrations from this address; see the Retry-After header", body = Problem),
     (status = 422, description = "Invalid field", body = Problem)))]
@@ -82,8 +83,7 @@ pub async fn register(
                     username: username.clone(),
                     user_id,
                 },
-            )
-            .await?;
+            )?;
             let lookalike = lookalike_claim(engine, username, user_id).await?;
             let user = Loaded {
                 id: user_id,
@@ -98,8 +98,7 @@ pub async fn register(
                     display_name: display_name.clone(),
                     at: now,
                 },
-            )
-            .await?;
+            )?;
             Ok(Decision {
                 streams: vec![
                     stream(&user, &registered),
@@ -107,7 +106,7 @@ pub async fn register(
                     lookalike,
                 ],
                 status: StatusCode::CREATED,
-                result: json!({ "user_id": user_id }),
+                result: json!(UserRef { user_id }),
                 head: None,
                 room: None,
             })
@@ -159,7 +158,6 @@ async fn lookalike_claim(
             user_id,
         },
     )
-    .await
     .map_err(|e| match e {
         ApiError::Conflict(_) => taken(),
         other => other,
