@@ -3,6 +3,12 @@
 //! (the binary named by `--parley`), or runs a library in-process (rebuild,
 //! export), with a Prometheus recorder installed as in the services.
 
+// The allocator of the `parley` binary this load generator was part of: the
+// generator shares the cores with the services it drives, so its own cost is
+// part of every figure, and the figures stay comparable with earlier ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod args;
 mod commands;
 mod export;
