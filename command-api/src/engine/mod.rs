@@ -24,7 +24,7 @@ use parley_domain::user::User;
 use parley_domain::Decide;
 use parley_event_log::{
     AppendRequest, AppendedEvent, CommandResult, ConsistencyToken, IdempotencyRecord, LogError,
-    Metadata, NewEvent, SharedLog, Snapshot, StreamHead, StreamWrite,
+    Metadata, NewEvent, SharedLog, StreamHead, StreamWrite,
 };
 use rand::Rng;
 use serde_json::{json, Value};
@@ -33,8 +33,13 @@ use uuid::Uuid;
 
 use parley_http_kit::ApiError;
 
-/// A snapshot is stored each time an aggregate's version passes a multiple of this.
-pub const SNAPSHOT_EVERY: i64 = 100;
+mod loading;
+mod pruning;
+
+use loading::snapshot;
+pub use loading::{load, SNAPSHOT_EVERY};
+pub use pruning::prune_command_results;
+
 /// Lock stripes for per-aggregate serialization.
 const STRIPES: usize = 1024;
 /// How long a cached room may be used for read-only checks (membership on send)
@@ -489,102 +494,6 @@ impl Engine {
                 tracing::warn!(aggregate_id = %id, error = %e, "snapshot failed");
             }
         });
-    }
-}
-
-/// Loads an aggregate from its snapshot and the events after it.
-pub async fn load<A>(log: &SharedLog, id: Uuid) -> Result<Loaded<A>, ApiError>
-where
-    A: Aggregate,
-    A::Event: EventCodec,
-{
-    let (mut state, mut version) = match log.load_snapshot(id).await? {
-        Some(snap) if snap.aggregate_type == A::TYPE => {
-            match serde_json::from_value::<A>(snap.state) {
-                Ok(state) => (state, snap.version),
-                // A snapshot of an older shape is only a cache: replay instead.
-                Err(_) => (A::default(), 0),
-            }
-        }
-        _ => (A::default(), 0),
-    };
-    for envelope in log.load_stream(id, version).await? {
-        // An id belongs to the aggregate type that first used it: a stream of
-        // another kind is never decoded as this one (the log refuses to mix them).
-        if envelope.aggregate_type != A::TYPE {
-            return Err(ApiError::IdOfAnotherKind(id));
-        }
-        let event = A::Event::from_payload(
-            &envelope.event_type,
-            envelope.event_version as u32,
-            &envelope.payload,
-        )
-        .map_err(|e| ApiError::internal(anyhow::anyhow!("event {}: {e}", envelope.event_id)))?;
-        state.apply(event);
-        version = envelope.sequence;
-    }
-    Ok(Loaded { id, state, version })
-}
-
-async fn snapshot(log: &SharedLog, aggregate_type: &str, id: Uuid) -> Result<(), ApiError> {
-    async fn save<A>(log: &SharedLog, id: Uuid) -> Result<(), ApiError>
-    where
-        A: Aggregate,
-        A::Event: EventCodec,
-    {
-        let loaded = load::<A>(log, id).await?;
-        log.save_snapshot(Snapshot {
-            aggregate_type: A::TYPE.to_string(),
-            aggregate_id: id,
-            version: loaded.version,
-            state: serde_json::to_value(&loaded.state).map_err(ApiError::internal)?,
-        })
-        .await?;
-        Ok(())
-    }
-    use parley_domain::{
-        friendship::Friendship, message::Message, presence::Presence, read_marker::ReadMarker,
-    };
-    match aggregate_type {
-        t if t == Room::TYPE => save::<Room>(log, id).await,
-        t if t == Presence::TYPE => save::<Presence>(log, id).await,
-        t if t == Friendship::TYPE => save::<Friendship>(log, id).await,
-        t if t == Message::TYPE => save::<Message>(log, id).await,
-        t if t == ReadMarker::TYPE => save::<ReadMarker>(log, id).await,
-        t if t == User::TYPE => save::<User>(log, id).await,
-        _ => Ok(()),
-    }
-}
-
-/// Deletes stored command results older than `retention`, and sessions over
-/// for that long, at a pace of a quarter of it (at most every ten minutes),
-/// until the engine is dropped.
-pub async fn prune_command_results(engine: std::sync::Weak<Engine>, retention: Duration) {
-    let every = (retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(engine) = engine.upgrade() else {
-            return;
-        };
-        // A retention too long to subtract keeps everything.
-        let Some(before) = chrono::Duration::from_std(retention)
-            .ok()
-            .and_then(|keep| Utc::now().checked_sub_signed(keep))
-        else {
-            continue;
-        };
-        match engine.log.prune_command_results(before).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::debug!(pruned, "old command results pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning command results failed"),
-        }
-        // Sessions over (ended or expired) for as long go too, with the hashes
-        // of the refresh tokens they rotated past.
-        match engine.log.prune_sessions(before).await {
-            Ok(0) => {}
-            Ok(pruned) => tracing::debug!(pruned, "old sessions pruned"),
-            Err(e) => tracing::warn!(error = %e, "pruning sessions failed"),
-        }
     }
 }
 
