@@ -1,32 +1,24 @@
 //! What every service adds to its router: `GET /metrics` (Prometheus text, from
-//! the recorder [`crate::telemetry::install_metrics`] installed), and one
-//! middleware that gives each request an id, a span and a log line, and counts
-//! and times it. Also the samplers of what only the binary can see: database
-//! pools (at each scrape) and projection lag (every few seconds).
+//! the recorder [`crate::telemetry::install_metrics`] installed), and the
+//! request middleware of `parley_http_kit::observe` (an id, a span and a log
+//! line per request, counted and timed). Also the samplers of what only the
+//! binary can see: database pools (at each scrape) and projection lag (every
+//! few seconds).
 //!
 //! The library crates record their own metrics through the `metrics` facade; the
 //! names are listed in docs/metrics.md.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use parley_event_log::{PoolStats, SharedLog};
 use parley_projections::ReadStore;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tracing::Instrument;
 
-/// HTTP requests answered, by service, route template, method and status.
-pub const HTTP_REQUESTS_TOTAL: &str = "parley_http_requests_total";
-/// Time to answer (for `/v1/stream`: to open the stream), by service, route and method.
-pub const HTTP_REQUEST_DURATION_SECONDS: &str = "parley_http_request_duration_seconds";
+pub use parley_http_kit::observe::{HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 /// Connections of a database pool, by pool (`log`, `read`) and state (`in_use`, `idle`).
 pub const DB_POOL_CONNECTIONS: &str = "parley_db_pool_connections";
 /// The most connections a pool opens, by pool.
@@ -36,8 +28,6 @@ pub const DB_POOL_ACQUIRE_SECONDS: &str = "parley_db_pool_acquire_seconds";
 
 /// How often projection lag is measured.
 const LAG_EVERY: Duration = Duration::from_secs(5);
-/// The route label of requests no route matched (never the raw path: cardinality).
-const UNMATCHED: &str = "unmatched";
 
 /// A database pool whose connections are sampled at each scrape.
 #[derive(Clone)]
@@ -109,17 +99,14 @@ pub fn describe_service(service: Service) {
 /// requests with `service`; `pools` are sampled at each scrape.
 pub fn instrument(router: Router, service: &'static str, pools: Vec<Pool>) -> Router {
     let pools = Arc::new(pools);
-    router
-        .route(
-            "/metrics",
-            get(move || {
-                let pools = pools.clone();
-                async move { scrape(&pools) }
-            }),
-        )
-        .layer(axum::middleware::from_fn_with_state(service, track))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+    let router = router.route(
+        "/metrics",
+        get(move || {
+            let pools = pools.clone();
+            async move { scrape(&pools) }
+        }),
+    );
+    parley_http_kit::observe::track_requests(router, service, parley_projections::traces::enabled())
 }
 
 /// The Prometheus text exposition of everything recorded, pools sampled first.
@@ -140,121 +127,6 @@ fn scrape(pools: &[Pool]) -> Response {
         body,
     )
         .into_response()
-}
-
-/// A request id for requests that came without `X-Request-Id`: a UUIDv7, so ids
-/// sort by time like the events they end up in.
-#[derive(Clone, Copy)]
-struct NewRequestId;
-
-impl MakeRequestId for NewRequestId {
-    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
-    }
-}
-
-fn header_value(request: &Request, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// A method label with few values: the standard methods, or `other`.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-/// Makes `span` a child of the caller's W3C `traceparent` (if any), and puts
-/// `span`'s own context into the request's `traceparent` header, which the
-/// command API stores in event metadata: the projectors' spans then hang under
-/// this request.
-fn continue_trace(span: &tracing::Span, request: &mut Request) {
-    use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(request.headers()))
-    });
-    if span.set_parent(parent).is_err() {
-        tracing::debug!("request span could not join the caller's trace");
-    }
-    let context = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&context, &mut HeaderInjector(request.headers_mut()))
-    });
-}
-
-/// The request middleware: a span carrying the request and correlation ids, the
-/// route and (recorded by the authenticating extractors) the user id; one log
-/// line when the answer is ready; the request counter and latency histogram.
-async fn track(State(service): State<&'static str>, mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |p| p.as_str())
-        .to_string();
-    let request_id = header_value(&request, "x-request-id").unwrap_or_default();
-    // The command API puts the same default into event metadata (see its `meta`).
-    let correlation_id =
-        header_value(&request, "x-correlation-id").unwrap_or_else(|| request_id.clone());
-    let span = tracing::info_span!(
-        "request",
-        otel.name = %format!("{method} {route}"),
-        otel.kind = "server",
-        service,
-        request_id,
-        correlation_id,
-        method,
-        route = %route,
-        user_id = tracing::field::Empty,
-    );
-    if parley_projections::traces::enabled() {
-        continue_trace(&span, &mut request);
-    }
-    let response = next.run(request).instrument(span.clone()).await;
-    let took = started.elapsed();
-    let status = response.status().as_u16();
-    metrics::counter!(
-        HTTP_REQUESTS_TOTAL,
-        "service" => service,
-        "route" => route.clone(),
-        "method" => method,
-        "status" => status.to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        HTTP_REQUEST_DURATION_SECONDS,
-        "service" => service,
-        "route" => route.clone(),
-        "method" => method
-    )
-    .record(took.as_secs_f64());
-    // Whole microseconds, so the line reads 4.213 rather than 4.213000000000001.
-    let latency_ms = took.as_micros() as f64 / 1000.0;
-    span.in_scope(|| {
-        // Probes and scrapes come every few seconds: only at debug level.
-        if route == "/metrics" || route.starts_with("/health") {
-            tracing::debug!(status, latency_ms, "request");
-        } else {
-            tracing::info!(status, latency_ms, "request");
-        }
-    });
-    response
 }
 
 /// Every few seconds, sets each projection's lag behind the log's head

@@ -9,6 +9,7 @@
 //! - [`problem`]: the one error type and its problem+json answer;
 //! - [`extract`]: JSON, path and query extractors that answer with it;
 //! - [`limits`]: the request deadline and the bound on requests in flight;
+//! - [`observe`]: request ids, spans, log lines and HTTP metrics;
 //! - [`openapi`]: the document's bearer scheme and standard error answers.
 //!
 //! A service crate depends on this one, never on another service crate.
@@ -17,6 +18,7 @@ pub mod caller;
 pub mod client;
 pub mod extract;
 pub mod limits;
+pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
