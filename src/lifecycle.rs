@@ -159,7 +159,7 @@ impl Lifecycle {
             self.draining.clone(),
             draining_gate,
         ));
-        let task = tokio::spawn(crate::http_server::serve(
+        let task = tokio::spawn(parley_http_kit::server::serve(
             listener,
             app,
             self.header_read_timeout,

@@ -9,7 +9,6 @@ mod cli;
 mod config;
 mod events;
 mod healthcheck;
-mod http_server;
 mod lifecycle;
 mod metrics;
 mod openapi;

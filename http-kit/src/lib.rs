@@ -10,6 +10,8 @@
 //! - [`extract`]: JSON, path and query extractors that answer with it;
 //! - [`limits`]: the request deadline and the bound on requests in flight;
 //! - [`observe`]: request ids, spans, log lines and HTTP metrics;
+//! - [`server`]: the accept loop, with a header-read timeout and the limits
+//!   run once per request;
 //! - [`openapi`]: the document's bearer scheme and standard error answers.
 //!
 //! A service crate depends on this one, never on another service crate.
@@ -22,6 +24,7 @@ pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
+pub mod server;
 pub mod tokens;
 
 pub use caller::{Authenticates, Caller, CallerSession};
