@@ -326,7 +326,7 @@ impl Engine {
     /// clash. `answer` makes the body from the first event appended.
     pub async fn create<A, R: serde::Serialize>(
         &self,
-        ctx: &CommandContext,
+        mut ctx: CommandContext,
         id: Uuid,
         command: A::Command,
         answer: impl Fn(&AppendedEvent) -> R,
@@ -349,10 +349,8 @@ impl Engine {
             head: None,
             room: None,
         };
-        let ctx = CommandContext {
-            idempotency: None,
-            ..ctx.clone()
-        };
+        // The id is the key: an `Idempotency-Key` header adds nothing.
+        ctx.idempotency = None;
         match self.commit(&ctx, decision).await {
             Ok(mut accepted) => {
                 accepted.result = serde_json::to_value(answer(&accepted.appended[0]))

@@ -135,7 +135,7 @@ pub async fn send(
     };
     state
         .engine
-        .create::<Message, _>(&ctx, message_id, command, answer, same_send)
+        .create::<Message, _>(ctx, message_id, command, answer, same_send)
         .await
 }
 
