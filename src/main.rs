@@ -9,7 +9,6 @@ mod cli;
 mod config;
 mod events;
 mod healthcheck;
-mod lifecycle;
 mod metrics;
 mod openapi;
 mod probes;
@@ -67,7 +66,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn start(cli: cli::Cli, sources: config::Sources) -> std::process::ExitCode {
-    if let Err(err) = telemetry::install_metrics() {
+    if let Err(err) = parley_http_kit::prometheus::install_recorder() {
         eprintln!("error: cannot set up metrics: {err:#}");
         return std::process::ExitCode::FAILURE;
     }

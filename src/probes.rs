@@ -15,8 +15,8 @@ use parley_projections::ReadStore;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::lifecycle::{Http, Lifecycle};
-use crate::metrics::{instrument, Pool};
+use parley_http_kit::prometheus::Pool;
+use parley_http_kit::{Application, Lifecycle, Running};
 
 /// What a projector's readiness depends on.
 pub enum Readiness {
@@ -36,9 +36,9 @@ impl Readiness {
     fn pools(&self) -> Vec<Pool> {
         match self {
             Readiness::Log { log, store } => {
-                vec![Pool::Log(log.clone()), Pool::Read(store.clone())]
+                vec![Pool::Log(log.clone()), Pool::Read(store.pool().clone())]
             }
-            Readiness::Kafka { store, .. } => vec![Pool::Read(store.clone())],
+            Readiness::Kafka { store, .. } => vec![Pool::Read(store.pool().clone())],
         }
     }
 }
@@ -86,7 +86,7 @@ async fn ready(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<Val
 
 /// The projector's HTTP server, running in the background until [`Probes::stop`].
 pub struct Probes {
-    http: Http,
+    http: Running,
 }
 
 impl Probes {
@@ -95,23 +95,19 @@ impl Probes {
     pub async fn start(
         listen: SocketAddr,
         readiness: Readiness,
-        lifecycle: &Lifecycle,
+        lifecycle: Lifecycle,
     ) -> anyhow::Result<Self> {
         let pools = readiness.pools();
         let app = Router::new()
             .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/health/ready", get(ready))
             .with_state(Arc::new(readiness));
-        let app = instrument(app, "projector", pools);
-        let listener = crate::serve::bind(listen).await?;
-        tracing::info!(address = %listener.local_addr()?, "projector health and metrics listening");
-        Ok(Self {
-            http: lifecycle.spawn_http(listener, app),
-        })
+        let app = Application::bind("projector", listen, app, pools, lifecycle).await?;
+        Ok(Self { http: app.spawn() })
     }
 
-    /// Stops answering (after requests in flight), once `lifecycle` is draining.
-    pub async fn stop(self, lifecycle: &Lifecycle) -> anyhow::Result<()> {
-        lifecycle.close_http(self.http).await
+    /// Stops answering (after requests in flight), once draining began.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.http.stop().await
     }
 }

@@ -1,85 +1,9 @@
-//! Wiring for the read side: projectors in-process (`dev`, `projector`) and the
-//! read API (`read-api`).
+//! `parley projections rebuild NAME`: a read model rebuilt beside the live one
+//! and swapped in, with progress.
 
 use std::sync::Arc;
 
-use anyhow::Context;
-use parley_event_log::SharedLog;
-use parley_projections::{models, LogFeed, Projector, ReadStore};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-
-/// Projectors running as tasks; stop them with [`RunningProjectors::stop`].
-pub struct RunningProjectors {
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<anyhow::Result<()>>,
-    names: Vec<&'static str>,
-}
-
-impl RunningProjectors {
-    /// Starts one projector per read model (or only `only`), each tailing the log.
-    pub async fn start(
-        log: SharedLog,
-        store: ReadStore,
-        only: Option<&str>,
-    ) -> anyhow::Result<Self> {
-        let (shutdown, rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let mut names = Vec::new();
-        for projection in models::all() {
-            if only.is_some_and(|name| name != projection.name()) {
-                continue;
-            }
-            parley_projections::metrics::register(projection.name());
-            let projector = Projector::new(
-                projection,
-                store.clone(),
-                Arc::new(LogFeed::new(log.clone())),
-            );
-            projector.prepare().await.with_context(|| {
-                format!("creating the tables of projection {}", projector.name())
-            })?;
-            let rx = rx.clone();
-            names.push(projector.name());
-            tasks.spawn(async move { projector.run(rx).await });
-        }
-        if names.is_empty() {
-            let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
-            anyhow::bail!(
-                "no projection named {:?}; known: {}",
-                only.unwrap_or_default(),
-                names.join(", ")
-            );
-        }
-        Ok(Self {
-            shutdown,
-            tasks,
-            names,
-        })
-    }
-
-    /// The projections running.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.names.clone()
-    }
-
-    /// Asks every projector to finish its batch and stop, then waits for them.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        while let Some(result) = self.tasks.join_next().await {
-            result.context("projector task panicked")??;
-        }
-        Ok(())
-    }
-
-    /// Waits until any projector stops on its own (an error), returning it.
-    pub async fn until_one_fails(&mut self) -> anyhow::Result<()> {
-        match self.tasks.join_next().await {
-            Some(result) => result.context("projector task panicked")?,
-            None => Ok(()),
-        }
-    }
-}
+use parley_projections::LogFeed;
 
 /// `parley projections rebuild NAME`.
 pub async fn rebuild(args: crate::cli::RebuildArgs) -> anyhow::Result<()> {

@@ -15,10 +15,11 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::cli::{Feed, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
-use crate::lifecycle::Lifecycle;
-use crate::metrics::{self, Pool};
+use crate::metrics;
 use crate::probes::{Probes, Readiness};
-use crate::serve::{bind, open_log, open_store};
+use crate::serve::{open_log, open_store};
+use parley_http_kit::prometheus::Pool;
+use parley_http_kit::{Application, Lifecycle};
 
 pub(crate) fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     let mut settings = KafkaSettings::new(&args.kafka_brokers).with_topic(&args.kafka_topic);
@@ -41,7 +42,7 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
                 parley_event_log::redact_url(&args.database_url)
             )
         })?;
-    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
+    let lifecycle = Lifecycle::new(args.lifecycle.for_worker());
     let status = relay.status();
     let pools = vec![Pool::Log(relay.log().clone())];
     metrics::describe_service(metrics::Service::Relay);
@@ -51,17 +52,16 @@ pub async fn relay(args: RelayArgs) -> anyhow::Result<()> {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/health/ready", get(relay_ready))
         .with_state(status);
-    let app = metrics::instrument(app, "relay", pools);
-    let listener = bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "relay health listening");
-    let http = lifecycle.spawn_http(listener, app);
+    let http = Application::bind("relay", args.listen, app, pools, lifecycle.clone())
+        .await?
+        .spawn();
     // The relay only returns once told to stop.
     lifecycle.until_signal().await;
     stop.send_replace(true);
     // It finishes the batch in flight and records what the broker acknowledged.
     let finished = async { running.await.context("the relay task panicked") };
     lifecycle.finish("relay", finished).await?;
-    lifecycle.close_http(http).await
+    http.stop().await
 }
 
 /// Ready when this replica can do its job: a standby is ready (it only waits),
@@ -90,22 +90,8 @@ async fn relay_ready(
 /// `parley projector --feed kafka`: one member of the projector group.
 pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
-    let projections: Vec<Arc<dyn Projection>> = models::all()
-        .into_iter()
-        .filter(|p| {
-            args.projection
-                .as_deref()
-                .is_none_or(|only| only == p.name())
-        })
-        .collect();
-    if projections.is_empty() {
-        let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
-        anyhow::bail!(
-            "no projection named {:?}; known: {}",
-            args.projection.unwrap_or_default(),
-            names.join(", ")
-        );
-    }
+    let projections: Vec<Arc<dyn Projection>> =
+        parley_projections::select(args.projection.as_deref())?;
     let options = MemberOptions {
         group: args.group.clone(),
         session_timeout: std::time::Duration::from_millis(args.session_timeout_ms),
@@ -126,8 +112,8 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
         member: member.status(),
         running: alive.clone(),
     };
-    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
-    let probes = Probes::start(args.listen, readiness, &lifecycle).await?;
+    let lifecycle = Lifecycle::new(args.lifecycle.for_worker());
+    let probes = Probes::start(args.listen, readiness, lifecycle.clone()).await?;
     let (stop, stopped) = watch::channel(false);
     let mut running = tokio::spawn(async move {
         let result = member.run(stopped).await;
@@ -149,7 +135,7 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
             ended.context("the member task panicked")?
         }
     };
-    probes.stop(&lifecycle).await?;
+    probes.stop().await?;
     result
 }
 

@@ -4,19 +4,18 @@ use std::path::Path;
 
 use anyhow::Context;
 use axum::routing::get;
-use parley_command_api::{router, AppState, Settings};
-use parley_http_kit::{default_token_keys, SigningKey};
-use tokio::net::TcpListener;
+use parley_command_api::{AppState, CommandApi, Settings};
+use parley_http_kit::prometheus::Pool;
+use parley_http_kit::{default_token_keys, Application, Lifecycle, SigningKey};
+use parley_projections::{ReadStore, RunningProjectors};
+use parley_read_api::ReadApi;
 
 use crate::cli::{
     AuthArgs, DeadLetterArgs, DevArgs, LimitArgs, MigrateArgs, ProjectorArgs, ReadApiArgs,
     ServiceArgs,
 };
-use crate::lifecycle::Lifecycle;
-use crate::metrics::{self, Pool};
+use crate::metrics;
 use crate::probes::{Probes, Readiness};
-use crate::read_side::RunningProjectors;
-use parley_projections::ReadStore;
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
@@ -35,27 +34,29 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", read_db.display()))?;
     let settings = settings(&args.auth, Some(secret), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
-        .with_limits(args.limits.service_limits());
+    let lifecycle = Lifecycle::new(
+        args.lifecycle
+            .for_api(args.shutdown_delay_secs, &args.limits)?,
+    );
     let read_settings = read_settings(&settings);
     let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
     metrics::describe_service(metrics::Service::Dev);
     metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
-    let pools = vec![Pool::Log(log.clone()), Pool::Read(store.clone())];
+    let pools = vec![Pool::Log(log.clone()), Pool::Read(store.pool().clone())];
+    // One process, one port: both services' routes and one OpenAPI document.
     let read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings)
         .with_closing(lifecycle.closing());
-    let app = parley_command_api::routes(AppState::new(log, settings))
+    let routes = parley_command_api::routes(AppState::new(log, settings))
         .merge(parley_read_api::v1_routes(read))
         .route("/openapi.json", get(crate::openapi::serve_combined));
-    let app = metrics::instrument(app, "dev", pools);
-    let listener = bind(args.listen).await?;
+    let app = Application::bind("dev", args.listen, routes, pools, lifecycle.clone()).await?;
     tracing::info!(
-        address = %listener.local_addr()?,
+        address = %app.address(),
         events = %db.display(),
         read_models = %read_db.display(),
         "parley dev is up: try GET /health, or the walkthrough in README.md"
     );
-    lifecycle.serve(listener, app).await?;
+    app.run_until_stopped().await?;
     lifecycle.finish("projectors", projectors.stop()).await
 }
 
@@ -71,18 +72,6 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         refuse_placeholder(&args.auth, secret)?;
     }
     let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
-        .with_limits(args.limits.service_limits());
-    let store = open_query_store(&args.read_database_url, args.db_pool_size).await?;
-    // Two handles on the log: backlog resumes and token checks on one, the live
-    // stream's hub on the other, so a burst of resumes cannot starve the hub.
-    let (log, hub_log) = match &args.database_url {
-        Some(url) => (Some(open_log(url, 2).await?), Some(open_log(url, 2).await?)),
-        None => (None, None),
-    };
-    metrics::describe_service(metrics::Service::ReadApi);
-    let mut pools = vec![Pool::Read(store.clone())];
-    pools.extend(log.clone().map(Pool::Log));
     let mut read = read_settings(&settings);
     read.page_cache_bytes = args.page_cache_mb << 20;
     read.max_streams_per_user = args.max_streams_per_user.max(1);
@@ -91,13 +80,18 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
         crate::cli::Feed::Log => parley_read_api::Feed::Log,
         crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
     };
-    let state = parley_read_api::ReadState::with_hub_log(store, log, hub_log, read)
-        .with_closing(lifecycle.closing());
-    let app = parley_read_api::router(state);
-    let app = metrics::instrument(app, "read-api", pools);
-    let listener = bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "read api listening");
-    lifecycle.serve(listener, app).await
+    let config = parley_read_api::Config {
+        listen: args.listen,
+        read_database_url: args.read_database_url.clone(),
+        db_pool_size: args.db_pool_size,
+        database_url: args.database_url.clone(),
+        settings: read,
+        shutdown: args
+            .lifecycle
+            .for_api(args.shutdown_delay_secs, &args.limits)?,
+    };
+    metrics::describe_service(metrics::Service::ReadApi);
+    ReadApi::build(config).await?.run_until_stopped().await
 }
 
 pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
@@ -105,14 +99,14 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
         .database_url
         .as_deref()
         .context("--database-url (PARLEY_DATABASE_URL) is needed with --feed log")?;
-    let lifecycle = Lifecycle::for_worker(&args.lifecycle);
+    let lifecycle = Lifecycle::new(args.lifecycle.for_worker());
     let log = open_log(url, args.db_pool_size).await?;
     let store = open_store(&args.read_database_url, args.db_pool_size).await?;
     let readiness = Readiness::Log {
         log: log.clone(),
         store: store.clone(),
     };
-    let probes = Probes::start(args.listen, readiness, &lifecycle).await?;
+    let probes = Probes::start(args.listen, readiness, lifecycle.clone()).await?;
     let mut projectors =
         RunningProjectors::start(log.clone(), store.clone(), args.projection.as_deref()).await?;
     metrics::describe_service(metrics::Service::Projector);
@@ -128,7 +122,7 @@ pub async fn projector(args: ProjectorArgs) -> anyhow::Result<()> {
             failed
         }
     };
-    probes.stop(&lifecycle).await?;
+    probes.stop().await?;
     result
 }
 
@@ -161,50 +155,18 @@ pub async fn command_api(args: ServiceArgs) -> anyhow::Result<()> {
     if let Some(secret) = &args.auth.jwt_secret {
         refuse_placeholder(&args.auth, secret)?;
     }
-    let settings = settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?;
-    let lifecycle = Lifecycle::for_api(&args.lifecycle, args.shutdown_delay_secs)?
-        .with_limits(args.limits.service_limits());
-    let log = if args.migrate {
-        parley_event_log::open(&args.database_url, args.db_pool_size).await
-    } else {
-        open_without_migrating(&args.database_url, args.db_pool_size).await
-    }
-    .with_context(|| {
-        format!(
-            "opening the event log at {}",
-            parley_event_log::redact_url(&args.database_url)
-        )
-    })?;
+    let config = parley_command_api::Config {
+        listen: args.listen,
+        database_url: args.database_url.clone(),
+        db_pool_size: args.db_pool_size,
+        migrate: args.migrate,
+        settings: settings(&args.auth, args.auth.jwt_secret.clone(), &args.limits)?,
+        shutdown: args
+            .lifecycle
+            .for_api(args.shutdown_delay_secs, &args.limits)?,
+    };
     metrics::describe_service(metrics::Service::CommandApi);
-    let pools = vec![Pool::Log(log.clone())];
-    let app = router(AppState::new(log, settings));
-    let app = metrics::instrument(app, "command-api", pools);
-    let listener = bind(args.listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "command api listening");
-    lifecycle.serve(listener, app).await
-}
-
-/// Binds the service's address, naming the setting when it cannot.
-pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("PARLEY_LISTEN ({listen}): cannot listen there"))
-}
-
-/// Opens the read store at `url` (applying its migrations), naming the URL
-/// (password hidden) when it fails.
-/// The read API's store: its queries are key lookups and short scans, so a
-/// statement still running after 30 s is stuck and gives its connection back.
-async fn open_query_store(url: &str, pool: u32) -> anyhow::Result<ReadStore> {
-    let timeout = std::time::Duration::from_secs(30);
-    ReadStore::open_with_timeout(url, pool, timeout)
-        .await
-        .with_context(|| {
-            format!(
-                "opening the read store at {}",
-                parley_event_log::redact_url(url)
-            )
-        })
+    CommandApi::build(config).await?.run_until_stopped().await
 }
 
 /// A projector's or a tool's store (five-minute statements, see `ReadStore::open`).
@@ -220,25 +182,12 @@ pub async fn open_store(url: &str, pool: u32) -> anyhow::Result<ReadStore> {
 /// Opens the event log at `url` without migrating it (`parley migrate` does),
 /// naming the URL (password hidden) when it fails.
 pub async fn open_log(url: &str, pool: u32) -> anyhow::Result<parley_event_log::SharedLog> {
-    open_without_migrating(url, pool).await.with_context(|| {
+    parley_event_log::connect(url, pool).await.with_context(|| {
         format!(
             "opening the event log at {}",
             parley_event_log::redact_url(url)
         )
     })
-}
-
-async fn open_without_migrating(
-    url: &str,
-    pool: u32,
-) -> Result<parley_event_log::SharedLog, parley_event_log::LogError> {
-    if url.starts_with("sqlite:") {
-        // SQLite is a local file: migrating on open is always safe.
-        return parley_event_log::open(url, pool).await;
-    }
-    Ok(std::sync::Arc::new(
-        parley_event_log::pg::PgLog::connect(url, pool).await?,
-    ))
 }
 
 pub async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {

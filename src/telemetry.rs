@@ -1,11 +1,7 @@
-//! The one place tracing and metrics are set up: pretty logs for `dev`, JSON
-//! lines elsewhere; OTLP traces when an endpoint is configured; one Prometheus
-//! recorder per process.
+//! The one place tracing is set up: pretty logs for `dev`, JSON lines
+//! elsewhere; OTLP traces when an endpoint is configured. (The Prometheus
+//! recorder is `parley_http_kit::prometheus`.)
 
-use std::sync::OnceLock;
-use std::time::Duration;
-
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -80,6 +76,7 @@ pub fn init(format: LogFormat, stderr: bool, traces: Option<Traces>) -> anyhow::
             let tracer = provider.tracer("parley");
             opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
             parley_projections::traces::enable();
+            parley_http_kit::application::join_caller_traces();
             // Spans at info and above, whatever PARLEY_LOG says about logs; never
             // the exporter's own HTTP client (it would trace itself).
             let spans = EnvFilter::new(
@@ -122,7 +119,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolWaits {
         let mut wait = WaitField(None);
         event.record(&mut wait);
         if let Some(secs) = wait.0 {
-            metrics::histogram!(crate::metrics::DB_POOL_ACQUIRE_SECONDS).record(secs);
+            metrics::histogram!(parley_http_kit::prometheus::DB_POOL_ACQUIRE_SECONDS).record(secs);
         }
     }
 }
@@ -165,44 +162,4 @@ fn tracer_provider(traces: &Traces) -> anyhow::Result<SdkTracerProvider> {
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
-}
-
-/// Histogram buckets (seconds) of every latency Parley records: 1 ms to 10 s.
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-/// How often histogram samples are folded in when nothing scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
-
-static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process's Prometheus recorder: from now on every
-/// `metrics::counter!` (in any crate) lands in what [`render_metrics`] serves.
-///
-/// metrics-exporter-prometheus is used render-only: each service already has an
-/// HTTP server, so `/metrics` is one more axum route instead of a second
-/// listener. Must run inside the tokio runtime (a task folds in histogram
-/// samples between scrapes, so they never pile up).
-pub fn install_metrics() -> anyhow::Result<()> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets(&LATENCY_BUCKETS)?
-        .install_recorder()?;
-    let upkeep = handle.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(UPKEEP_EVERY).await;
-            upkeep.run_upkeep();
-        }
-    });
-    let _ = METRICS.set(handle);
-    crate::metrics::describe();
-    Ok(())
-}
-
-/// The Prometheus text exposition of every metric recorded so far.
-pub fn render_metrics() -> String {
-    METRICS
-        .get()
-        .map(PrometheusHandle::render)
-        .unwrap_or_default()
 }

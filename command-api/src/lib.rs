@@ -5,6 +5,7 @@
 //! events' positions and a consistency token that the read API can wait on.
 
 pub mod answers;
+mod app;
 mod budget_keys;
 pub mod engine;
 mod meta;
@@ -21,6 +22,7 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use parley_event_log::SharedLog;
 
+pub use app::{CommandApi, Config};
 pub use engine::Engine;
 use parley_http_kit::{
     Authenticates, Cidr, RateLimiter, TokenKeys, TrustsProxies, BODY_LIMIT_BYTES,

@@ -154,6 +154,17 @@ pub async fn open(url: &str, pool_size: u32) -> Result<SharedLog, LogError> {
     }
 }
 
+/// Opens the log named by a URL without migrating a PostgreSQL log (`parley
+/// migrate` does, once, before the services start); a SQLite log is a local
+/// file, so migrating it on open is always safe.
+pub async fn connect(url: &str, pool_size: u32) -> Result<SharedLog, LogError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(pg::PgLog::connect(url, pool_size).await?))
+    } else {
+        open(url, pool_size).await
+    }
+}
+
 /// A database URL with its password replaced, safe to print.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -11,11 +11,13 @@ pub mod models;
 pub mod partitions;
 mod projection;
 pub mod rebuild;
+mod running;
 mod runtime;
 pub mod store;
 pub mod traces;
 
 pub use projection::{ApplyError, OwnSequences, Projection};
+pub use running::{prepare_all, select, RunningProjectors};
 pub use runtime::{
     apply_checkpointed, dead_letters, park_undecodable, BatchOutcome, Checkpointer, DeadLetter,
     Fate, Feed, LogFeed, Projector, BATCH_SIZE,

@@ -6,6 +6,7 @@
 //! `GET /v1/stream` follows the caller's rooms and friends live (Server-Sent Events,
 //! see [`stream`]).
 
+mod app;
 pub mod cache;
 mod consistency;
 pub mod metrics;
@@ -25,6 +26,7 @@ use parley_http_kit::{Authenticates, RateLimiter, TokenKeys};
 use parley_projections::ReadStore;
 use tokio_util::sync::CancellationToken;
 
+pub use app::{Config, ReadApi};
 pub use stream::StreamHub;
 
 /// How the projectors are fed, which decides how the read API tells what they

@@ -144,6 +144,40 @@ pub struct LimitArgs {
     pub max_requests_in_flight: usize,
 }
 
+impl LifecycleArgs {
+    /// An API's shutdown: it keeps accepting for `delay_secs` after the signal,
+    /// which must fit inside the timeout.
+    pub fn for_api(
+        &self,
+        delay_secs: u64,
+        limits: &LimitArgs,
+    ) -> anyhow::Result<parley_http_kit::ShutdownSettings> {
+        if delay_secs >= self.shutdown_timeout_secs {
+            anyhow::bail!(
+                "PARLEY_SHUTDOWN_DELAY_SECS ({delay_secs}) must be shorter than \
+                 PARLEY_SHUTDOWN_TIMEOUT_SECS ({}): the delay is spent inside the timeout",
+                self.shutdown_timeout_secs
+            );
+        }
+        Ok(parley_http_kit::ShutdownSettings {
+            delay: std::time::Duration::from_secs(delay_secs),
+            limits: limits.service_limits(),
+            ..self.for_worker()
+        })
+    }
+
+    /// A worker's shutdown (projector, relay): its HTTP side only answers
+    /// probes, so it stops accepting at once.
+    pub fn for_worker(&self) -> parley_http_kit::ShutdownSettings {
+        parley_http_kit::ShutdownSettings {
+            timeout: std::time::Duration::from_secs(self.shutdown_timeout_secs),
+            delay: std::time::Duration::ZERO,
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            limits: parley_http_kit::ServiceLimits::default(),
+        }
+    }
+}
+
 impl LimitArgs {
     /// The HTTP limits every service wraps its routes in.
     pub fn service_limits(&self) -> parley_http_kit::ServiceLimits {
@@ -307,4 +341,35 @@ pub struct HealthcheckArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 3000)]
     pub timeout_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        lifecycle: LifecycleArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+    }
+
+    #[test]
+    fn the_delay_must_fit_inside_the_timeout() {
+        let args = Wrapper::parse_from(["parley", "--shutdown-timeout-secs", "5"]);
+        let fits = args
+            .lifecycle
+            .for_api(4, &args.limits)
+            .expect("4 s fits in 5 s");
+        assert_eq!(fits.delay, std::time::Duration::from_secs(4));
+        let err = args
+            .lifecycle
+            .for_api(5, &args.limits)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PARLEY_SHUTDOWN_DELAY_SECS"), "{err}");
+        assert_eq!(args.lifecycle.for_worker().delay, std::time::Duration::ZERO);
+    }
 }

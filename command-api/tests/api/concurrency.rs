@@ -31,7 +31,7 @@ async fn stale_replica_join(
     settings.room_cache_ttl = std::time::Duration::from_secs(3600);
     settings.command_retries = retries;
     let a = TestApp::with_settings(backend, settings).await;
-    let b = a.replica(crate::helpers::settings());
+    let b = a.replica(crate::helpers::settings()).await;
     let (_, owner) = a.mint_access_token();
     let room = a.create_room(&owner, "public").await; // a now caches the room at version 2
     let (_, first) = a.mint_access_token();

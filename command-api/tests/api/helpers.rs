@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use parley_command_api::{router, AppState, Settings};
+use parley_command_api::{AppState, CommandApi, Config, Settings};
 use parley_event_log::{ConsistencyToken, Cursor, EventEnvelope, SharedLog};
-use parley_http_kit::{default_token_keys, SigningKey};
+use parley_http_kit::{default_token_keys, Application, ShutdownSettings, SigningKey};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -28,6 +28,21 @@ pub enum Backend {
     Sqlite,
 }
 
+/// The command API over the log at `database_url`, on port 0.
+async fn build_api(database_url: &str, settings: Settings, migrate: bool) -> CommandApi {
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: database_url.to_string(),
+        db_pool_size: 8,
+        migrate,
+        settings,
+        shutdown: ShutdownSettings::default(),
+    };
+    CommandApi::build(config)
+        .await
+        .expect("the command API builds (is Postgres up at 127.0.0.1:5432?)")
+}
+
 /// Production settings with the test key.
 pub fn settings() -> Settings {
     Settings::new(default_token_keys(vec![
@@ -35,11 +50,14 @@ pub fn settings() -> Settings {
     ]))
 }
 
-/// The command API on an empty event log.
+/// The command API on an empty event log, built as the binary builds it.
 pub struct TestApp {
     pub router: Router,
     pub state: AppState,
     pub log: SharedLog,
+    database_url: String,
+    /// Holds the (unused) port 0 listener for the test's duration.
+    _application: Application,
     /// Keeps the SQLite file alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
 }
@@ -146,42 +164,37 @@ impl TestApp {
     }
 
     pub async fn with_settings(backend: Backend, settings: Settings) -> Self {
-        let (log, dir) = match backend {
+        let (database_url, dir) = match backend {
             Backend::Postgres => {
                 let url = parley_event_log::testing::fresh_database()
                     .await
                     .expect("a test database (is Postgres up at 127.0.0.1:5432?)");
-                (
-                    parley_event_log::open(&url, 8)
-                        .await
-                        .expect("open postgres log"),
-                    None,
-                )
+                (url, None)
             }
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}", dir.path().join("events.db").display());
-                (
-                    parley_event_log::open(&url, 4)
-                        .await
-                        .expect("open sqlite log"),
-                    Some(dir),
-                )
+                (url, Some(dir))
             }
         };
-        let state = AppState::new(log.clone(), settings);
+        let api = build_api(&database_url, settings, true).await;
         Self {
-            router: router(state.clone()),
-            state,
-            log,
+            router: api.application.router(),
+            state: api.state,
+            log: api.log,
+            database_url,
+            _application: api.application,
             _dir: dir,
         }
     }
 
     /// A second command API over the same log, as another replica (process) would
-    /// run: its own engine, cache and locks.
-    pub fn replica(&self, settings: Settings) -> Router {
-        router(AppState::new(self.log.clone(), settings))
+    /// run: its own pool, engine, cache and locks.
+    pub async fn replica(&self, settings: Settings) -> Router {
+        build_api(&self.database_url, settings, false)
+            .await
+            .application
+            .router()
     }
 
     /// Sends a request through the router.

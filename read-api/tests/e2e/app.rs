@@ -1,15 +1,14 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
-use parley_command_api::{AppState, Settings};
-use parley_http_kit::{default_token_keys, SigningKey};
-use parley_projections::{models, LogFeed, Projector, ReadStore};
+use parley_command_api::{CommandApi, Config as CommandConfig, Settings};
+use parley_http_kit::{default_token_keys, Application, ShutdownSettings, SigningKey};
+use parley_projections::{prepare_all, ReadStore, RunningProjectors};
+use parley_read_api::ReadApi;
 use serde_json::{json, Value};
-use tokio::sync::watch;
 use tower::ServiceExt;
 use uuid::Uuid;
 
@@ -19,12 +18,23 @@ pub enum Backend {
     Sqlite,
 }
 
+/// The command API and the read API, each built as the binary builds it, with
+/// the log's projectors running in-process; requests are routed between them
+/// as the deployment's HTTPRoute does (see [`is_query`]).
 pub struct TestApp {
+    /// The command API's router, middleware included.
+    pub commands: Router,
+    /// The read API's router, middleware included.
     pub router: Router,
     /// The read side's state (its stream hub, its store).
     pub read: parley_read_api::ReadState,
     pub log: parley_event_log::SharedLog,
-    _shutdown: watch::Sender<bool>,
+    /// The event log's URL, for another read API over it.
+    pub log_url: String,
+    /// The read models' URL, for another read API over them.
+    pub read_url: String,
+    _services: (Application, Application),
+    _projectors: Option<RunningProjectors>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,6 +42,34 @@ pub struct Answer {
     pub status: StatusCode,
     pub token: Option<String>,
     pub body: Value,
+}
+
+/// Queries (GET and HEAD under `/v1`, but the caller's sessions) go to the read
+/// API; everything else to the command API: `deploy/k8s/base/httproute.yaml`.
+fn is_query(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    matches!(method, "GET" | "HEAD") && path.starts_with("/v1/") && path != "/v1/sessions"
+}
+
+/// The signing key both services share.
+pub fn keys() -> parley_http_kit::TokenKeys {
+    default_token_keys(vec![SigningKey::new("test", &[42; 32]).unwrap()])
+}
+
+/// The read API's configuration in tests: port 0, no rate limit.
+pub fn read_config(
+    read_database_url: &str,
+    database_url: Option<&str>,
+    settings: parley_read_api::Settings,
+) -> parley_read_api::Config {
+    parley_read_api::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        read_database_url: read_database_url.to_string(),
+        db_pool_size: 8,
+        database_url: database_url.map(str::to_string),
+        settings,
+        shutdown: ShutdownSettings::default(),
+    }
 }
 
 impl TestApp {
@@ -62,39 +100,50 @@ impl TestApp {
                 format!("sqlite://{}", dir.path().join("read.db").display()),
             ),
         };
-        let log = parley_event_log::open(&log_url, 8).await.unwrap();
-        let store = ReadStore::open(&read_url, 8).await.unwrap();
-        let (shutdown, rx) = watch::channel(false);
-        for projection in models::all() {
-            let projector = Projector::new(
-                projection,
-                store.clone(),
-                Arc::new(LogFeed::new(log.clone())),
-            );
-            projector.prepare().await.unwrap();
-            if projectors {
-                let rx = rx.clone();
-                tokio::spawn(async move { projector.run(rx).await });
-            }
-        }
-        let keys = default_token_keys(vec![SigningKey::new("test", &[42; 32]).unwrap()]);
-        let mut settings = Settings::new(keys.clone());
+        let mut settings = Settings::new(keys());
         settings.rate_limit_per_sec = 0.0;
-        let mut read = parley_read_api::Settings::new(keys);
+        let commands = CommandApi::build(CommandConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: log_url.clone(),
+            db_pool_size: 8,
+            migrate: true,
+            settings,
+            shutdown: ShutdownSettings::default(),
+        })
+        .await
+        .unwrap();
+        let log = commands.log.clone();
+        // The projectors' own store, as a projector process opens it.
+        let store = ReadStore::open(&read_url, 8).await.unwrap();
+        let projectors = if projectors {
+            Some(
+                RunningProjectors::start(log.clone(), store, None)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            prepare_all(&store, &log).await.unwrap();
+            None
+        };
+        let mut read = parley_read_api::Settings::new(keys());
         read.rate_limit_per_sec = 0.0;
         read.consistency_wait = Duration::from_secs(5);
-        if !projectors {
+        if projectors.is_none() {
             read.consistency_wait = Duration::from_millis(300);
         }
         adjust(&mut read);
-        let read = parley_read_api::ReadState::new(store.clone(), Some(log.clone()), read);
-        let router = parley_command_api::router(AppState::new(log.clone(), settings))
-            .merge(parley_read_api::v1_routes(read.clone()));
+        let queries = ReadApi::build(read_config(&read_url, Some(&log_url), read))
+            .await
+            .unwrap();
         Self {
-            router,
-            read,
+            commands: commands.application.router(),
+            router: queries.application.router(),
+            read: queries.state,
             log,
-            _shutdown: shutdown,
+            log_url,
+            read_url,
+            _services: (commands.application, queries.application),
+            _projectors: projectors,
             _dir: dir,
         }
     }
@@ -121,7 +170,12 @@ impl TestApp {
             None => req.body(Body::empty()),
         }
         .unwrap();
-        let res = self.router.clone().oneshot(req).await.unwrap();
+        let service = if is_query(method, path) {
+            &self.router
+        } else {
+            &self.commands
+        };
+        let res = service.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let token = res
             .headers()

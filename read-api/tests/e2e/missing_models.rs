@@ -4,12 +4,12 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use parley_projections::ReadStore;
+use parley_read_api::ReadApi;
 use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
-use crate::app::{Backend, TestApp};
+use crate::app::{read_config, Backend, TestApp};
 
 crate::both_backends!(queries_before_any_projector_ran_are_503);
 
@@ -22,13 +22,12 @@ async fn queries_before_any_projector_ran_are_503(backend: Backend) {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("empty.db").display()),
     };
     // Its own tables (checkpoints, dead letters) only: no model's.
-    let empty = ReadStore::open(&url, 2).await.unwrap();
-    let settings = parley_read_api::Settings::new((*app.read.keys).clone());
-    let router = parley_read_api::router(parley_read_api::ReadState::new(
-        empty,
-        Some(app.log.clone()),
-        settings,
-    ));
+    let settings = parley_read_api::Settings::new(crate::app::keys());
+    let router = ReadApi::build(read_config(&url, Some(&app.log_url), settings))
+        .await
+        .unwrap()
+        .application
+        .router();
     // Attack (issue 21, item 13): a load balancer must not send traffic here
     // yet. Fails before: readiness answered 200 while every query was a 503.
     let ready = router

@@ -541,12 +541,13 @@ async fn a_friends_presence_change_arrives(backend: Backend) {
 async fn without_the_event_log_the_stream_is_503(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (_, alice) = app.user("alice").await;
-    let settings = parley_read_api::Settings::new((*app.read.keys).clone());
-    let router = parley_read_api::v1_routes(parley_read_api::ReadState::new(
-        app.read.store.clone(),
-        None,
-        settings,
-    ));
+    let settings = parley_read_api::Settings::new(crate::app::keys());
+    let config = crate::app::read_config(&app.read_url, None, settings);
+    let router = parley_read_api::ReadApi::build(config)
+        .await
+        .unwrap()
+        .application
+        .router();
     let res = router
         .oneshot(
             Request::get("/v1/stream")

@@ -11,6 +11,9 @@
 //! 4. exits 0. Everything above happens within `--shutdown-timeout-secs` of the
 //!    signal; what is still running then is cut (with a warning) and the process
 //!    exits anyway: nothing half-done is committed, so nothing is lost.
+//!
+//! [`Lifecycle::begin`] starts the same drain without a signal (a worker that
+//! failed, or a test stopping its service).
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,8 +31,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::LifecycleArgs;
-use parley_http_kit::{Limiter, ServiceLimits};
+use crate::limits::{Limiter, ServiceLimits};
 
 /// One service's shutdown: when it began and what has been told to stop.
 #[derive(Clone, Debug)]
@@ -49,54 +51,45 @@ pub struct Lifecycle {
     limiter: std::sync::Arc<Limiter>,
 }
 
-impl Lifecycle {
-    /// For a service that takes requests from clients: keeps accepting for the
-    /// delay after the signal.
-    pub fn for_api(args: &LifecycleArgs, delay_secs: u64) -> anyhow::Result<Self> {
-        if delay_secs >= args.shutdown_timeout_secs {
-            anyhow::bail!(
-                "PARLEY_SHUTDOWN_DELAY_SECS ({delay_secs}) must be shorter than \
-                 PARLEY_SHUTDOWN_TIMEOUT_SECS ({}): the delay is spent inside the timeout",
-                args.shutdown_timeout_secs
-            );
-        }
-        Ok(Self::new(
-            Duration::from_secs(args.shutdown_timeout_secs),
-            Duration::from_secs(delay_secs),
-        )
-        .with_header_read_timeout(args))
-    }
+/// How a service shuts down and what each request may use: the typed settings
+/// behind `--shutdown-timeout-secs`, `--shutdown-delay-secs`,
+/// `--header-read-timeout-secs` and the service limits.
+#[derive(Debug, Clone)]
+pub struct ShutdownSettings {
+    /// From the signal to exit.
+    pub timeout: Duration,
+    /// How long an API keeps accepting after the signal (inside `timeout`).
+    pub delay: Duration,
+    /// How long a connection may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// The request deadline and the bound on requests in flight.
+    pub limits: ServiceLimits,
+}
 
-    /// For a worker (projector, relay) whose HTTP side only answers probes.
-    pub fn for_worker(args: &LifecycleArgs) -> Self {
-        Self::new(
-            Duration::from_secs(args.shutdown_timeout_secs),
-            Duration::ZERO,
-        )
-        .with_header_read_timeout(args)
-    }
-
-    fn with_header_read_timeout(mut self, args: &LifecycleArgs) -> Self {
-        self.header_read_timeout = Duration::from_secs(args.header_read_timeout_secs);
-        self
-    }
-
-    fn new(timeout: Duration, delay: Duration) -> Self {
+impl Default for ShutdownSettings {
+    fn default() -> Self {
         Self {
-            timeout,
-            delay,
+            timeout: Duration::from_secs(30),
+            delay: Duration::ZERO,
+            header_read_timeout: Duration::from_secs(10),
+            limits: ServiceLimits::default(),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// A service's shutdown; a `delay` as long as the `timeout` is cut to fit
+    /// inside it (the binary refuses that setting before getting here).
+    pub fn new(settings: ShutdownSettings) -> Self {
+        Self {
+            timeout: settings.timeout,
+            delay: settings.delay.min(settings.timeout),
             draining: CancellationToken::new(),
             closing: CancellationToken::new(),
             deadline: Default::default(),
-            header_read_timeout: Duration::from_secs(10),
-            limiter: std::sync::Arc::new(Limiter::new(ServiceLimits::default())),
+            header_read_timeout: settings.header_read_timeout,
+            limiter: std::sync::Arc::new(Limiter::new(settings.limits)),
         }
-    }
-
-    /// The limits every request of this service's HTTP server runs within.
-    pub fn with_limits(mut self, limits: ServiceLimits) -> Self {
-        self.limiter = std::sync::Arc::new(Limiter::new(limits));
-        self
     }
 
     /// Cancelled once listeners stop accepting: hand it to whatever holds
@@ -105,10 +98,17 @@ impl Lifecycle {
         self.closing.clone()
     }
 
-    /// Waits for SIGTERM or Ctrl-C, then starts draining.
+    /// Waits for SIGTERM or Ctrl-C (or for [`Lifecycle::begin`]), then drains.
     pub async fn until_signal(&self) {
-        shutdown_signal().await;
-        self.begin();
+        tokio::select! {
+            () = shutdown_signal() => self.begin(),
+            () = self.draining.cancelled() => {}
+        }
+    }
+
+    /// Whether draining has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
     }
 
     /// Starts draining now (the signal came, or the work ended on its own).
@@ -159,7 +159,7 @@ impl Lifecycle {
             self.draining.clone(),
             draining_gate,
         ));
-        let task = tokio::spawn(parley_http_kit::server::serve(
+        let task = tokio::spawn(crate::server::serve(
             listener,
             app,
             self.header_read_timeout,
@@ -271,21 +271,10 @@ mod tests {
         assert_eq!(ready_status(app).await, StatusCode::SERVICE_UNAVAILABLE);
     }
 
-    #[test]
-    fn the_delay_must_fit_inside_the_timeout() {
-        let args = LifecycleArgs {
-            shutdown_timeout_secs: 5,
-            header_read_timeout_secs: 10,
-        };
-        assert!(Lifecycle::for_api(&args, 4).is_ok());
-        let err = Lifecycle::for_api(&args, 5).unwrap_err().to_string();
-        assert!(err.contains("PARLEY_SHUTDOWN_DELAY_SECS"), "{err}");
-    }
-
     #[tokio::test]
     async fn work_past_the_deadline_is_cut_not_waited_for() {
         let timeout = Duration::from_millis(300);
-        let lifecycle = Lifecycle::new(timeout, Duration::ZERO);
+        let lifecycle = Lifecycle::new(settings(timeout));
         lifecycle.begin();
         let started = Instant::now();
         lifecycle
@@ -296,11 +285,18 @@ mod tests {
         assert!(waited >= timeout - Duration::from_millis(20), "{waited:?}");
         assert!(waited < Duration::from_secs(5), "{waited:?}");
 
-        let failing = Lifecycle::new(timeout, Duration::ZERO);
+        let failing = Lifecycle::new(settings(timeout));
         failing.begin();
         let failed = failing
             .finish("a failing batch", async { anyhow::bail!("boom") })
             .await;
         assert!(failed.is_err(), "a failure within the deadline is reported");
+    }
+
+    fn settings(timeout: Duration) -> ShutdownSettings {
+        ShutdownSettings {
+            timeout,
+            ..ShutdownSettings::default()
+        }
     }
 }
