@@ -85,8 +85,8 @@ async fn run(cli: cli::Cli, sources: &config::Sources) -> anyhow::Result<()> {
         cli::Task::CommandApi(args) => serve::command_api(args).await,
         cli::Task::ReadApi(args) => serve::read_api(args).await,
         cli::Task::Projector(args) => match args.feed {
-            cli::Feed::Log => serve::projector(args).await,
-            cli::Feed::Kafka => scaled::kafka_projector(args).await,
+            cli::FeedFlag::Log => serve::projector(args).await,
+            cli::FeedFlag::Kafka => scaled::kafka_projector(args).await,
         },
         cli::Task::Relay(args) => scaled::relay(args).await,
         cli::Task::Projections(cli::ProjectionsCommand::DeadLetters(args)) => {

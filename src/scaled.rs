@@ -14,7 +14,7 @@ use parley_projections::{models, Projection};
 use serde_json::json;
 use tokio::sync::watch;
 
-use crate::cli::{Feed, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
+use crate::cli::{FeedFlag, KafkaArgs, ProjectorArgs, RelayArgs, StatusArgs};
 use crate::metrics;
 use crate::probes::{Probes, Readiness};
 use crate::serve::{open_log, open_store};
@@ -144,7 +144,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let store = open_store(&args.read_database_url, 2).await?;
     let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
     match args.feed {
-        Feed::Kafka => {
+        FeedFlag::Kafka => {
             let settings = kafka_settings(&args.kafka);
             let rows = parley_kafka::status::partition_lag(&settings, &store, &names)
                 .await
@@ -173,7 +173,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             let total: i64 = rows.iter().map(|r| r.lag).sum();
             println!("total lag {total} message(s) on topic {}", settings.topic);
         }
-        Feed::Log => {
+        FeedFlag::Log => {
             let url = args
                 .database_url
                 .as_deref()

@@ -76,10 +76,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     read.page_cache_bytes = args.page_cache_mb << 20;
     read.max_streams_per_user = args.max_streams_per_user.max(1);
     read.stream_resume_window = args.stream_resume_window.max(0);
-    read.feed = match args.feed {
-        crate::cli::Feed::Log => parley_read_api::Feed::Log,
-        crate::cli::Feed::Kafka => parley_read_api::Feed::Kafka,
-    };
+    read.fed_by = args.feed.into();
     let config = parley_read_api::Config {
         listen: args.listen,
         read_database_url: args.read_database_url.clone(),

@@ -9,6 +9,7 @@
 pub mod metrics;
 pub mod models;
 pub mod partitions;
+mod progress;
 mod projection;
 pub mod rebuild;
 mod running;
@@ -16,6 +17,7 @@ mod runtime;
 pub mod store;
 pub mod traces;
 
+pub use progress::{FedBy, ModelLag, Progress, ProgressError, WriteCheck};
 pub use projection::{ApplyError, OwnSequences, Projection};
 pub use running::{prepare_all, select, RunningProjectors};
 pub use runtime::{

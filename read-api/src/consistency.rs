@@ -1,19 +1,16 @@
 //! Read-your-writes (invariant 6): a query that presents a command's consistency
 //! token waits, bounded, until the projections it reads have applied that write.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use parley_event_log::{ConsistencyToken, SharedLog, StreamHead};
-use parley_projections::models;
-use parley_projections::partitions::applied_sequence;
-use parley_projections::ReadStore;
+use parley_event_log::ConsistencyToken;
+use parley_projections::ProgressError;
 use uuid::Uuid;
 
-use crate::{Feed, ReadState};
+use crate::ReadState;
 use parley_http_kit::ApiError;
 
 /// The `X-Consistency-Token` header, if the client sent one.
@@ -54,17 +51,12 @@ pub async fn wait_for(
 ) -> Result<(), ApiError> {
     let Some(token) = token else { return Ok(()) };
     let deadline = Instant::now() + limit;
-    let store = &state.store;
-    let mut committed = store.committed();
-    let mut check = Check {
-        store,
-        log: state.log.as_ref().filter(|_| state.feed == Feed::Kafka),
-        types: HashMap::new(),
-    };
+    let mut committed = state.store.committed();
+    let mut check = state.progress.check();
     let mut waiting: Option<crate::slots::Slot> = None;
     loop {
         committed.borrow_and_update();
-        if check.caught_up(&token, projections).await? {
+        if check.applied(&token, projections).await.map_err(answer)? {
             return Ok(());
         }
         if waiting.is_none() {
@@ -115,69 +107,11 @@ async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<()
     Ok(())
 }
 
-/// One request's wait.
-struct Check<'a> {
-    store: &'a ReadStore,
-    /// The event log, fed by Kafka only: there it tells the token's aggregates'
-    /// types (see [`Check::reads`]).
-    log: Option<&'a SharedLog>,
-    /// The aggregate types looked up so far (`None`: not in the log).
-    types: HashMap<Uuid, Option<String>>,
-}
-
-impl Check<'_> {
-    /// Whether every projection has applied the token's write: by log cursor
-    /// (fed by the log), or by every written aggregate's sequence (fed by Kafka,
-    /// where partitions advance independently and a log cursor means nothing).
-    async fn caught_up(
-        &mut self,
-        token: &ConsistencyToken,
-        projections: &[&str],
-    ) -> Result<bool, ApiError> {
-        let checkpoints = self.store.checkpoints(projections).await?;
-        for (name, checkpoint) in projections.iter().zip(checkpoints) {
-            if checkpoint >= token.cursor {
-                continue;
-            }
-            for stream in &token.streams {
-                if applied_sequence(self.store, name, stream.aggregate_id).await? >= stream.sequence
-                {
-                    continue;
-                }
-                if !self.reads(name, stream).await? {
-                    continue;
-                }
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Whether projection `name` reads the aggregate of `stream`. Fed by Kafka,
-    /// a model records no sequence for aggregate types it does not read (friends
-    /// and messages), so a friends query with a send's token has nothing to wait
-    /// for. Fed by the log the answer is always yes: there the checkpoint also
-    /// orders the token's write after everything the client wrote before it.
-    async fn reads(&mut self, name: &str, stream: &StreamHead) -> Result<bool, ApiError> {
-        let (Some(log), Some(model)) = (self.log, models::by_name(name, "")) else {
-            return Ok(true);
-        };
-        if model.aggregate_types().is_none() {
-            return Ok(true);
-        }
-        let aggregate_type = match self.types.get(&stream.aggregate_id) {
-            Some(known) => known.clone(),
-            None => {
-                let events = log
-                    .load_stream(stream.aggregate_id, stream.sequence - 1)
-                    .await
-                    .map_err(|e| ApiError::Internal(e.into()))?;
-                let found = events.first().map(|e| e.aggregate_type.clone());
-                self.types.insert(stream.aggregate_id, found.clone());
-                found
-            }
-        };
-        Ok(aggregate_type.is_none_or(|t| model.consumes(&t)))
+/// The store's errors as the read API answers them (a missing table is 503).
+fn answer(e: ProgressError) -> ApiError {
+    match e {
+        ProgressError::Store(e) => e.into(),
+        ProgressError::Log(e) => ApiError::Internal(e.into()),
     }
 }
 

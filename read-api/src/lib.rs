@@ -23,27 +23,18 @@ use axum::routing::get;
 use axum::Router;
 use parley_event_log::SharedLog;
 use parley_http_kit::{Authenticates, RateLimiter, TokenKeys};
-use parley_projections::ReadStore;
+use parley_projections::{FedBy, Progress, ReadStore};
 use tokio_util::sync::CancellationToken;
 
 pub use app::{Config, ReadApi};
 pub use stream::StreamHub;
 
-/// How the projectors are fed, which decides how the read API tells what they
-/// have applied: by log cursor (`Log`), or per aggregate sequence (`Kafka`, where
-/// partitions advance independently).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Feed {
-    #[default]
-    Log,
-    Kafka,
-}
-
 /// Tunables of the read API.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// How the projectors writing the read models are fed.
-    pub feed: Feed,
+    /// What feeds the projectors writing the read models, which decides how
+    /// the read API tells what they have applied.
+    pub fed_by: FedBy,
     pub keys: TokenKeys,
     /// How long a query with a consistency token may wait for the read models.
     pub consistency_wait: Duration,
@@ -64,7 +55,7 @@ pub struct Settings {
 impl Settings {
     pub fn new(keys: TokenKeys) -> Self {
         Self {
-            feed: Feed::Log,
+            fed_by: FedBy::Log,
             keys,
             consistency_wait: Duration::from_secs(5),
             rate_limit_per_sec: 50.0,
@@ -101,7 +92,8 @@ pub struct ReadServices {
     pub consistency_wait: Duration,
     /// Feeds `/v1/stream`; there only with the event log.
     pub stream: Option<StreamHub>,
-    pub feed: Feed,
+    /// Whether the models have applied a write, whatever feeds them.
+    pub progress: Progress,
     /// Newest history pages and room memberships (Postgres only; see [`cache`]).
     pub cache: Option<Arc<cache::PageCache>>,
     /// Cancelled when the service stops taking connections (SIGTERM): every open
@@ -141,18 +133,13 @@ impl ReadState {
         hub_log: Option<SharedLog>,
         settings: Settings,
     ) -> Self {
-        let stream = hub_log.map(|hub_log| {
-            StreamHub::new(
-                hub_log,
-                store.clone(),
-                settings.stream_capacity,
-                settings.feed,
-            )
-        });
+        let progress = Progress::new(store.clone(), log.clone(), settings.fed_by);
+        let stream = hub_log
+            .map(|hub_log| StreamHub::new(hub_log, progress.clone(), settings.stream_capacity));
         let cache = (settings.page_cache_bytes > 0)
             .then(|| Arc::new(cache::PageCache::new(settings.page_cache_bytes)));
         Self(Arc::new(ReadServices {
-            feed: settings.feed,
+            progress,
             cache,
             store,
             log,

@@ -450,24 +450,20 @@ pub async fn ready(State(state): State<ReadState>) -> (StatusCode, Json<Value>) 
             );
         }
     }
-    if state.feed == crate::Feed::Kafka {
-        // Partitions advance independently: their lag is per partition, from the
-        // broker (`parley projections status --feed kafka`, the projector's metrics).
+    let Some(lags) = state.progress.lag().await else {
+        // Fed by Kafka, partitions advance independently: their lag is per
+        // partition, from the broker (`parley projections status --feed kafka`,
+        // the projector's metrics).
         return (
             StatusCode::OK,
             Json(json!({"status": "ready", "checks": {"read_store": "up"}, "feed": "kafka"})),
         );
-    }
-    let head = match &state.log {
-        Some(log) => log.last_position().await.ok(),
-        None => None,
     };
     let mut projections = serde_json::Map::new();
-    for p in parley_projections::models::all() {
-        let cursor = state.store.checkpoint(p.name()).await.unwrap_or_default();
+    for l in lags {
         projections.insert(
-            p.name().to_string(),
-            json!({"position": cursor.position, "lag": head.map(|h| (h - cursor.position).max(0))}),
+            l.projection.to_string(),
+            json!({"position": l.position, "lag": l.lag}),
         );
     }
     (

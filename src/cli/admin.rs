@@ -3,7 +3,7 @@
 use clap::{Args, Subcommand};
 
 use super::parse::database_url;
-use super::{Feed, KafkaArgs};
+use super::{FeedFlag, KafkaArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
@@ -21,8 +21,8 @@ pub enum ProjectionsCommand {
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// How the projectors are fed.
-    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
-    pub feed: Feed,
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = FeedFlag::Log)]
+    pub feed: FeedFlag,
     /// Read-model database.
     #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,

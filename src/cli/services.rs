@@ -202,8 +202,8 @@ pub struct ReadApiArgs {
     pub database_url: Option<String>,
     /// How the projectors are fed (as given to `parley projector --feed`): decides
     /// how read-your-writes waits and the stream tell what the read models applied.
-    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
-    pub feed: Feed,
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = FeedFlag::Log)]
+    pub feed: FeedFlag,
     /// MiB of newest history pages kept in memory (Postgres only; invalidated by
     /// every history or rooms commit). 0 turns the cache off.
     #[arg(long, env = "PARLEY_PAGE_CACHE_MB", default_value_t = 64)]
@@ -236,8 +236,8 @@ pub struct ProjectorArgs {
     /// Where events come from: `log` tails the event log directly; `kafka` joins
     /// the projector consumer group on the events topic (run more processes to
     /// scale, up to the topic's partitions).
-    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = Feed::Log)]
-    pub feed: Feed,
+    #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = FeedFlag::Log)]
+    pub feed: FeedFlag,
     /// Event log database the projectors tail (`--feed log`): postgres://...
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
@@ -275,11 +275,20 @@ pub struct ProjectorArgs {
     pub listen: SocketAddr,
 }
 
-/// Where a projector reads events.
+/// `--feed`: where a projector reads events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Feed {
+pub enum FeedFlag {
     Log,
     Kafka,
+}
+
+impl From<FeedFlag> for parley_projections::FedBy {
+    fn from(flag: FeedFlag) -> Self {
+        match flag {
+            FeedFlag::Log => Self::Log,
+            FeedFlag::Kafka => Self::Partitions,
+        }
+    }
 }
 
 /// The Kafka cluster and the events topic.

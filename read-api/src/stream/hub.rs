@@ -7,15 +7,11 @@ use std::time::Duration;
 
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use parley_http_kit::ApiError;
-use parley_projections::models;
-use parley_projections::partitions::applied_sequences;
-use parley_projections::{Projection, ReadStore};
+use parley_projections::{models, FedBy, Progress, Projection, ReadStore};
 use tokio::sync::{broadcast, watch};
-use uuid::Uuid;
 
 use super::event::Published;
 use super::{READ_BATCH, STREAMED_PROJECTIONS};
-use crate::Feed;
 
 /// How long a new subscriber waits for a hub that is starting.
 const START_WAIT: Duration = Duration::from_secs(5);
@@ -34,8 +30,8 @@ pub struct StreamHub {
 
 pub(super) struct Shared {
     log: SharedLog,
-    store: ReadStore,
-    feed: Feed,
+    /// What the streamed models have applied, whatever feeds them.
+    progress: Progress,
     /// The broadcast and the cursor of the last event sent on it, changed together
     /// so that a subscriber learns exactly where its receiver starts.
     state: Mutex<HubState>,
@@ -58,14 +54,13 @@ pub struct Subscription {
 impl StreamHub {
     /// A hub over `log`, keeping `capacity` events for slow subscribers. Its tailing
     /// task starts with the first subscriber (inside the tokio runtime).
-    pub fn new(log: SharedLog, store: ReadStore, capacity: usize, feed: Feed) -> Self {
+    pub fn new(log: SharedLog, progress: Progress, capacity: usize) -> Self {
         let (sender, _) = broadcast::channel(capacity.max(1));
         let (ready, _) = watch::channel(false);
         Self {
             shared: Arc::new(Shared {
                 log,
-                store,
-                feed,
+                progress,
                 state: Mutex::new(HubState {
                     position: Cursor::START,
                     sender,
@@ -124,12 +119,6 @@ impl Shared {
     }
 }
 
-/// The slowest checkpoint among [`STREAMED_PROJECTIONS`].
-pub(super) async fn visible_up_to(store: &ReadStore) -> Result<Cursor, sqlx::Error> {
-    let cursors = store.checkpoints(&STREAMED_PROJECTIONS).await?;
-    Ok(cursors.into_iter().min().unwrap_or(Cursor::START))
-}
-
 pub(super) enum Step {
     /// Sent what the projections had applied; there may be more to read.
     Progress,
@@ -138,16 +127,18 @@ pub(super) enum Step {
 }
 
 pub(super) async fn run_hub(shared: Weak<Shared>) {
-    let Some((log, store, feed)) = shared
+    let Some((log, progress)) = shared
         .upgrade()
-        .map(|s| (s.log.clone(), s.store.clone(), s.feed))
+        .map(|s| (s.log.clone(), s.progress.clone()))
     else {
         return;
     };
+    let store = progress.store().clone();
+    let feed = progress.fed_by();
     let mut committed = store.committed();
     let mut pending = VecDeque::new();
     let mut cursor = loop {
-        match start_at(feed, &log, &store, &mut pending).await {
+        match start_at(&progress, &log, &mut pending).await {
             Ok(cursor) => break cursor,
             Err(e) => {
                 tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
@@ -170,8 +161,10 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
         committed.borrow_and_update();
         let before = commits_of(&store, &STREAMED_PROJECTIONS);
         let step = match feed {
-            Feed::Log => step(&hub, &log, &store, &mut cursor, &mut pending).await,
-            Feed::Kafka => step_applied(&hub, &log, &store, &mut cursor, &mut pending).await,
+            FedBy::Log => step(&hub, &log, &progress, &mut cursor, &mut pending).await,
+            FedBy::Partitions => {
+                step_applied(&hub, &log, &progress, &mut cursor, &mut pending).await
+            }
         };
         if pending.is_empty() && !*hub.ready.borrow() {
             hub.ready.send_replace(true);
@@ -185,7 +178,7 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
                 // or users, for a message) cannot let it through, so they do
                 // not cost a step. Commits during the step count (`before`).
                 let needed = match (feed, pending.front()) {
-                    (Feed::Kafka, Some(head)) => readers_of(&head.aggregate_type),
+                    (FedBy::Partitions, Some(head)) => readers_of(&head.aggregate_type),
                     _ => Vec::new(),
                 };
                 // (An event no streamed model reads never waits: none is needed.)
@@ -263,14 +256,13 @@ pub(super) fn moved(
 /// with a Kafka feed, just before the newest [`START_WINDOW`] events, which are
 /// put in `pending` (the hub is ready once they are all applied and passed).
 pub(super) async fn start_at(
-    feed: Feed,
+    progress: &Progress,
     log: &SharedLog,
-    store: &ReadStore,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<Cursor> {
-    match feed {
-        Feed::Log => Ok(visible_up_to(store).await?),
-        Feed::Kafka => {
+    match progress.fed_by() {
+        FedBy::Log => Ok(progress.slowest_checkpoint(&STREAMED_PROJECTIONS).await?),
+        FedBy::Partitions => {
             let newest = log.read_newest(START_WINDOW).await?;
             let Some(first) = newest.first().map(EventEnvelope::cursor) else {
                 return Ok(Cursor::START);
@@ -292,11 +284,11 @@ pub(super) async fn start_at(
 pub(super) async fn step(
     hub: &Shared,
     log: &SharedLog,
-    store: &ReadStore,
+    progress: &Progress,
     cursor: &mut Cursor,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<Step> {
-    let visible = visible_up_to(store).await?;
+    let visible = progress.slowest_checkpoint(&STREAMED_PROJECTIONS).await?;
     if pending.is_empty() {
         if let Some(to) = hub.skip_if_alone(visible) {
             *cursor = (*cursor).max(to);
@@ -327,13 +319,13 @@ pub(super) async fn step(
 pub(super) async fn step_applied(
     hub: &Shared,
     log: &SharedLog,
-    store: &ReadStore,
+    progress: &Progress,
     cursor: &mut Cursor,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<Step> {
     let window = READ_BATCH as usize;
     if !pending.is_empty() {
-        let sent = publish_applied(hub, store, cursor, pending).await?;
+        let sent = publish_applied(hub, progress, cursor, pending).await?;
         if !pending.is_empty() {
             // Step again at once only if the whole window went out: the events
             // after it may be applied too. Otherwise the next commit says when.
@@ -351,7 +343,7 @@ pub(super) async fn step_applied(
     }
     pending.extend(newer);
     // A whole window out means a full read out: there may be more in the log.
-    let sent = publish_applied(hub, store, cursor, pending).await?;
+    let sent = publish_applied(hub, progress, cursor, pending).await?;
     Ok(if sent == window {
         Step::Progress
     } else {
@@ -363,45 +355,20 @@ pub(super) async fn step_applied(
 /// and returns how many went out.
 pub(super) async fn publish_applied(
     hub: &Shared,
-    store: &ReadStore,
+    progress: &Progress,
     cursor: &mut Cursor,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<usize> {
     let head: Vec<&EventEnvelope> = pending.iter().take(READ_BATCH as usize).collect();
-    let visible = applied_prefix(store, &head).await?;
+    let visible = progress
+        .applied_prefix(&STREAMED_PROJECTIONS, &head)
+        .await?;
     for _ in 0..visible {
         let event = pending.pop_front().expect("counted");
         *cursor = event.cursor();
         hub.publish(event);
     }
     Ok(visible)
-}
-
-/// How many of `events`, from the first, every streamed projection that reads
-/// them has applied (by the sequences a partitioned feed records per
-/// aggregate): a message waits for history and rooms, not for friends.
-pub(super) async fn applied_prefix(
-    store: &ReadStore,
-    events: &[&EventEnvelope],
-) -> anyhow::Result<usize> {
-    if events.is_empty() {
-        return Ok(0);
-    }
-    let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
-    let applied = applied_sequences(store, &STREAMED_PROJECTIONS, &ids).await?;
-    Ok(events
-        .iter()
-        .take_while(|e| {
-            streamed_models()
-                .iter()
-                .filter(|p| p.consumes(&e.aggregate_type))
-                .all(|p| {
-                    applied
-                        .get(&(p.name().to_string(), e.aggregate_id))
-                        .is_some_and(|seq| *seq >= e.sequence)
-                })
-        })
-        .count())
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use super::classify::{classify, classify_decoded, Change, Class, Set};
 use super::event::{decoded, Decoded};
 use super::READ_BATCH;
-use crate::{Feed, ReadState};
+use crate::ReadState;
+use parley_projections::FedBy;
 
 /// The caller's rooms and friends, as of the event being filtered.
 pub(super) struct Interest {
@@ -68,9 +69,9 @@ impl Interest {
         start: Cursor,
         position: Cursor,
     ) -> Result<Self, ApiError> {
-        match state.feed {
-            Feed::Log => Self::load_at_checkpoints(&state.store, log, me, start).await,
-            Feed::Kafka => Self::load_applied(&state.store, log, me, start, position).await,
+        match state.progress.fed_by() {
+            FedBy::Log => Self::load_at_checkpoints(&state.store, log, me, start).await,
+            FedBy::Partitions => Self::load_applied(&state.store, log, me, start, position).await,
         }
     }
 
