@@ -11,6 +11,7 @@ pub mod cache;
 mod consistency;
 pub mod metrics;
 pub mod openapi;
+pub mod pages;
 mod redaction;
 mod routes;
 pub mod slots;

@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -7,12 +5,16 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use parley_projections::models::{friends, history, presence, rooms, users};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use crate::consistency::{wait_for, Consistency};
+use crate::pages::{
+    with_names, BlocksPage, FriendRequestsPage, FriendsPage, HistoryPage, PresencePage, RoomPage,
+    RoomsPage,
+};
 use crate::ReadState;
 use parley_http_kit::{ApiError, ApiPath, ApiQuery, Caller};
 
@@ -22,14 +24,14 @@ fn not_found(room_id: Uuid) -> ApiError {
 
 /// The caller's rooms, most recent activity first, with unread counts.
 #[utoipa::path(get, path = "/v1/rooms", tag = "rooms", security(("bearer" = [])), responses(
-    (status = 200, description = "`{rooms: [...]}`"),
+    (status = 200, description = "The caller's rooms", body = RoomsPage),
     (status = 401, description = "No valid token"),
     (status = 504, description = "The read model did not catch up with the consistency token in time")))]
 pub async fn my_rooms(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoomsPage>, ApiError> {
     wait_for(
         &state,
         me,
@@ -38,31 +40,21 @@ pub async fn my_rooms(
         state.consistency_wait,
     )
     .await?;
-    let list = rooms::rooms_of(state.store.pool(), me).await?;
-    Ok(Json(json!({ "rooms": list })))
-}
-
-/// A member of a room, with the name they go by.
-#[derive(Serialize, ToSchema)]
-pub struct MemberView {
-    pub user_id: Uuid,
-    pub username: Option<String>,
-    pub display_name: Option<String>,
-    pub role: String,
-    pub joined_at: chrono::DateTime<Utc>,
+    let rooms = rooms::rooms_of(state.store.pool(), me).await?;
+    Ok(Json(RoomsPage { rooms }))
 }
 
 /// A room's details and members (members only: others get 404).
 #[utoipa::path(get, path = "/v1/rooms/{room_id}", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = Uuid, Path)), responses(
-    (status = 200, description = "Room details with members"),
+    (status = 200, description = "Room details with members", body = RoomPage),
     (status = 404, description = "No such room, or not a member")))]
 pub async fn room(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
     ApiPath(room_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RoomPage>, ApiError> {
     wait_for(
         &state,
         me,
@@ -80,20 +72,7 @@ pub async fn room(
         .ok_or_else(|| not_found(room_id))?;
     let ids: Vec<Uuid> = details.members.iter().map(|m| m.user_id).collect();
     let names = users::lookup(pool, &ids).await?;
-    let members: Vec<MemberView> = details
-        .members
-        .iter()
-        .map(|m| MemberView {
-            user_id: m.user_id,
-            username: names.get(&m.user_id).map(|u| u.username.clone()),
-            display_name: names.get(&m.user_id).map(|u| u.display_name.clone()),
-            role: m.role.clone(),
-            joined_at: m.joined_at,
-        })
-        .collect();
-    let mut body = serde_json::to_value(&details).map_err(ApiError::internal)?;
-    body["members"] = serde_json::to_value(members).map_err(ApiError::internal)?;
-    Ok(Json(body))
+    Ok(Json(RoomPage::new(details, &names)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -111,7 +90,7 @@ pub struct HistoryQuery {
 /// A page of a room's history (oldest first), with cursors both ways.
 #[utoipa::path(get, path = "/v1/rooms/{room_id}/messages", tag = "rooms", security(("bearer" = [])),
     params(("room_id" = Uuid, Path), HistoryQuery), responses(
-    (status = 200, description = "`{messages: [...], before, after}`"),
+    (status = 200, description = "A page of history, oldest first", body = HistoryPage),
     (status = 400, description = "Bad cursor, or both `before` and `after`"),
     (status = 404, description = "No such room, or not a member")))]
 pub async fn history(
@@ -189,32 +168,14 @@ fn json_body(body: Bytes) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn with_names<T: Serialize>(
-    items: &[T],
-    id: impl Fn(&T) -> Uuid,
-    names: &HashMap<Uuid, users::UserView>,
-) -> Result<Vec<Value>, ApiError> {
-    items
-        .iter()
-        .map(|item| {
-            let mut v = serde_json::to_value(item).map_err(ApiError::internal)?;
-            if let Some(u) = names.get(&id(item)) {
-                v["username"] = json!(u.username);
-                v["display_name"] = json!(u.display_name);
-            }
-            Ok(v)
-        })
-        .collect()
-}
-
 /// The caller's friends.
 #[utoipa::path(get, path = "/v1/friends", tag = "friends", security(("bearer" = [])), responses(
-    (status = 200, description = "`{friends: [{user_id, since, username, display_name}]}`")))]
+    (status = 200, description = "The caller's friends", body = FriendsPage)))]
 pub async fn friends(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FriendsPage>, ApiError> {
     wait_for(
         &state,
         me,
@@ -227,9 +188,9 @@ pub async fn friends(
     let list = friends::friends_of(pool, me).await?;
     let ids: Vec<Uuid> = list.iter().map(|f| f.user_id).collect();
     let names = users::lookup(pool, &ids).await?;
-    Ok(Json(
-        json!({ "friends": with_names(&list, |f| f.user_id, &names)? }),
-    ))
+    Ok(Json(FriendsPage {
+        friends: with_names(list, |f| f.user_id, &names),
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -243,14 +204,14 @@ pub struct RequestsQuery {
 /// The caller's pending friend requests.
 #[utoipa::path(get, path = "/v1/friend-requests", tag = "friends", security(("bearer" = [])),
     params(RequestsQuery), responses(
-    (status = 200, description = "`{requests: [{request_id, from_user_id, to_user_id, sent_at}]}`"),
+    (status = 200, description = "Pending requests, with the other user's name", body = FriendRequestsPage),
     (status = 400, description = "Unknown direction")))]
 pub async fn friend_requests(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
     ApiQuery(q): ApiQuery<RequestsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<FriendRequestsPage>, ApiError> {
     let direction = match q.direction.as_deref().unwrap_or("incoming") {
         "incoming" => friends::Direction::Incoming,
         "outgoing" => friends::Direction::Outgoing,
@@ -270,17 +231,6 @@ pub async fn friend_requests(
     .await?;
     let pool = state.store.pool();
     let list = friends::requests_of(pool, me, direction).await?;
-    let ids: Vec<Uuid> = list
-        .iter()
-        .map(|r| {
-            if r.from_user_id == me {
-                r.to_user_id
-            } else {
-                r.from_user_id
-            }
-        })
-        .collect();
-    let names = users::lookup(pool, &ids).await?;
     let other = |r: &friends::FriendRequestView| {
         if r.from_user_id == me {
             r.to_user_id
@@ -288,19 +238,21 @@ pub async fn friend_requests(
             r.from_user_id
         }
     };
-    Ok(Json(
-        json!({ "requests": with_names(&list, other, &names)? }),
-    ))
+    let ids: Vec<Uuid> = list.iter().map(other).collect();
+    let names = users::lookup(pool, &ids).await?;
+    Ok(Json(FriendRequestsPage {
+        requests: with_names(list, other, &names),
+    }))
 }
 
 /// Users the caller blocked.
 #[utoipa::path(get, path = "/v1/blocks", tag = "friends", security(("bearer" = [])), responses(
-    (status = 200, description = "`{blocks: [{user_id, since}]}`")))]
+    (status = 200, description = "Users the caller blocks", body = BlocksPage)))]
 pub async fn blocks(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BlocksPage>, ApiError> {
     wait_for(
         &state,
         me,
@@ -309,8 +261,8 @@ pub async fn blocks(
         state.consistency_wait,
     )
     .await?;
-    let list = friends::blocks_of(state.store.pool(), me).await?;
-    Ok(Json(json!({ "blocks": list })))
+    let blocks = friends::blocks_of(state.store.pool(), me).await?;
+    Ok(Json(BlocksPage { blocks }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -330,14 +282,14 @@ pub struct PresenceQuery {
 /// as offline and never seen.
 #[utoipa::path(get, path = "/v1/presence", tag = "presence", security(("bearer" = [])),
     params(PresenceQuery), responses(
-    (status = 200, description = "`{presence: [{user_id, status, status_message, last_seen_at}]}`"),
+    (status = 200, description = "Each user's presence, as the caller may see it", body = PresencePage),
     (status = 400, description = "Missing or malformed user ids")))]
 pub async fn presence(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
     ApiQuery(q): ApiQuery<PresenceQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PresencePage>, ApiError> {
     // Exactly the documented shape: hyphenated ids, commas, nothing else.
     let ids = q
         .user_id
@@ -375,7 +327,7 @@ pub async fn presence(
         view.status_message = None;
         view.last_seen_at = None;
     }
-    Ok(Json(json!({ "presence": list })))
+    Ok(Json(PresencePage { presence: list }))
 }
 
 /// The first read-model table that does not exist yet (projectors create

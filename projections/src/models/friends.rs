@@ -249,7 +249,7 @@ impl Projection for Friends {
 }
 
 /// A friend of the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FriendView {
     pub user_id: Uuid,
     /// When the friendship began (the request was accepted).
@@ -257,7 +257,7 @@ pub struct FriendView {
 }
 
 /// A pending friend request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FriendRequestView {
     /// The pair's friendship id (what accept/decline/cancel address).
     pub request_id: Uuid,
@@ -267,7 +267,7 @@ pub struct FriendRequestView {
 }
 
 /// A user the caller blocks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BlockView {
     pub user_id: Uuid,
     pub since: DateTime<Utc>,

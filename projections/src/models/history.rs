@@ -261,7 +261,7 @@ impl Projection for History {
 }
 
 /// A reaction and how many members chose it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ReactionCount {
     pub emoji: String,
     pub count: i64,
@@ -270,7 +270,7 @@ pub struct ReactionCount {
 }
 
 /// A message as the history API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MessageView {
     pub message_id: Uuid,
     pub room_id: Uuid,
@@ -287,7 +287,7 @@ pub struct MessageView {
 }
 
 /// One page of history, oldest first, with cursors for the pages around it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HistoryPage {
     pub messages: Vec<MessageView>,
     /// Cursor for the next older page (null at the oldest end).

@@ -125,7 +125,7 @@ impl Projection for PresenceModel {
 }
 
 /// A user's presence as queries return it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PresenceView {
     pub user_id: Uuid,
     /// The effective status: "online", "away" or "offline" ("offline" once the user

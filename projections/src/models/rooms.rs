@@ -395,7 +395,7 @@ impl SentRuns for Rooms {
 }
 
 /// The newest message of a room, as a room list shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LastMessage {
     pub message_id: Uuid,
     pub sender_id: Uuid,
@@ -406,7 +406,7 @@ pub struct LastMessage {
 }
 
 /// A room in the caller's room list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomSummary {
     pub room_id: Uuid,
     /// Null for direct rooms.
@@ -423,7 +423,7 @@ pub struct RoomSummary {
 }
 
 /// A member of a room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Member {
     pub user_id: Uuid,
     /// "owner", "admin" or "member".
@@ -432,7 +432,7 @@ pub struct Member {
 }
 
 /// A room with its members (in the order they joined).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RoomDetails {
     pub room_id: Uuid,
     pub name: Option<String>,
