@@ -76,6 +76,11 @@ fn describe() {
         DB_POOL_MAX_CONNECTIONS,
         "The most connections a database pool opens."
     );
+    metrics::describe_gauge!(
+        parley_event_log::pg::horizon::LOG_TAIL_HELD_SECONDS,
+        metrics::Unit::Seconds,
+        "How long the oldest transaction that may still append events has run (0: none)."
+    );
     metrics::describe_histogram!(
         DB_POOL_ACQUIRE_SECONDS,
         metrics::Unit::Seconds,

@@ -106,15 +106,10 @@ impl Projector {
         self.applied.subscribe()
     }
 
-    /// Creates the projection's tables if they are missing.
+    /// Creates the projection's tables if they are missing (replicas starting
+    /// together take turns: see [`ReadStore::create_tables`]).
     pub async fn prepare(&self) -> Result<(), sqlx::Error> {
-        // On the pool, not on an acquired connection: `raw_sql` over a reborrowed
-        // `&mut AnyConnection` made `run`'s future impossible to prove `Send` for
-        // every lifetime, and a projector could not be spawned.
-        for statement in self.projection.schema() {
-            sqlx::raw_sql(&statement).execute(self.store.pool()).await?;
-        }
-        Ok(())
+        self.store.create_tables(self.projection.schema()).await
     }
 
     /// Applies everything the feed has now, then returns the checkpoint.

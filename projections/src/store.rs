@@ -71,6 +71,10 @@ pub enum StoreError {
 /// largest batch, short enough that a stuck one frees its connection.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// The advisory lock key under which read-model tables are created
+/// (`parley` + `schema`, in ASCII, folded into 63 bits).
+const SCHEMA_LOCK: i64 = 0x7061_726c_6579_5343;
+
 impl ReadStore {
     /// Opens the store named by a URL and applies its migrations.
     pub async fn open(url: &str, pool_size: u32) -> Result<Self, StoreError> {
@@ -180,6 +184,32 @@ impl ReadStore {
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs a read model's `CREATE ... IF NOT EXISTS` statements.
+    ///
+    /// PostgreSQL does not make those safe when two sessions run them at once
+    /// (one fails on `pg_type_typname_nsp_index`, or "type ... already
+    /// exists"), and replicas started together (Kubernetes `replicas: 2`, a
+    /// scale-up from zero) do exactly that. On PostgreSQL they run in one
+    /// transaction under an advisory lock, so replicas take turns; SQLite's
+    /// single writer already serializes them.
+    pub async fn create_tables(&self, statements: Vec<String>) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            for statement in statements {
+                sqlx::raw_sql(&statement).execute(&self.pool).await?;
+            }
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(SCHEMA_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        for statement in &statements {
+            sqlx::query(statement).execute(&mut *tx).await?;
+        }
+        tx.commit().await
     }
 
     pub fn backend(&self) -> Backend {

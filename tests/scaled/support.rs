@@ -18,6 +18,29 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Waits until `/health/ready` answers 200; fails the test when the process
+    /// exits first (with its status) or `within` passes.
+    pub async fn until_ready(&mut self, what: &[&str], within: Duration) {
+        let base = self.base.clone().expect("a service with HTTP");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = http.get(format!("{base}/health/ready")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("parley {what:?} exited before it was ready: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "parley {what:?} not ready in {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: no shutdown, no last commit.
     pub async fn kill(mut self) {
         let _ = self.child.start_kill();
@@ -79,30 +102,22 @@ impl Deployment {
 
     /// A service with HTTP, once `/health/ready` answers 200.
     pub async fn service(&self, args: &[&str]) -> Proc {
+        let mut proc = self.spawn(args);
+        proc.until_ready(args, Duration::from_secs(60)).await;
+        proc
+    }
+
+    /// A service with HTTP on a port of its own, started and not waited for.
+    pub fn spawn(&self, args: &[&str]) -> Proc {
         let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
         let child = self
             .command(args)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .spawn()
             .expect("spawn parley");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = http.get(format!("{base}/health/ready")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "parley {args:?} not ready in 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         Proc {
             child,
-            base: Some(base),
+            base: Some(format!("http://127.0.0.1:{port}")),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 mod commit;
+pub mod horizon;
 
 use crate::notify::Heard;
 use crate::{
@@ -23,11 +24,14 @@ use crate::{
     Snapshot,
 };
 use commit::{append_alone, committer, Pending, MAX_BATCH};
+use horizon::{Horizon, TailHolder};
 
 /// Stored command results deleted per statement when pruning.
 const PRUNE_SLICE: i64 = 5_000;
 /// The server-side limit on one statement of the event log's pool.
 const STATEMENT_TIMEOUT: &str = "30s";
+/// How long a session of the log's pool may sit idle inside a transaction.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "30s";
 /// How long an append waits for room in the committer's queue (which holds
 /// four batches) before it is refused with [`LogError::Busy`].
 const QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -40,6 +44,9 @@ pub struct PgLog {
     appended: Arc<watch::Sender<u64>>,
     listening: Arc<std::sync::Once>,
     notifier: mpsc::Sender<()>,
+    /// Which running transactions cannot write events (see [`horizon`]).
+    horizon: Arc<Horizon>,
+    watching: Arc<std::sync::Once>,
 }
 
 /// The channel appends announce themselves on.
@@ -84,7 +91,15 @@ impl PgLog {
             // Every statement of the log is a keyed or a LIMITed read, or an
             // append: one that runs this long is stuck, and must not hold a
             // connection (and the tail) forever.
-            .options([("statement_timeout", STATEMENT_TIMEOUT)])
+            // A Parley session left idle inside a transaction (a stuck append)
+            // would hold every reader of the log back: it is ended instead.
+            .options([
+                ("statement_timeout", STATEMENT_TIMEOUT),
+                (
+                    "idle_in_transaction_session_timeout",
+                    IDLE_IN_TRANSACTION_TIMEOUT,
+                ),
+            ])
             .log_statements(tracing::log::LevelFilter::Trace);
         let pool = PgPoolOptions::new()
             .max_connections(pool_size.max(2))
@@ -115,6 +130,8 @@ impl PgLog {
             appended,
             listening: Arc::new(std::sync::Once::new()),
             notifier,
+            horizon: Arc::default(),
+            watching: Arc::new(std::sync::Once::new()),
         }
     }
 
@@ -126,11 +143,26 @@ impl PgLog {
             committer: None,
             appended: Arc::new(watch::channel(0).0),
             listening: Arc::new(std::sync::Once::new()),
+            horizon: Arc::default(),
+            watching: Arc::new(std::sync::Once::new()),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The transaction holding the tail back for longer than a moment: one
+    /// that may still append events (a writer stuck mid-append), with who runs
+    /// it. Known once the log has been read from.
+    pub fn tail_holder(&self) -> Option<TailHolder> {
+        self.horizon.holder()
+    }
+
+    /// The strangers the tail leaves out, the watcher started if need be.
+    fn strangers(&self) -> Vec<i64> {
+        horizon::start_once(&self.watching, &self.pool, &self.horizon);
+        self.horizon.strangers()
     }
 
     /// Applies the event log's migrations.
@@ -261,19 +293,22 @@ impl EventLog for PgLog {
     }
 
     async fn read_after(&self, cursor: Cursor, limit: i64) -> Result<Vec<EventEnvelope>, LogError> {
-        // Only transactions older than the oldest one still running are read: every
-        // later commit will sort after the cursor, so nothing is ever skipped.
+        // Only transactions older than the oldest one still running that may
+        // write events are read: every later commit will sort after the cursor,
+        // so nothing is ever skipped (see `horizon`).
         let sql = format!(
             "SELECT {ENVELOPE_COLUMNS} FROM events
              WHERE (tx_id, position) > ($1::bigint::text::xid8, $2)
-               AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND {}
              ORDER BY tx_id, position
-             LIMIT $3"
+             LIMIT $3",
+            horizon::below_horizon(4)
         );
         let rows = sqlx::query(&sql)
             .bind(cursor.tx_id)
             .bind(cursor.position)
             .bind(limit)
+            .bind(self.strangers())
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(envelope).collect()
@@ -307,11 +342,16 @@ impl EventLog for PgLog {
     async fn read_newest(&self, limit: i64) -> Result<Vec<EventEnvelope>, LogError> {
         let sql = format!(
             "SELECT {ENVELOPE_COLUMNS} FROM events
-             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+             WHERE {}
              ORDER BY tx_id DESC, position DESC
-             LIMIT $1"
+             LIMIT $1",
+            horizon::below_horizon(2)
         );
-        let rows = sqlx::query(&sql).bind(limit).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .bind(self.strangers())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().rev().map(envelope).collect()
     }
 

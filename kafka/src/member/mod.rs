@@ -247,9 +247,7 @@ impl Member {
     /// Consumes until `shutdown` turns true, finishing the batch in hand first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         for projection in &self.projections {
-            for statement in projection.schema() {
-                sqlx::raw_sql(&statement).execute(self.store.pool()).await?;
-            }
+            self.store.create_tables(projection.schema()).await?;
         }
         let shared = Arc::new(Mutex::new(Shared::default()));
         shared.lock().expect("member lock").start = self.load_starts().await?;
