@@ -25,6 +25,16 @@ if command -v pg_isready >/dev/null 2>&1; then
   }
 fi
 
+step "PostgreSQL server programs (private clusters for restore tests)"
+# Tests that restore into a new cluster start their own with initdb/pg_ctl
+# (never touching the server above); pg_dump/pg_restore move the data.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  apt-get install -y --no-install-recommends postgresql
+fi
+for program in pg_dump pg_restore; do
+  command -v "$program" >/dev/null 2>&1 || apt-get install -y --no-install-recommends postgresql-client
+done
+
 step "Kafka-compatible broker (Tansu) on 127.0.0.1:9092"
 # Installs tansu once (about ten minutes), then starts it; tests that need a
 # broker of their own start more from the same binary.

@@ -10,9 +10,7 @@
 use std::time::{Duration, Instant};
 
 use parley_event_log::pg::PgLog;
-use parley_event_log::{
-    testing, AppendRequest, Cursor, EventEnvelope, EventLog, Metadata, NewEvent, StreamWrite,
-};
+use parley_event_log::{testing, Cursor, EventEnvelope, EventLog};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
@@ -31,21 +29,7 @@ async fn log_at() -> (PgLog, String) {
 /// Appends one `RoomCreated` of a new aggregate through the log's own append.
 async fn append(log: &PgLog) -> Uuid {
     let room = Uuid::now_v7();
-    let request = AppendRequest {
-        streams: vec![StreamWrite {
-            aggregate_type: "room".into(),
-            aggregate_id: room,
-            expected_version: 0,
-            events: vec![NewEvent {
-                event_type: "RoomCreated".into(),
-                event_version: 1,
-                payload: serde_json::json!({}),
-            }],
-        }],
-        metadata: Metadata::default(),
-        recorded_at: chrono::Utc::now(),
-        idempotency: None,
-    };
+    let request = testing::room_created(room);
     log.append(request).await.expect("append");
     room
 }

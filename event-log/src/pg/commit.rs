@@ -150,11 +150,16 @@ async fn insert_requests(
 
     let mut landed = std::collections::HashMap::with_capacity(total);
     if total > 0 {
+        // `tx_id` is named, not left to its default: the subquery runs once per
+        // statement, the default's function once per row.
         let rows = sqlx::query(
             "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, recorded_at, metadata, payload, idempotency_key)
+                                 event_version, recorded_at, metadata, payload, idempotency_key,
+                                 tx_id)
              SELECT e.event_id, e.aggregate_type, e.aggregate_id, e.sequence, e.event_type,
-                    e.event_version, e.recorded_at, e.metadata, e.payload, e.idempotency_key
+                    e.event_version, e.recorded_at, e.metadata, e.payload, e.idempotency_key,
+                    (SELECT (pg_current_xact_id()::text::numeric + shift)::text::xid8
+                       FROM log_clock)
              FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::bigint[], $5::text[],
                          $6::int[], $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[])
                   WITH ORDINALITY AS e(event_id, aggregate_type, aggregate_id, sequence, event_type,

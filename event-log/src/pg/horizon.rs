@@ -66,13 +66,15 @@ impl Horizon {
 }
 
 /// The tail's condition, in SQL: below the oldest running transaction that is
-/// not one of the strangers bound at `$param` (`bigint[]`).
+/// not one of the strangers bound at `$param` (`bigint[]`), shifted by the
+/// log's clock as `tx_id` is (see migration 0006).
 pub fn below_horizon(param: u8) -> String {
     format!(
-        "tx_id < COALESCE(
+        "tx_id < (COALESCE(
             (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
               WHERE x::text::bigint <> ALL(${param}::bigint[])),
-            pg_snapshot_xmax(pg_current_snapshot()))"
+            pg_snapshot_xmax(pg_current_snapshot()))::text::numeric
+            + (SELECT shift FROM log_clock))::text::xid8"
     )
 }
 

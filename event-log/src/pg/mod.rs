@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, PgPool, Row};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+mod clock;
 mod commit;
 pub mod horizon;
 
@@ -165,11 +166,21 @@ impl PgLog {
         self.horizon.strangers()
     }
 
-    /// Applies the event log's migrations.
+    /// Applies the event log's migrations, then moves the log's clock past
+    /// its newest event if the log was restored or moved from another cluster
+    /// (see [`clock`]).
     pub async fn migrate(&self) -> Result<(), LogError> {
         sqlx::migrate!("./migrations/postgres")
             .run(&self.pool)
             .await?;
+        if let Some(rebased) = clock::rebase(&self.pool).await? {
+            tracing::warn!(
+                newest_tx_id = %rebased.newest,
+                shift = %rebased.shift,
+                "the event log was written on another cluster (a restore or a move): \
+                 new transactions now sort after all of its events"
+            );
+        }
         Ok(())
     }
 

@@ -5,11 +5,35 @@
 //! `parley_test_<unix seconds>_<random>`; ones older than two hours (left by a
 //! crashed run) are dropped when the next test database is made.
 
+mod cluster;
+
+pub use cluster::PrivateCluster;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::{Connection, PgConnection};
 
 use crate::LogError;
+
+/// An append that creates the room `room` (one `RoomCreated` at sequence 1):
+/// the smallest write a test can make through the log's own append.
+pub fn room_created(room: uuid::Uuid) -> crate::AppendRequest {
+    crate::AppendRequest {
+        streams: vec![crate::StreamWrite {
+            aggregate_type: "room".into(),
+            aggregate_id: room,
+            expected_version: 0,
+            events: vec![crate::NewEvent {
+                event_type: "RoomCreated".into(),
+                event_version: 1,
+                payload: serde_json::json!({}),
+            }],
+        }],
+        metadata: crate::Metadata::default(),
+        recorded_at: chrono::Utc::now(),
+        idempotency: None,
+    }
+}
 
 /// The maintenance URL of the test Postgres server.
 pub fn admin_url() -> String {
