@@ -202,10 +202,17 @@ impl ReadStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        let free: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(SCHEMA_LOCK)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+        if !free {
+            tracing::info!("another process is creating the read models' tables: waiting for it");
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(SCHEMA_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         for statement in &statements {
             sqlx::query(statement).execute(&mut *tx).await?;
         }

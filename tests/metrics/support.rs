@@ -24,10 +24,7 @@ pub struct Service {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    parley_event_log::testing::free_port()
 }
 
 /// Starts `parley <args> --listen 127.0.0.1:<free port>` with `env`, and waits

@@ -49,10 +49,7 @@ impl Proc {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    parley_event_log::testing::free_port()
 }
 
 /// One deployment: the log and read databases, a broker, a topic and a group.

@@ -22,7 +22,7 @@ impl PrivateCluster {
         let dir = std::env::temp_dir().join(format!("parley-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("cluster folder");
         let cluster = Self {
-            port: free_port(),
+            port: super::free_port(),
             bin,
             dir,
         };
@@ -154,11 +154,4 @@ fn server_binaries() -> Option<PathBuf> {
         versions.sort();
         versions.pop()
     })
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }

@@ -15,6 +15,24 @@ use sqlx::{Connection, PgConnection};
 
 use crate::LogError;
 
+/// A port for a child process to listen on. Ports taken by binding port 0 come
+/// from the kernel's ephemeral range, where every outgoing connection (to the
+/// database, to a broker) takes its own, so one can be gone before the child
+/// binds it. These come from below that range (20000 to 31999), handed out in
+/// turn within the process from a start of its own.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+        let port = 20_000 + (n % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// An append that creates the room `room` (one `RoomCreated` at sequence 1):
 /// the smallest write a test can make through the log's own append.
 pub fn room_created(room: uuid::Uuid) -> crate::AppendRequest {
