@@ -5,7 +5,6 @@
 //! `scripts/kafka-test-broker.sh`). Without `tansu` the tests skip, unless
 //! `PARLEY_KAFKA_TESTS=1` (set by `scripts/test.sh`), where they fail.
 
-mod starts;
 mod support;
 
 use std::time::Duration;
@@ -135,7 +134,7 @@ async fn every_send_reaches_history_once_in_order_through_three_members() {
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let committed = parley_kafka::status::committed_offsets(&settings, &dep.group)
+        let committed = parley_projections::kafka::status::committed_offsets(&settings, &dep.group)
             .await
             .unwrap();
         if committed == stored {

@@ -2,6 +2,15 @@
 //! the same instant on empty databases all come up. Before the read models'
 //! tables were created under a lock, two projectors starting together failed
 //! on PostgreSQL's catalog (`pg_type_typname_nsp_index`), every time.
+//!
+//! A test binary of its own: fifteen processes' connections next to another
+//! test's deployment exceeded the shared server's `max_connections` (100), and
+//! cargo runs test binaries one after another.
+
+// The scaled tests' deployment; this binary uses a part of it.
+#[allow(dead_code)]
+#[path = "../scaled/support.rs"]
+mod support;
 
 use std::time::Duration;
 
@@ -9,19 +18,22 @@ use futures::future::join_all;
 
 use crate::support::Deployment;
 
-/// Three of each service, by their arguments.
+/// Three of each service, by their arguments. Pools of two: the race is in
+/// the start-up, not in the number of connections.
 const SERVICES: [&[&str]; 5] = [
-    &["command-api", "--migrate"],
+    &["command-api", "--migrate", "--db-pool-size", "2"],
     &["relay", "--partitions", "3"],
-    &["projector", "--feed", "log"],
+    &["projector", "--feed", "log", "--db-pool-size", "2"],
     &[
         "projector",
         "--feed",
         "kafka",
         "--session-timeout-ms",
         "6000",
+        "--db-pool-size",
+        "2",
     ],
-    &["read-api"],
+    &["read-api", "--db-pool-size", "2"],
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
