@@ -37,7 +37,7 @@ pub fn describe_service(service: Service) {
         parley_projections::metrics::describe();
     }
     if service == Relay {
-        parley_kafka::metrics::describe();
+        parley_relay::metrics::describe();
     }
 }
 
@@ -74,7 +74,9 @@ pub fn report_kafka_lag(
 ) {
     tokio::spawn(async move {
         loop {
-            match parley_kafka::status::partition_lag(&settings, &store, &projections).await {
+            match parley_projections::kafka::status::partition_lag(&settings, &store, &projections)
+                .await
+            {
                 Ok(rows) => {
                     for row in rows {
                         parley_projections::metrics::set_lag(

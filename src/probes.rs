@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use parley_event_log::SharedLog;
-use parley_kafka::member::MemberStatus;
+use parley_projections::kafka::member::MemberStatus;
 use parley_projections::ReadStore;
 use serde_json::{json, Value};
 use tokio::sync::watch;

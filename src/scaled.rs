@@ -8,9 +8,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use parley_kafka::member::{Member, MemberOptions};
-use parley_kafka::{KafkaSettings, Relay, RelayStatus};
+use parley_kafka::KafkaSettings;
+use parley_projections::kafka::member::{Member, MemberOptions};
 use parley_projections::{models, Projection};
+use parley_relay::{Relay, RelayStatus};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -142,11 +143,11 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
 /// `parley projections status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let store = open_store(&args.read_database_url, 2).await?;
-    let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
+    let names = models::NAMES;
     match args.feed {
         FeedFlag::Kafka => {
             let settings = kafka_settings(&args.kafka);
-            let rows = parley_kafka::status::partition_lag(&settings, &store, &names)
+            let rows = parley_projections::kafka::status::partition_lag(&settings, &store, &names)
                 .await
                 .with_context(|| format!("reading the lag on topic {}", settings.topic))?;
             if args.json {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use parley_event_log::{Cursor, SharedLog};
-use parley_kafka::{KafkaSettings, Relay, RelayStatus, TopicAdmin};
+use parley_kafka::{KafkaSettings, TopicAdmin};
+use parley_relay::{Relay, RelayStatus};
 use tokio::process::Command;
 use tokio::sync::watch;
 

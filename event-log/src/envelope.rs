@@ -134,6 +134,14 @@ pub struct EventEnvelope {
 }
 
 impl EventEnvelope {
+    /// Seconds from the event's recording to `now`; 0 when `now` is earlier
+    /// (clocks of different machines disagree a little).
+    pub fn seconds_old_at(&self, now: DateTime<Utc>) -> f64 {
+        (now - self.recorded_at)
+            .to_std()
+            .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    }
+
     /// The tail cursor just at this event.
     pub fn cursor(&self) -> Cursor {
         Cursor {

@@ -107,8 +107,8 @@ fn every_schema_file_is_referenced_and_every_event_version_described() {
 
 #[test]
 fn headers_are_the_ones_the_relay_writes() {
-    let publisher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kafka/src/publisher.rs");
-    let source = std::fs::read_to_string(publisher).expect("kafka/src/publisher.rs");
+    let publisher = Path::new(env!("CARGO_MANIFEST_DIR")).join("../relay/src/publisher.rs");
+    let source = std::fs::read_to_string(publisher).expect("relay/src/publisher.rs");
     let written: BTreeSet<&str> = source
         .split("key: \"")
         .skip(1)

@@ -1,71 +1,22 @@
-//! Parley's Kafka relay: publishes the Postgres event log to one topic.
-//!
-//! The [`Relay`] tails the log in its safe order (by writing transaction, then
-//! position: see [`parley_event_log::Cursor`]) and publishes each event with
-//! key = aggregate id, value = the event's JSON envelope, and headers
-//! `event_type`, `event_version`, `event_id`, `topic_generation`, and
-//! `correlation_id` and `traceparent` (when the event carries them).
-//!
-//! What it guarantees:
-//! - **At least once.** The checkpoint (table `relay_checkpoints`, in the log's
-//!   database) moves only after the broker acknowledged (`acks=all`) every event
-//!   of a batch (it is written together with a later read, at most every
-//!   `checkpoint_interval` while events keep coming). A crash, a Kafka
-//!   outage or a failed batch means republishing from the checkpoint, so an
-//!   event can appear more than once, never zero times.
-//! - **Per-aggregate order.** The key is the aggregate id, so all of an
-//!   aggregate's events land on one partition; the relay enqueues them in log
-//!   order, which is sequence order within an aggregate, and the idempotent
-//!   producer keeps that order through its own retries. A batch the relay
-//!   retries is republished whole, from its first event, so every aggregate's
-//!   events appear again in sequence order after any partial attempt.
-//! - **Dedupe downstream.** Consumers apply an event only if its `sequence` is
-//!   the next one for its aggregate (invariant 4) and skip ones they already
-//!   applied, which makes the duplicates above harmless.
-//! - **One publisher.** Replicas compete for a Postgres session advisory lock on a
-//!   dedicated connection; exactly one publishes, the others retry every second
-//!   and take over within seconds of the leader's session ending. The checkpoint
-//!   never moves backwards, so a replica that lost the lock unawares cannot
-//!   rewind it.
-//! - **A lost topic is rebuilt.** If the topic disappears (a broker that lost its
-//!   storage), the relay recreates it and republishes the whole log under the
-//!   next topic generation (the `topic_generation` header, stored with the
-//!   checkpoint). A projector that sees a newer generation knows the partition's
-//!   offsets started again from 0 and reads it from the beginning.
-//!
-//! Kafka being down never stops the relay: it retries the same batch with a
-//! backoff (capped at 5 s) and reports `kafka_ok=false` in its [`RelayStatus`],
-//! which readiness probes read.
-//!
-//! ```no_run
-//! # async fn demo() -> Result<(), parley_kafka::RelayError> {
-//! use parley_kafka::{KafkaSettings, Relay};
-//!
-//! let settings = KafkaSettings::new("kafka-1:9092,kafka-2:9092");
-//! let relay = Relay::connect("postgres://parley@db/parley", settings).await?;
-//! let status = relay.status(); // leader, kafka_ok, cursor, published_total, last_error
-//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
-//! tokio::spawn(relay.run(shutdown));
-//! # Ok(()) }
-//! ```
+//! The events topic as Parley's Kafka parts share it: client settings
+//! ([`KafkaSettings`]), the topic's creation and loss checks ([`TopicAdmin`]) and
+//! the headers every record carries. The relay (`parley-relay`) publishes to it;
+//! the projector group member (`parley_projections::kafka`) consumes it.
 
-pub mod checkpoint;
 mod config;
-mod error;
-mod leader;
-pub mod member;
-pub mod metrics;
-mod publisher;
-mod relay;
-pub mod status;
 /// Test support (brokers of a test's own): only in test builds.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod topic;
 
 pub use config::{KafkaSettings, DEFAULT_PARTITIONS, DEFAULT_TOPIC};
-pub use error::RelayError;
-pub use leader::lock_key;
-pub use publisher::GENERATION_HEADER;
-pub use relay::{Relay, RelayOptions, RelayStatus};
-pub use topic::{ensure_topic, topic_exists, TopicAdmin};
+pub use topic::{
+    ensure_topic, topic_exists, LossDetector, TopicAdmin, TopicState, TopicVerdict,
+    MISSING_CHECKS_TO_RECREATE,
+};
+
+/// Header with the topic generation a record was published under. A relay that
+/// recreates a lost topic publishes the whole log again under the next
+/// generation; a member that meets a newer one knows the partition's offsets
+/// started again from 0.
+pub const GENERATION_HEADER: &str = "topic_generation";

@@ -27,10 +27,8 @@ impl OwnBroker {
             eprintln!("skipping: no tansu binary to run a broker of this test's own");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        // Below the ephemeral range, so no outgoing connection takes it first.
+        let port = parley_event_log::testing::free_port();
         let mut broker = Self {
             binary,
             addr: format!("127.0.0.1:{port}"),

@@ -6,9 +6,9 @@
 //! read-model changes (invariant 4). Events it cannot apply are parked in a
 //! dead-letter table with the reason, and the projector moves on (invariant 8).
 
+pub mod kafka;
 pub mod metrics;
 pub mod models;
-pub mod partitions;
 mod progress;
 mod projection;
 pub mod rebuild;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parley_event_log::EventEnvelope;
 
 use crate::runtime::BatchOutcome;
@@ -34,7 +34,7 @@ pub(crate) fn batch_done(
     let delay = metrics::histogram!(DELAY_SECONDS, "projection" => projection);
     let now = Utc::now();
     for event in batch {
-        delay.record(seconds_since(event.recorded_at, now));
+        delay.record(event.seconds_old_at(now));
     }
     metrics::counter!(APPLIED_TOTAL, "projection" => projection).increment(outcome.applied as u64);
     if outcome.parked > 0 {
@@ -53,14 +53,6 @@ pub(crate) fn parked(projection: &str) {
 pub fn set_lag(projection: &str, partition: &str, lag: i64) {
     metrics::gauge!(LAG, "projection" => projection.to_string(), "partition" => partition.to_string())
         .set(lag.max(0) as f64);
-}
-
-/// Seconds from `then` to `now`; 0 when `then` is later (clocks of different
-/// machines disagree a little).
-pub fn seconds_since(then: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
-    (now - then)
-        .to_std()
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
 }
 
 /// Describes these metrics (Prometheus `HELP` lines); call once the recorder is

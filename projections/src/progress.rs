@@ -10,7 +10,7 @@ use std::sync::Arc;
 use parley_event_log::{ConsistencyToken, Cursor, EventEnvelope, LogError, SharedLog, StreamHead};
 use uuid::Uuid;
 
-use crate::partitions::{applied_sequence, applied_sequences};
+use crate::kafka::partitions::{applied_sequence, applied_sequences};
 use crate::{models, Projection, ReadStore};
 
 /// What feeds the projectors writing the read models.

@@ -151,8 +151,10 @@ pub async fn rebuild(
 }
 
 fn unknown(name: &str) -> anyhow::Error {
-    let known: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
-    anyhow::anyhow!("no projection named {name:?}; known: {}", known.join(", "))
+    anyhow::anyhow!(
+        "no projection named {name:?}; known: {}",
+        models::NAMES.join(", ")
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -17,11 +17,10 @@ pub fn select(only: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
         .filter(|p| only.is_none_or(|name| name == p.name()))
         .collect();
     if chosen.is_empty() {
-        let names: Vec<&str> = models::all().iter().map(|p| p.name()).collect();
         anyhow::bail!(
             "no projection named {:?}; known: {}",
             only.unwrap_or_default(),
-            names.join(", ")
+            models::NAMES.join(", ")
         );
     }
     Ok(chosen)

@@ -4,6 +4,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
+use parley_projections::models::Model;
 use parley_projections::models::{friends, history, presence, rooms, users};
 use serde::Deserialize;
 use serde_json::{json, Value};

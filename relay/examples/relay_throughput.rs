@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scripts/kafka-test-broker.sh
-//! cargo run --release -p parley-kafka --example relay_throughput -- 1000000
+//! cargo run --release -p parley-relay --example relay_throughput -- 1000000
 //! ```
 //!
 //! Environment: `PARLEY_KAFKA_ADDR` (default `127.0.0.1:9092`),
@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use parley_event_log::pg::PgLog;
 use parley_event_log::testing;
-use parley_kafka::{KafkaSettings, Relay, RelayOptions};
+use parley_kafka::KafkaSettings;
+use parley_relay::{Relay, RelayOptions};
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use tokio::sync::watch;

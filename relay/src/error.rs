@@ -20,7 +20,7 @@ pub enum RelayError {
     Encode(#[from] serde_json::Error),
     /// The topic check did not show the topic ready; checked again after a backoff.
     #[error("the topic is not ready ({0:?}); checking again")]
-    TopicUnclear(crate::topic::TopicState),
+    TopicUnclear(parley_kafka::TopicState),
 }
 
 impl RelayError {

@@ -2,7 +2,6 @@
 //! binary installs the Prometheus recorder; docs/metrics.md lists every name).
 
 use parley_event_log::EventEnvelope;
-use parley_projections::metrics::seconds_since;
 
 /// Events the broker acknowledged (republished ones count again).
 pub const RELAY_PUBLISHED_TOTAL: &str = "parley_relay_published_total";
@@ -52,7 +51,7 @@ pub(crate) fn published(events: &[EventEnvelope]) {
     let delay = metrics::histogram!(RELAY_DELAY_SECONDS);
     let acknowledged = chrono::Utc::now();
     for event in events {
-        delay.record(seconds_since(event.recorded_at, acknowledged));
+        delay.record(event.seconds_old_at(acknowledged));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

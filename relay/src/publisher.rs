@@ -7,7 +7,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::{KafkaSettings, RelayError};
+use parley_kafka::KafkaSettings;
+
+use crate::RelayError;
 
 /// An idempotent producer bound to the events topic.
 pub(crate) struct Publisher {
@@ -119,10 +121,6 @@ fn without_secrets(event: &EventEnvelope) -> Option<EventEnvelope> {
     Some(clean)
 }
 
-/// The header naming the topic generation a message was published in (as
-/// [`headers`] writes it).
-pub const GENERATION_HEADER: &str = "topic_generation";
-
 /// The headers consumers may route or trace by without parsing the value.
 fn headers(event: &EventEnvelope, generation: &str) -> OwnedHeaders {
     let version = event.event_version.to_string();
@@ -143,7 +141,7 @@ fn headers(event: &EventEnvelope, generation: &str) -> OwnedHeaders {
         // Which incarnation of the topic this is: it goes up each time the relay
         // recreates a lost topic, whose offsets then start again from 0.
         // (A literal, as for the others: event-schemas' tests read the header
-        // names written here from this file. It is GENERATION_HEADER.)
+        // names written here from this file. It is parley_kafka::GENERATION_HEADER.)
         .insert(Header {
             key: "topic_generation",
             value: Some(generation),

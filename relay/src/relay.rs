@@ -16,8 +16,10 @@ use tracing::Instrument;
 
 use crate::leader::{lock_key, LeaderLock};
 use crate::publisher::Publisher;
-use crate::topic::{LossDetector, TopicAdmin, TopicState, TopicVerdict};
-use crate::{checkpoint, KafkaSettings, RelayError};
+use parley_kafka::KafkaSettings;
+use parley_kafka::{LossDetector, TopicAdmin, TopicState, TopicVerdict};
+
+use crate::{checkpoint, RelayError};
 
 /// Failed batches in a row after which the producer is replaced.
 const REBUILD_AFTER_FAILED_BATCHES: u32 = 3;
@@ -479,9 +481,9 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::OwnBroker;
     use chrono::Utc;
     use parley_event_log::{testing, AppendRequest, EventLog, Metadata, NewEvent, StreamWrite};
+    use parley_kafka::testing::OwnBroker;
     use uuid::Uuid;
 
     /// A relay on a broker of the test's own and a fresh log holding `events`
@@ -565,7 +567,7 @@ mod tests {
                 Err(other) => panic!("recreate the topic: {other}"),
             }
         }
-        assert_eq!(checks + 1, crate::topic::MISSING_CHECKS_TO_RECREATE);
+        assert_eq!(checks + 1, parley_kafka::MISSING_CHECKS_TO_RECREATE);
         assert!(state.generation > lost_generation, "a new generation");
         // What the next step writes with its read: nothing of the lost topic's,
         // so a crash now still republishes the whole log.

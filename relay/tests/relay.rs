@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use parley_event_log::{Cursor, EventEnvelope};
 use parley_kafka::testing::OwnBroker;
-use parley_kafka::{checkpoint, lock_key, KafkaSettings, RelayOptions, RelayStatus};
+use parley_kafka::KafkaSettings;
+use parley_relay::{checkpoint, lock_key, RelayOptions, RelayStatus};
 use support::*;
 use uuid::Uuid;
 

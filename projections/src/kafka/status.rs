@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use parley_projections::partitions::stored_offsets;
-use parley_projections::ReadStore;
+use crate::kafka::partitions::stored_offsets;
+use crate::ReadStore;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::KafkaSettings;
+use parley_kafka::KafkaSettings;
 
 /// A member whose row is older than this is not counted as an owner.
 const MEMBER_STALE: Duration = Duration::from_secs(30);

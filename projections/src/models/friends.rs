@@ -17,6 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
+use super::Model;
 use crate::projection::{decode, ApplyError, Projection};
 use crate::store::{from_micros, micros};
 
@@ -29,15 +30,10 @@ pub struct Friends {
     suffix: String,
 }
 
-impl Friends {
-    pub const NAME: &'static str = "friends";
+impl Model for Friends {
+    const NAME: &'static str = "friends";
 
-    pub fn new() -> Self {
-        Self::with_suffix("")
-    }
-
-    /// The same model over tables named with `suffix` (used by rebuilds).
-    pub fn with_suffix(suffix: &str) -> Self {
+    fn with_suffix(suffix: &str) -> Self {
         Self {
             streams: format!("friendship_streams{suffix}"),
             friends: format!("friends{suffix}"),
@@ -46,7 +42,9 @@ impl Friends {
             suffix: suffix.to_string(),
         }
     }
+}
 
+impl Friends {
     /// Marks the pair's stream as applied up to `sequence`; false when the event was
     /// applied before (a replay or a duplicate delivery).
     async fn advance(
@@ -100,12 +98,6 @@ impl Friends {
         .execute(&mut *conn)
         .await?;
         Ok(())
-    }
-}
-
-impl Default for Friends {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

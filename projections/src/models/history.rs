@@ -17,6 +17,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
+use super::Model;
 use crate::projection::{
     advance, apply_in_runs, decode, padded, padded_len, value_rows, ApplyError, OwnSequences,
     Projection, SentRuns,
@@ -35,15 +36,10 @@ pub struct History {
     fresh: bool,
 }
 
-impl History {
-    pub const NAME: &'static str = "history";
+impl Model for History {
+    const NAME: &'static str = "history";
 
-    pub fn new() -> Self {
-        Self::with_suffix("")
-    }
-
-    /// The same model over tables named with `suffix` (used by rebuilds).
-    pub fn with_suffix(suffix: &str) -> Self {
+    fn with_suffix(suffix: &str) -> Self {
         Self {
             messages: format!("history_messages{suffix}"),
             reactions: format!("history_reactions{suffix}"),
@@ -51,7 +47,9 @@ impl History {
             fresh: false,
         }
     }
+}
 
+impl History {
     /// The model over fresh tables a rebuild fills from the start of the log.
     /// Its sent messages go in without an `ON CONFLICT` check: the log holds
     /// each `MessageSent` once (sequence 1 of its message), and a rebuild reads
@@ -116,12 +114,6 @@ impl SentRuns for History {
         }
         query.execute(&mut *conn).await?;
         Ok(())
-    }
-}
-
-impl Default for History {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

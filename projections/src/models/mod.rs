@@ -10,28 +10,50 @@ pub mod presence;
 pub mod rooms;
 pub mod users;
 
-/// Every read model over its live tables, in the order they are usually started.
+/// What each read model is besides a [`Projection`]: a name, and tables a
+/// rebuild can make again under another suffix.
+pub trait Model: Projection + Sized + 'static {
+    /// The model's name: its checkpoint's key, `--projection`'s value, and what
+    /// the read API asks [`Progress`](crate::Progress) about.
+    const NAME: &'static str;
+
+    /// The model over tables named with `suffix` ("" for the live tables).
+    fn with_suffix(suffix: &str) -> Self;
+
+    /// The model over its live tables.
+    fn live() -> Self {
+        Self::with_suffix("")
+    }
+}
+
+/// Every read model's name, in the order they are usually started.
+pub const NAMES: [&str; 5] = [
+    history::History::NAME,
+    users::Users::NAME,
+    rooms::Rooms::NAME,
+    presence::PresenceModel::NAME,
+    friends::Friends::NAME,
+];
+
+/// Every read model over its live tables, in the order of [`NAMES`].
 pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(history::History::new()),
-        Arc::new(users::Users::new()),
-        Arc::new(rooms::Rooms::new()),
-        Arc::new(presence::PresenceModel::new()),
-        Arc::new(friends::Friends::new()),
-    ]
+    NAMES.iter().filter_map(|name| by_name(name, "")).collect()
 }
 
 /// The read model called `name`, over tables named with `suffix` ("" for the
 /// live tables); `None` for an unknown name.
 pub fn by_name(name: &str, suffix: &str) -> Option<Arc<dyn Projection>> {
-    Some(match name {
-        history::History::NAME => Arc::new(history::History::with_suffix(suffix)),
-        users::Users::NAME => Arc::new(users::Users::with_suffix(suffix)),
-        rooms::Rooms::NAME => Arc::new(rooms::Rooms::with_suffix(suffix)),
-        presence::PresenceModel::NAME => Arc::new(presence::PresenceModel::with_suffix(suffix)),
-        friends::Friends::NAME => Arc::new(friends::Friends::with_suffix(suffix)),
-        _ => return None,
-    })
+    fn made<M: Model>(suffix: &str) -> Option<Arc<dyn Projection>> {
+        Some(Arc::new(M::with_suffix(suffix)))
+    }
+    match name {
+        history::History::NAME => made::<history::History>(suffix),
+        users::Users::NAME => made::<users::Users>(suffix),
+        rooms::Rooms::NAME => made::<rooms::Rooms>(suffix),
+        presence::PresenceModel::NAME => made::<presence::PresenceModel>(suffix),
+        friends::Friends::NAME => made::<friends::Friends>(suffix),
+        _ => None,
+    }
 }
 
 /// The read model called `name` over fresh tables named with `suffix`, for a

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
+use super::Model;
 use super::{parse_uuid, placeholders, IN_CHUNK};
 use crate::projection::{decode, ApplyError, Projection};
 use crate::projection::{padded, padded_len};
@@ -30,24 +31,13 @@ pub struct PresenceModel {
     presence: String,
 }
 
-impl PresenceModel {
-    pub const NAME: &'static str = "presence";
+impl Model for PresenceModel {
+    const NAME: &'static str = "presence";
 
-    pub fn new() -> Self {
-        Self::with_suffix("")
-    }
-
-    /// The same model over tables named with `suffix` (used by rebuilds).
-    pub fn with_suffix(suffix: &str) -> Self {
+    fn with_suffix(suffix: &str) -> Self {
         Self {
             presence: format!("presence{suffix}"),
         }
-    }
-}
-
-impl Default for PresenceModel {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

@@ -20,6 +20,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
 use super::parse_uuid;
+use super::Model;
 use crate::projection::{
     advance, apply_in_runs, decode, value_rows, ApplyError, OwnSequences, Projection, SentRuns,
 };
@@ -38,15 +39,10 @@ pub struct Rooms {
     suffix: String,
 }
 
-impl Rooms {
-    pub const NAME: &'static str = "rooms";
+impl Model for Rooms {
+    const NAME: &'static str = "rooms";
 
-    pub fn new() -> Self {
-        Self::with_suffix("")
-    }
-
-    /// The same model over tables named with `suffix` (used by rebuilds).
-    pub fn with_suffix(suffix: &str) -> Self {
+    fn with_suffix(suffix: &str) -> Self {
         Self {
             rooms: format!("rooms{suffix}"),
             members: format!("room_members{suffix}"),
@@ -56,7 +52,9 @@ impl Rooms {
             suffix: suffix.to_string(),
         }
     }
+}
 
+impl Rooms {
     async fn apply_room(
         &self,
         conn: &mut AnyConnection,
@@ -245,12 +243,6 @@ impl Rooms {
             }
         }
         Ok(())
-    }
-}
-
-impl Default for Rooms {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

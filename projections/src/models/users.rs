@@ -12,6 +12,7 @@ use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool, Row};
 use uuid::Uuid;
 
+use super::Model;
 use super::{parse_uuid, placeholders, IN_CHUNK};
 use crate::projection::{decode, ApplyError, Projection};
 use crate::projection::{padded, padded_len};
@@ -22,24 +23,13 @@ pub struct Users {
     users: String,
 }
 
-impl Users {
-    pub const NAME: &'static str = "users";
+impl Model for Users {
+    const NAME: &'static str = "users";
 
-    pub fn new() -> Self {
-        Self::with_suffix("")
-    }
-
-    /// The same model over tables named with `suffix` (used by rebuilds).
-    pub fn with_suffix(suffix: &str) -> Self {
+    fn with_suffix(suffix: &str) -> Self {
         Self {
             users: format!("users{suffix}"),
         }
-    }
-}
-
-impl Default for Users {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

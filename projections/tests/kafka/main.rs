@@ -5,18 +5,23 @@
 //! Broker tests skip, saying so, when no broker answers (see `support`), unless
 //! `PARLEY_KAFKA_TESTS=1` (CI).
 
+// The relay's test support (a broker gate, a fresh log, a running relay): the
+// member is tested on what the real relay publishes.
 #[allow(dead_code)]
+#[path = "../../../relay/tests/support/mod.rs"]
 mod support;
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_event_log::testing;
-use parley_kafka::member::{Member, MemberOptions};
-use parley_kafka::{KafkaSettings, RelayOptions};
+use parley_kafka::KafkaSettings;
+use parley_projections::kafka::member::{Member, MemberOptions};
 use parley_projections::models::friends::Friends;
 use parley_projections::models::history::History;
 use parley_projections::{Projection, ReadStore};
+use parley_relay::RelayOptions;
 use support::*;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -51,7 +56,7 @@ async fn friends_member(
         settings,
         idle_record_every,
         events,
-        Arc::new(Friends::new()),
+        Arc::new(Friends::live()),
     )
     .await
 }
@@ -164,7 +169,7 @@ async fn a_member_analyzes_the_table_it_looks_sequences_up_in() {
         &settings,
         Duration::from_secs(1),
         events,
-        Arc::new(History::new()),
+        Arc::new(History::live()),
     )
     .await;
     // Statistics reach the view within about a second of the ANALYZE.

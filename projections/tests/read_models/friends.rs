@@ -1,5 +1,6 @@
 //! The friends read model: requests, friendships and blocks.
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 
 use parley_domain::ids::friendship_id;
@@ -37,7 +38,7 @@ async fn request_accept_and_unfriend(env: Env) {
     s.request_friend(alice, bob);
     let sent_at = s.events.last().unwrap().recorded_at;
     s.request_friend(carol, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
 
     let ab = friendship_id(alice, bob);
     assert_eq!(
@@ -64,7 +65,7 @@ async fn request_accept_and_unfriend(env: Env) {
 
     s.accept_friend(alice, bob);
     let since = s.events.last().unwrap().recorded_at;
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     assert_eq!(friends_of(&store, alice).await, vec![bob]);
     assert_eq!(friends_of(&store, bob).await, vec![alice]);
     assert_eq!(
@@ -77,11 +78,11 @@ async fn request_accept_and_unfriend(env: Env) {
         .is_empty());
 
     s.accept_friend(carol, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     let mut alices = friends_of(&store, alice).await;
     assert_eq!(alices, vec![carol, bob], "newest friendship first");
     s.unfriend(bob, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     alices = friends_of(&store, alice).await;
     assert_eq!(alices, vec![carol]);
     assert!(friends_of(&store, bob).await.is_empty());
@@ -95,7 +96,7 @@ async fn decline_cancel_and_mutual_requests(env: Env) {
     s.decline_friend(alice, bob);
     s.request_friend(alice, carol);
     s.cancel_friend(alice, carol);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     for user in [alice, bob, carol] {
         assert!(requests(&store, user, Direction::Incoming).await.is_empty());
         assert!(requests(&store, user, Direction::Outgoing).await.is_empty());
@@ -104,14 +105,14 @@ async fn decline_cancel_and_mutual_requests(env: Env) {
 
     // After a decline, a new request (same id) from the other side.
     s.request_friend(bob, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     assert_eq!(
         requests(&store, alice, Direction::Incoming).await,
         vec![(friendship_id(alice, bob), bob, alice)]
     );
     // alice asks bob too: the domain accepts bob's request instead.
     s.accept_friend(bob, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     assert_eq!(friends_of(&store, alice).await, vec![bob]);
     assert_eq!(friends_of(&store, bob).await, vec![alice]);
     assert!(requests(&store, alice, Direction::Incoming)
@@ -143,7 +144,7 @@ async fn blocks_end_friendships_and_requests(env: Env) {
     s.block(alice, bob);
     s.block(alice, carol);
     s.block(dave, alice);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     let pool = store.pool();
 
     assert!(friends_of(&store, alice).await.is_empty());
@@ -181,7 +182,7 @@ async fn blocks_end_friendships_and_requests(env: Env) {
     s.unblock(alice, bob);
     s.block(bob, alice);
     s.unblock(alice, carol);
-    project(&store, Arc::new(Friends::new()), &s.events).await;
+    project(&store, Arc::new(Friends::live()), &s.events).await;
     assert!(
         friends::is_blocked_either_way(pool, alice, bob)
             .await

@@ -1,5 +1,6 @@
 //! The history read model: edits, redactions, reactions, replies and paging.
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 
 use parley_domain::values::Visibility;
@@ -23,7 +24,7 @@ async fn edits_redactions_and_replies(env: Env) {
     s.redact(reply, room, alice);
     // An edit after the redaction (never produced by the domain) cannot bring it back.
     s.edit(reply, room, alice, "resurrected");
-    project(&store, Arc::new(History::new()), &s.events).await;
+    project(&store, Arc::new(History::live()), &s.events).await;
 
     let page = history::page(store.pool(), room, PageRequest::Newest, 50, alice)
         .await
@@ -61,7 +62,7 @@ async fn reactions_count_and_me(env: Env) {
     s.react(m, room, carol, "👀");
     s.unreact(m, room, carol, "👀");
     s.unreact(m, room, alice, "👍");
-    project(&store, Arc::new(History::new()), &s.events).await;
+    project(&store, Arc::new(History::live()), &s.events).await;
 
     let reactions = |viewer: Uuid| {
         let pool = store.pool().clone();
@@ -106,7 +107,7 @@ async fn pages_both_ways_with_cursors(env: Env) {
             s.send(other, alice, "elsewhere");
         }
     }
-    project(&store, Arc::new(History::new()), &s.events).await;
+    project(&store, Arc::new(History::live()), &s.events).await;
     let pool = store.pool();
     let ids = |page: &history::HistoryPage| {
         page.messages

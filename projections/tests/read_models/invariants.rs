@@ -1,6 +1,7 @@
 //! Invariants 3, 4 and 8 across every read model: per-aggregate order is all that
 //! matters, replays and restarts change nothing, poison is parked.
 
+use parley_projections::models::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -415,7 +416,7 @@ async fn a_busy_store_is_retried_not_parked(env: Env) {
     let mut s = Script::new();
     let alice = s.register("alice");
     let projector = Projector::new(
-        Arc::new(Impatient(users::Users::new())),
+        Arc::new(Impatient(users::Users::live())),
         store.clone(),
         Arc::new(VecFeed::new(Vec::new())),
     );

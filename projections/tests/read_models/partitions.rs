@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use parley_event_log::EventEnvelope;
-use parley_projections::partitions::{
+use parley_projections::kafka::partitions::{
     applied_sequence, store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
 };
 use parley_projections::{

@@ -1,5 +1,6 @@
 //! The presence read model: statuses, heartbeats and the offline timeout.
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -28,7 +29,7 @@ async fn status_times_out_to_offline(env: Env) {
         None,
         t0() + Duration::seconds(5),
     );
-    project(&store, Arc::new(PresenceModel::new()), &s.events).await;
+    project(&store, Arc::new(PresenceModel::live()), &s.events).await;
     let pool = store.pool();
     assert_eq!(OFFLINE_AFTER, Duration::minutes(2));
 
@@ -79,7 +80,7 @@ async fn heartbeats_keep_a_user_online(env: Env) {
     s.presence(alice, PresenceStatus::Away, Some("brb"), t0());
     s.heartbeat(alice, t0() + Duration::seconds(60));
     s.heartbeat(alice, t0() + Duration::seconds(100));
-    project(&store, Arc::new(PresenceModel::new()), &s.events).await;
+    project(&store, Arc::new(PresenceModel::live()), &s.events).await;
     let pool = store.pool();
 
     let now = t0() + Duration::seconds(100) + Duration::seconds(90);
@@ -101,7 +102,7 @@ async fn heartbeats_keep_a_user_online(env: Env) {
         None,
         t0() + Duration::minutes(10),
     );
-    project(&store, Arc::new(PresenceModel::new()), &s.events).await;
+    project(&store, Arc::new(PresenceModel::live()), &s.events).await;
     let view = &presence::presence_of(pool, &[alice], t0() + Duration::minutes(11))
         .await
         .unwrap()[0];

@@ -1,6 +1,7 @@
 //! `rebuild`: a read model rebuilt into fresh tables while the live one keeps
 //! serving (and keeps being fed), then swapped in, ends equal to a clean run.
 
+use parley_projections::models::Model;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,13 +85,13 @@ async fn rebuild_during_reads_and_writes_equals_a_clean_run(env: Env) {
     let feed = Arc::new(GrowingFeed(Mutex::new(events[..first].to_vec())));
     // The live model, fed as the log grows.
     let live = Arc::new(Projector::new(
-        Arc::new(history::History::new()),
+        Arc::new(history::History::live()),
         store.clone(),
         feed.clone(),
     ));
     live.prepare().await.unwrap();
     // The rooms model answers the membership side of the reader's queries.
-    project(&store, Arc::new(rooms::Rooms::new()), &events).await;
+    project(&store, Arc::new(rooms::Rooms::live()), &events).await;
     let (stop_live, stop_rx) = tokio::sync::watch::channel(false);
     let live_task = {
         let live = live.clone();
@@ -224,7 +225,7 @@ async fn assert_equals_a_clean_run(
     events: &[EventEnvelope],
 ) {
     let clean = env.store().await;
-    project(&clean, Arc::new(history::History::new()), events).await;
+    project(&clean, Arc::new(history::History::live()), events).await;
     // `dump` reads every model's tables.
     for target in [store, &clean] {
         for projection in parley_projections::models::all() {

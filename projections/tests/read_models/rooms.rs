@@ -1,6 +1,7 @@
 //! The rooms read model: members and roles, invites, direct rooms, the last message
 //! and unread counts.
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 
 use parley_domain::values::{Role, Visibility};
@@ -32,7 +33,7 @@ async fn members_roles_leave_and_kick(env: Env) {
     s.change_role(room, bob, Role::Admin, alice);
     s.kick(room, carol, bob);
     s.leave(room, dave);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let pool = store.pool();
 
     let details = rooms::room(pool, room).await.unwrap().expect("the room");
@@ -65,7 +66,7 @@ async fn members_roles_leave_and_kick(env: Env) {
     // Rejoining after a kick makes a member again, with the new join time.
     s.join(room, carol);
     let rejoined_at = s.events.last().unwrap().recorded_at;
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let details = rooms::room(pool, room).await.unwrap().unwrap();
     assert_eq!(details.member_count, 3);
     let carol_member = details.members.iter().find(|m| m.user_id == carol).unwrap();
@@ -85,7 +86,7 @@ async fn invites_last_until_joined(env: Env) {
     s.invite(private, carol, alice);
     s.invite(other, bob, alice);
     s.join(private, bob);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let pool = store.pool();
 
     let bobs: Vec<_> = rooms::invites_of(pool, bob)
@@ -110,7 +111,7 @@ async fn direct_rooms(env: Env) {
     let (alice, bob, carol) = (s.register("alice"), s.register("bob"), s.register("carol"));
     let dm = s.direct_room(bob, alice);
     s.send(dm, bob, "psst");
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let pool = store.pool();
 
     assert_eq!(dm, parley_domain::ids::direct_room_id(alice, bob));
@@ -159,7 +160,7 @@ async fn last_message_and_preview(env: Env) {
     );
     let last = s.send(busy, alice, &long);
     let last_sent = s.events.last().unwrap().recorded_at;
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
 
     // Most recent activity first: the busy room has a message after quiet's creation.
     let list = rooms::rooms_of(&pool, alice).await.unwrap();
@@ -180,7 +181,7 @@ async fn last_message_and_preview(env: Env) {
     // Editing or redacting an older message leaves the preview alone.
     s.edit(older, busy, bob, "older, edited");
     s.redact(older, busy, bob);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let lm = summary(&rooms::rooms_of(&pool, alice).await.unwrap(), busy)
         .last_message
         .clone()
@@ -190,7 +191,7 @@ async fn last_message_and_preview(env: Env) {
 
     // Editing the last one updates it; redacting it empties it.
     s.edit(last, busy, alice, "short now");
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let lm = summary(&rooms::rooms_of(&pool, alice).await.unwrap(), busy)
         .last_message
         .clone()
@@ -200,7 +201,7 @@ async fn last_message_and_preview(env: Env) {
         (Some("short now"), false, last_sent)
     );
     s.redact(last, busy, alice);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let lm = summary(&rooms::rooms_of(&pool, alice).await.unwrap(), busy)
         .last_message
         .clone()
@@ -209,7 +210,7 @@ async fn last_message_and_preview(env: Env) {
 
     // A new message in the quiet room moves it to the top.
     let newest = s.send(quiet, alice, "wake up");
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let list = rooms::rooms_of(&pool, alice).await.unwrap();
     assert_eq!(
         list.iter().map(|r| r.room_id).collect::<Vec<_>>(),
@@ -223,7 +224,7 @@ async fn last_message_and_preview(env: Env) {
     // A room joined later sorts by the join.
     let fresh = s.create_room(bob, "fresh", Visibility::Public);
     s.join(fresh, alice);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(
         rooms::rooms_of(&pool, alice).await.unwrap()[0].room_id,
         fresh
@@ -241,7 +242,7 @@ async fn unread_counts_follow_read_markers(env: Env) {
     let m2 = s.send(room, alice, "two");
     let m3 = s.send(room, alice, "three");
     let b1 = s.send(room, bob, "bob's");
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let unread = |user: Uuid| {
         let pool = pool.clone();
         async move { summary(&rooms::rooms_of(&pool, user).await.unwrap(), room).unread_count }
@@ -254,30 +255,30 @@ async fn unread_counts_follow_read_markers(env: Env) {
     assert_eq!(unread(alice).await, 1);
 
     s.read(room, bob, m2);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(bob).await, 1);
     s.read(room, bob, b1);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(bob).await, 0);
     // The marker may move back.
     s.read(room, bob, m1);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(bob).await, 2);
 
     // A redacted message is nothing to read.
     s.redact(m3, room, alice);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(bob).await, 1);
 
     // A member who joins later has read nothing from before they came.
     s.join(room, carol);
     let m4 = s.send(room, alice, "welcome carol");
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(carol).await, 1);
     assert_eq!(unread(bob).await, 2);
     s.read(room, alice, m4);
     s.read(room, carol, m4);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     assert_eq!(unread(alice).await, 0);
     assert_eq!(unread(carol).await, 0);
 }
@@ -293,7 +294,7 @@ async fn a_ban_removes_the_member_and_their_invite(env: Env) {
     s.invite(room, carol, alice);
     s.ban(room, bob, alice);
     s.ban(room, carol, alice);
-    project(&store, Arc::new(Rooms::new()), &s.events).await;
+    project(&store, Arc::new(Rooms::live()), &s.events).await;
     let pool = store.pool();
     assert!(!rooms::is_member(pool, room, bob).await.unwrap());
     assert!(rooms::rooms_of(pool, bob).await.unwrap().is_empty());

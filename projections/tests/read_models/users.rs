@@ -1,5 +1,6 @@
 //! The users read model.
 
+use parley_projections::models::Model;
 use std::sync::Arc;
 
 use parley_projections::models::users::{self, UserView, Users};
@@ -12,7 +13,7 @@ async fn looks_up_known_users(env: Env) {
     let mut s = Script::new();
     let alice = s.register("alice");
     let bob = s.register("Bob");
-    project(&store, Arc::new(Users::new()), &s.events).await;
+    project(&store, Arc::new(Users::live()), &s.events).await;
     let pool = store.pool();
 
     let unknown = Uuid::now_v7();

@@ -1,13 +1,14 @@
 //! The caller's rooms and friends, loaded as of where their stream starts and
 //! kept current by their own changes as events pass.
 
+use parley_projections::models::Model;
 use std::collections::HashSet;
 use std::future::Future;
 
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use parley_http_kit::ApiError;
+use parley_projections::kafka::partitions::{applied_sequences, offsets_version};
 use parley_projections::models::{friends, rooms};
-use parley_projections::partitions::{applied_sequences, offsets_version};
 use parley_projections::ReadStore;
 use uuid::Uuid;
 

@@ -32,6 +32,7 @@ mod interest;
 mod sse;
 
 use parley_event_log::Cursor;
+use parley_projections::models::Model;
 use parley_projections::models::{friends, history, presence, rooms};
 
 pub use connection::{Connection, Frame};

@@ -10,7 +10,8 @@ use parley_event_log::pg::PgLog;
 use parley_event_log::{
     testing, AppendRequest, AppendedEvent, EventEnvelope, EventLog, Metadata, NewEvent, StreamWrite,
 };
-use parley_kafka::{KafkaSettings, Relay, RelayOptions, RelayStatus};
+use parley_kafka::KafkaSettings;
+use parley_relay::{Relay, RelayOptions, RelayStatus};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

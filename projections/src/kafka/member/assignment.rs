@@ -7,13 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use parley_projections::partitions::Position;
+use crate::kafka::partitions::Position;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::Headers;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, TopicPartitionList};
 
-use crate::{KafkaSettings, GENERATION_HEADER};
+use parley_kafka::{KafkaSettings, GENERATION_HEADER};
 
 /// How long the assignment probe may take in all: it runs inside the rebalance
 /// callback, which must return well within `max.poll.interval.ms`.

@@ -5,9 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::kafka::partitions::{Offset, Position};
+use crate::park_undecodable;
 use parley_event_log::EventEnvelope;
-use parley_projections::park_undecodable;
-use parley_projections::partitions::{Offset, Position};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 

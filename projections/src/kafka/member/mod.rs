@@ -2,7 +2,7 @@
 //!
 //! The member consumes the events topic in group `parley-projections` and applies
 //! every batch to each read model through the same runtime as the log feed
-//! ([`parley_projections::apply_checkpointed`]), with a
+//! ([`crate::apply_checkpointed`]), with a
 //! [`PartitionCheckpoint`]: per projection, each partition's next offset and each
 //! aggregate's last sequence are written in the read-model transaction
 //! (invariant 4). Kafka's committed offsets are never read
@@ -27,16 +27,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use parley_event_log::EventEnvelope;
-use parley_projections::partitions::{
+use crate::kafka::partitions::{
     store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
 };
-use parley_projections::{apply_checkpointed, Projection, ReadStore};
+use crate::{apply_checkpointed, Projection, ReadStore};
+use parley_event_log::EventEnvelope;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::TopicPartitionList;
 use tokio::sync::watch;
 
-use crate::KafkaSettings;
+use parley_kafka::KafkaSettings;
 
 mod assignment;
 mod collect;

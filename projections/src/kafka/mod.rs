@@ -1,0 +1,7 @@
+//! The projections' Kafka feed: one member of the projector consumer group
+//! ([`member`]), its checkpoint kept with the read models ([`partitions`]), and
+//! what `parley projections status` shows of the group ([`status`]).
+
+pub mod member;
+pub mod partitions;
+pub mod status;
