@@ -15,6 +15,12 @@
 //! horizon. A transaction it has not classified yet (younger than one watch)
 //! still holds the tail, briefly, as before: never the other way round.
 //!
+//! A list holds only for the server run it was taken in: after a restart
+//! (a crash, a failover) PostgreSQL can hand out again the ids of
+//! transactions whose records it lost, to a writer this time. So the list
+//! carries the server's start time, and the tail's query ignores a list of
+//! another run.
+//!
 //! What remains is a writer that hangs mid-append: it must hold the tail. The
 //! watcher names it (pid, database, state, since when) in a warning and in
 //! [`LOG_TAIL_HELD_SECONDS`], and [`Horizon::holder`] answers it.
@@ -44,18 +50,27 @@ pub struct TailHolder {
     pub since: Option<DateTime<Utc>>,
 }
 
+/// Running transactions that cannot write events, as of one server run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strangers {
+    /// Their ids (xid8, as integers).
+    pub ids: Vec<i64>,
+    /// `pg_postmaster_start_time()` when they were listed (`None` before the
+    /// first listing: no one is left out then).
+    pub server_started: Option<DateTime<Utc>>,
+}
+
 /// What the watcher knows, shared with the log's readers.
 #[derive(Default)]
 pub struct Horizon {
-    /// Ids (xid8, as integers) of running transactions that cannot write events.
-    strangers: RwLock<Vec<i64>>,
+    strangers: RwLock<Strangers>,
     /// The oldest running transaction that may, once it has run a while.
     holder: RwLock<Option<TailHolder>>,
 }
 
 impl Horizon {
     /// The strangers to leave out of the tail's horizon.
-    pub fn strangers(&self) -> Vec<i64> {
+    pub fn strangers(&self) -> Strangers {
         self.strangers.read().expect("horizon lock").clone()
     }
 
@@ -66,13 +81,17 @@ impl Horizon {
 }
 
 /// The tail's condition, in SQL: below the oldest running transaction that is
-/// not one of the strangers bound at `$param` (`bigint[]`), shifted by the
-/// log's clock as `tx_id` is (see migration 0006).
+/// not one of the strangers (their ids bound at `$param`, `bigint[]`, and their
+/// server's start at `$param + 1`), shifted by the log's clock as `tx_id` is
+/// (see migration 0006).
 pub fn below_horizon(param: u8) -> String {
+    let started = param + 1;
     format!(
         "tx_id < (COALESCE(
             (SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x
-              WHERE x::text::bigint <> ALL(${param}::bigint[])),
+              WHERE x::text::bigint <> ALL(
+                CASE WHEN pg_postmaster_start_time() = ${started}::timestamptz
+                     THEN ${param}::bigint[] ELSE '{{}}'::bigint[] END)),
             pg_snapshot_xmax(pg_current_snapshot()))::text::numeric
             + (SELECT shift FROM log_clock))::text::xid8"
     )
@@ -88,7 +107,8 @@ const CLASSIFY: &str = "
                       AND e.database = (SELECT oid FROM pg_database
                                          WHERE datname = current_database())
                       AND e.relation = 'events'::regclass) AS writer,
-           t.pid, a.datname, a.state, a.xact_start
+           t.pid, a.datname, a.state, a.xact_start,
+           pg_postmaster_start_time() AS server_started
       FROM pg_snapshot_xip(pg_current_snapshot()) AS x
       JOIN pg_locks t ON t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
                      AND t.granted AND t.pid IS NOT NULL
@@ -140,11 +160,24 @@ pub async fn watch(pool: PgPool, horizon: Weak<Horizon>) {
 }
 
 /// The strangers, and the oldest transaction that may still write events.
-async fn classify(pool: &PgPool) -> Result<(Vec<i64>, Option<TailHolder>), sqlx::Error> {
-    let rows = sqlx::query(CLASSIFY).fetch_all(pool).await?;
-    let mut strangers = Vec::new();
+async fn classify(pool: &PgPool) -> Result<(Strangers, Option<TailHolder>), sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    // Read first: a list is of the run this time was read in, or empty.
+    let server_started = sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+        .fetch_one(&mut *conn)
+        .await?;
+    let rows = sqlx::query(CLASSIFY).fetch_all(&mut *conn).await?;
+    let mut strangers = Strangers {
+        ids: Vec::new(),
+        server_started: Some(server_started),
+    };
     let mut oldest_writer = None;
     for row in rows {
+        if row.try_get::<DateTime<Utc>, _>("server_started")? != server_started {
+            // The server restarted between the two queries: list no one.
+            strangers.ids.clear();
+            break;
+        }
         if row.try_get::<bool, _>("writer")? {
             if oldest_writer.is_none() {
                 oldest_writer = Some(TailHolder {
@@ -155,7 +188,7 @@ async fn classify(pool: &PgPool) -> Result<(Vec<i64>, Option<TailHolder>), sqlx:
                 });
             }
         } else {
-            strangers.push(row.try_get("xid")?);
+            strangers.ids.push(row.try_get("xid")?);
         }
     }
     Ok((strangers, oldest_writer))

@@ -161,7 +161,7 @@ impl PgLog {
     }
 
     /// The strangers the tail leaves out, the watcher started if need be.
-    fn strangers(&self) -> Vec<i64> {
+    fn strangers(&self) -> horizon::Strangers {
         horizon::start_once(&self.watching, &self.pool, &self.horizon);
         self.horizon.strangers()
     }
@@ -315,11 +315,13 @@ impl EventLog for PgLog {
              LIMIT $3",
             horizon::below_horizon(4)
         );
+        let strangers = self.strangers();
         let rows = sqlx::query(&sql)
             .bind(cursor.tx_id)
             .bind(cursor.position)
             .bind(limit)
-            .bind(self.strangers())
+            .bind(strangers.ids)
+            .bind(strangers.server_started)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(envelope).collect()
@@ -358,9 +360,11 @@ impl EventLog for PgLog {
              LIMIT $1",
             horizon::below_horizon(2)
         );
+        let strangers = self.strangers();
         let rows = sqlx::query(&sql)
             .bind(limit)
-            .bind(self.strangers())
+            .bind(strangers.ids)
+            .bind(strangers.server_started)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().rev().map(envelope).collect()
