@@ -26,12 +26,50 @@ pub enum LogError {
     Busy,
     #[error("the group committer has stopped")]
     CommitterGone,
+    /// The database did not answer (down, restarting, failing over, out of
+    /// connections): nothing of the request was written, or, when the link
+    /// broke during the commit, the client's retry finds the first answer.
+    #[error("the event log's database does not answer: {0}")]
+    Unavailable(String),
 }
 
 impl LogError {
     /// Whether retrying the whole command (reload, decide, append) may succeed.
     pub fn is_conflict(&self) -> bool {
         matches!(self, LogError::Conflict { .. })
+    }
+
+    /// Whether the database did not answer, so the client should retry later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            LogError::Unavailable(_) => true,
+            LogError::Database(e) => database_unreachable(e),
+            _ => false,
+        }
+    }
+}
+
+/// Whether `e` says the database is out of reach rather than that the request
+/// was wrong: no connection (refused, broken, timed out waiting for one), or the
+/// server refusing work while it stops, starts, or runs as a read-only standby.
+/// Such a request can succeed later unchanged, so services answer 503.
+pub fn database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01-03: admin or crash shutdown, and
+            // "the database system is starting up"; 53300: too many
+            // connections; 25006: a read-only transaction (a standby not yet
+            // promoted, or the old primary after a failover).
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+        }),
+        _ => false,
     }
 }
 

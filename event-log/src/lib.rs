@@ -25,7 +25,7 @@ pub use envelope::{
     AppendRequest, AppendedEvent, CommandResult, Cursor, EventEnvelope, IdempotencyRecord,
     Metadata, NewEvent, Snapshot, StreamWrite,
 };
-pub use error::LogError;
+pub use error::{database_unreachable, LogError};
 pub use token::{ConsistencyToken, StreamHead, TokenError};
 
 use async_trait::async_trait;

@@ -187,6 +187,10 @@ impl From<LogError> for ApiError {
             LogError::AggregateTypeMismatch { aggregate_id } => {
                 ApiError::IdOfAnotherKind(aggregate_id)
             }
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the event log's database does not answer");
+                ApiError::Unavailable(DATABASE_AWAY.into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }
@@ -238,9 +242,17 @@ impl From<sqlx::Error> for ApiError {
                     .into(),
             );
         }
+        if parley_event_log::database_unreachable(&e) {
+            tracing::warn!(error = %e, "the database does not answer");
+            return ApiError::Unavailable(DATABASE_AWAY.into());
+        }
         ApiError::Internal(e.into())
     }
 }
+
+/// What a client hears while a database is away (stopped, restarting, failing
+/// over): nothing of its request was done, or a retry finds the first answer.
+const DATABASE_AWAY: &str = "the database does not answer just now; retry shortly";
 
 /// Whether the store answered that a table does not exist (Postgres SQLSTATE
 /// 42P01; SQLite "no such table").

@@ -97,7 +97,7 @@ async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<()
         let cursor = log
             .cursor_of(stream.aggregate_id, stream.sequence)
             .await
-            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(ApiError::from)?
             .ok_or_else(forged)?;
         newest = newest.max(Some(cursor));
     }
@@ -107,11 +107,12 @@ async fn check_genuine(state: &ReadState, token: &ConsistencyToken) -> Result<()
     Ok(())
 }
 
-/// The store's errors as the read API answers them (a missing table is 503).
+/// The store's errors as the read API answers them (a missing table or an
+/// unreachable database is 503).
 fn answer(e: ProgressError) -> ApiError {
     match e {
         ProgressError::Store(e) => e.into(),
-        ProgressError::Log(e) => ApiError::Internal(e.into()),
+        ProgressError::Log(e) => e.into(),
     }
 }
 

@@ -81,6 +81,17 @@ async fn commit_batch(pool: &PgPool, batch: Vec<Pending>) {
                 }
                 return;
             }
+            Err(err) if crate::database_unreachable(&err) => {
+                // One by one would wait out the pool's acquire timeout once per
+                // request while the database is away: every waiter hears now.
+                tracing::warn!(error = %err, size = batch.len(), "group commit failed: the database does not answer");
+                for pending in batch {
+                    let _ = pending
+                        .reply
+                        .send(Err(LogError::Unavailable(err.to_string())));
+                }
+                return;
+            }
             Err(err) => {
                 tracing::debug!(error = %err, size = batch.len(), "group commit failed, retrying one by one");
             }
