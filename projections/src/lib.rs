@@ -12,6 +12,7 @@ pub mod models;
 mod progress;
 mod projection;
 pub mod rebuild;
+mod restarts;
 mod running;
 mod runtime;
 pub mod store;
@@ -19,6 +20,7 @@ pub mod traces;
 
 pub use progress::{FedBy, ModelLag, Progress, ProgressError, WriteCheck};
 pub use projection::{ApplyError, OwnSequences, Projection};
+pub use restarts::restarted;
 pub use running::{prepare_all, select, RunningProjectors};
 pub use runtime::{
     apply_checkpointed, dead_letters, park_undecodable, BatchOutcome, Checkpointer, DeadLetter,

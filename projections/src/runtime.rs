@@ -129,15 +129,35 @@ impl Projector {
     /// Runs until `shutdown` turns true, finishing the batch in hand first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         self.prepare().await?;
+        let mut loaded_at = self.store.server_restarts();
         let mut cursor = self.store.checkpoint(&self.checkpoint_key).await?;
         self.applied.send_replace(cursor);
         let mut backoff = Duration::from_millis(100);
+        // Set when a batch failed: the store may have lost commits (a crash),
+        // so the cursor is loaded again from what it holds.
+        let mut reload = false;
         tracing::info!(
             projection = self.name(),
             position = cursor.position,
             "projector started"
         );
         while !*shutdown.borrow() {
+            if reload {
+                loaded_at = self.store.server_restarts();
+                match self.store.checkpoint(&self.checkpoint_key).await {
+                    Ok(stored) => {
+                        cursor = stored;
+                        self.applied.send_replace(cursor);
+                        reload = false;
+                    }
+                    Err(e) => {
+                        tracing::warn!(projection = self.name(), error = %e, "read store unavailable, retrying");
+                        sleep_or_shutdown(backoff, &mut shutdown).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        continue;
+                    }
+                }
+            }
             let batch = match self.feed.read_after(cursor, BATCH_SIZE).await {
                 Ok(batch) => batch,
                 Err(e) => {
@@ -154,7 +174,7 @@ impl Projector {
                 }
                 continue;
             };
-            match self.apply_batch(&batch).await {
+            match self.apply_following(&batch, Some(loaded_at)).await {
                 Ok(outcome) => {
                     cursor = last;
                     backoff = Duration::from_millis(100);
@@ -167,9 +187,10 @@ impl Projector {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(projection = self.name(), error = %e, "read store unavailable, retrying batch");
+                    tracing::warn!(projection = self.name(), error = %e, "batch not applied, going on from the stored checkpoint");
                     sleep_or_shutdown(backoff, &mut shutdown).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                    reload = true;
                 }
             }
         }
@@ -183,11 +204,22 @@ impl Projector {
 
     /// Applies a batch in one transaction with its checkpoint (the log cursor).
     pub async fn apply_batch(&self, batch: &[EventEnvelope]) -> Result<BatchOutcome, sqlx::Error> {
+        self.apply_following(batch, None).await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) for a batch read after a cursor
+    /// loaded when the store had restarted `loaded_at_restarts` times.
+    async fn apply_following(
+        &self,
+        batch: &[EventEnvelope],
+        loaded_at_restarts: Option<u64>,
+    ) -> Result<BatchOutcome, sqlx::Error> {
         let Some(last) = batch.last() else {
             return Ok(BatchOutcome::default());
         };
         let checkpoint = LogCheckpoint {
             key: &self.checkpoint_key,
+            loaded_at_restarts,
         };
         let outcome =
             apply_checkpointed(&self.store, &*self.projection, batch, &checkpoint).await?;
@@ -200,6 +232,14 @@ impl Projector {
 /// got (invariant 4): the log cursor, or Kafka partition offsets.
 #[async_trait]
 pub trait Checkpointer: Send + Sync {
+    /// The store's restart count when the positions this batch follows were
+    /// loaded; a batch is refused ([`restarted`](crate::restarted)) once the
+    /// store has restarted since, as it may have lost commits those positions
+    /// count on. `None`: positions not held in memory, nothing to check.
+    fn loaded_at_restarts(&self) -> Option<u64> {
+        None
+    }
+
     /// Which events of `batch` the projection has not applied yet. A feed that
     /// can deliver an event twice (Kafka: the relay is at-least-once) answers
     /// from what it recorded; runs inside the batch's transaction.
@@ -237,10 +277,15 @@ pub enum Fate {
 /// The log cursor as a projection's checkpoint.
 struct LogCheckpoint<'a> {
     key: &'a str,
+    loaded_at_restarts: Option<u64>,
 }
 
 #[async_trait]
 impl Checkpointer for LogCheckpoint<'_> {
+    fn loaded_at_restarts(&self) -> Option<u64> {
+        self.loaded_at_restarts
+    }
+
     async fn record(
         &self,
         conn: &mut AnyConnection,
@@ -268,6 +313,13 @@ pub async fn apply_checkpointed(
     let started = std::time::Instant::now();
     let together = async {
         let mut tx = store.pool().begin().await?;
+        // After `begin`: a connection made since the restart has counted it.
+        if checkpoint
+            .loaded_at_restarts()
+            .is_some_and(|loaded| loaded != store.server_restarts())
+        {
+            return Err(crate::restarted());
+        }
         let mut outcome = BatchOutcome::default();
         let fresh = checkpoint.unapplied(&mut tx, batch, 0..batch.len()).await?;
         let todo: Vec<EventEnvelope> = batch

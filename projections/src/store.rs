@@ -14,6 +14,8 @@ use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::watch;
 
+use crate::restarts::ServerRuns;
+
 /// The Postgres channel projectors announce their commits on.
 pub const COMMITS_CHANNEL: &str = "parley_projections";
 
@@ -35,6 +37,8 @@ pub struct ReadStore {
     generations: Arc<Generations>,
     listening: Arc<Once>,
     url: Arc<str>,
+    /// The server's runs, as new connections saw them.
+    runs: Arc<ServerRuns>,
 }
 
 /// How many commits of each projection this process has heard of, and whether
@@ -111,6 +115,8 @@ impl ReadStore {
         }
         let options =
             AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let runs = Arc::new(ServerRuns::default());
+        let seen = runs.clone();
         let pool = AnyPoolOptions::new()
             // SQLite has one writer: more connections only wait on its lock.
             .max_connections(if backend == Backend::Sqlite {
@@ -123,15 +129,22 @@ impl ReadStore {
             .acquire_time_level(tracing::log::LevelFilter::Trace)
             .after_connect(move |conn, _| {
                 let statement_timeout = statement_timeout.clone();
+                let seen = seen.clone();
                 Box::pin(async move {
                     use sqlx::Executor;
                     if backend == Backend::Postgres {
                         // Read models are derived data, and a projector's checkpoint
                         // commits with its changes: a crash can only lose the newest
                         // commits together with their checkpoint, which the projector
-                        // then applies again from the log. So a commit need not wait
-                        // for its WAL flush (the event log's commits still do).
+                        // then applies again from the log (it notices the restart,
+                        // `restarts.rs`). So a commit need not wait for its WAL flush
+                        // (the event log's commits still do).
                         conn.execute("SET synchronous_commit = off").await?;
+                        let started: String =
+                            sqlx::query_scalar("SELECT pg_postmaster_start_time()::text")
+                                .fetch_one(&mut *conn)
+                                .await?;
+                        seen.saw(started);
                         conn.execute(statement_timeout.as_str()).await?;
                         // Every read-model statement is a key lookup or a keyed
                         // write; with a LIMIT parameter Postgres kept choosing
@@ -161,6 +174,7 @@ impl ReadStore {
             generations: Arc::new(Generations::default()),
             listening: Arc::new(Once::new()),
             url: url.into(),
+            runs,
         };
         store.migrate().await?;
         Ok(store)
@@ -224,6 +238,13 @@ impl ReadStore {
     }
 
     /// Where a projection is in the log (the start if it never ran).
+    /// How many restarts of the server this store has noticed (always 0 on
+    /// SQLite): positions loaded under an older count may be ahead of what
+    /// the store holds.
+    pub fn server_restarts(&self) -> u64 {
+        self.runs.restarts()
+    }
+
     pub async fn checkpoint(&self, projection: &str) -> Result<Cursor, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         checkpoint(&mut conn, projection).await

@@ -80,6 +80,8 @@ pub struct PartitionCheckpoint<'a> {
     carried: Option<&'a Carried>,
     /// Aggregates of the model's own type that `projection_applied` follows.
     recorded: Mutex<HashSet<Uuid>>,
+    /// See [`Checkpointer::loaded_at_restarts`].
+    loaded_at_restarts: Option<u64>,
 }
 
 /// Partitions a projection read past in batches that held nothing for it,
@@ -167,7 +169,15 @@ impl<'a> PartitionCheckpoint<'a> {
             offsets,
             carried: None,
             recorded: Mutex::default(),
+            loaded_at_restarts: None,
         }
+    }
+
+    /// The same checkpoint, refused once the store has restarted more than
+    /// `restarts` times (the member's positions were loaded then).
+    pub fn loaded_at(mut self, restarts: u64) -> Self {
+        self.loaded_at_restarts = Some(restarts);
+        self
     }
 
     /// The same checkpoint, also storing the positions `carried` holds.
@@ -185,6 +195,10 @@ impl<'a> PartitionCheckpoint<'a> {
 
 #[async_trait]
 impl Checkpointer for PartitionCheckpoint<'_> {
+    fn loaded_at_restarts(&self) -> Option<u64> {
+        self.loaded_at_restarts
+    }
+
     async fn unapplied(
         &self,
         conn: &mut AnyConnection,

@@ -32,5 +32,6 @@ mod invariants;
 mod partitions;
 mod presence;
 mod rebuild;
+mod restarts;
 mod rooms;
 mod users;

@@ -126,13 +126,31 @@ impl Member {
         Ok(true)
     }
 
+    /// [`rewind`](Self::rewind), saying whether it succeeded.
+    pub(super) async fn try_rewind(
+        &self,
+        consumer: &StreamConsumer<MemberContext>,
+        shared: &Arc<Mutex<Shared>>,
+    ) -> bool {
+        match self.rewind(consumer, shared).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "rewind failed; dropping what is read until one succeeds");
+                false
+            }
+        }
+    }
+
     /// Seeks every owned partition back to the lowest stored offset.
     pub(super) async fn rewind(
         &self,
         consumer: &StreamConsumer<MemberContext>,
         shared: &Arc<Mutex<Shared>>,
     ) -> anyhow::Result<()> {
+        let restarts = self.store.server_restarts();
         let starts = self.load_starts().await?;
+        self.loaded_at_restarts
+            .store(restarts, std::sync::atomic::Ordering::SeqCst);
         let owned = assigned(shared);
         let mut s = shared.lock().expect("member lock");
         for p in owned {

@@ -24,6 +24,7 @@
 //! never apply its events a second time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,9 @@ pub struct Member {
     store: ReadStore,
     projections: Vec<Arc<dyn Projection>>,
     status: watch::Sender<MemberStatus>,
+    /// The store's restart count when the positions in memory were loaded
+    /// (at start, and by each rewind).
+    loaded_at_restarts: AtomicU64,
 }
 
 impl Member {
@@ -154,6 +158,7 @@ impl Member {
             store,
             projections,
             status: watch::channel(MemberStatus::default()).0,
+            loaded_at_restarts: AtomicU64::new(0),
         }
     }
 
@@ -250,6 +255,8 @@ impl Member {
             self.store.create_tables(projection.schema()).await?;
         }
         let shared = Arc::new(Mutex::new(Shared::default()));
+        self.loaded_at_restarts
+            .store(self.store.server_restarts(), Ordering::SeqCst);
         shared.lock().expect("member lock").start = self.load_starts().await?;
         let consumer = self.consumer(shared.clone())?;
         tracing::info!(group = %self.options.group, topic = %self.settings.topic, "projector member started");
@@ -259,6 +266,11 @@ impl Member {
         let mut applied_before_analyze = 0usize;
         let mut analyze_after = FIRST_ANALYZE_AFTER;
         let mut idle: HashMap<&'static str, Idle> = HashMap::new();
+        // Set when a rewind failed (the read store is away): the consumer is
+        // then past events nothing applied, so what it reads is dropped until
+        // a rewind to the stored offsets succeeds. Reading goes on meanwhile,
+        // which keeps this member in its group.
+        let mut rewind_due = false;
         while !*shutdown.borrow() {
             let carrying = idle.values().any(|i| !i.carried.is_empty());
             let pause = if carrying {
@@ -302,12 +314,16 @@ impl Member {
                     self.report_error(&e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if let Err(e) = self.rewind(&consumer, &shared).await {
-                        tracing::warn!(error = %e, "rewind failed");
-                    }
+                    rewind_due = !self.try_rewind(&consumer, &shared).await;
                     continue;
                 }
             };
+            if rewind_due {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                rewind_due = !self.try_rewind(&consumer, &shared).await;
+                continue;
+            }
             // Abandon what was collected from partitions revoked meanwhile.
             {
                 let mut s = shared.lock().expect("member lock");
@@ -351,9 +367,7 @@ impl Member {
                     self.report_error(&e.to_string());
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
-                    if let Err(e) = self.rewind(&consumer, &shared).await {
-                        tracing::warn!(error = %e, "rewind failed");
-                    }
+                    rewind_due = !self.try_rewind(&consumer, &shared).await;
                 }
             }
             if last_refresh.elapsed() > REFRESH {
@@ -445,7 +459,8 @@ impl Member {
         let applying = due.iter().map(|(projection, carried)| async move {
             let checkpoint =
                 PartitionCheckpoint::new(&***projection, &self.settings.topic, offsets)
-                    .with_carried(carried);
+                    .with_carried(carried)
+                    .loaded_at(self.loaded_at_restarts.load(Ordering::SeqCst));
             let outcome =
                 apply_checkpointed(&self.store, &***projection, events, &checkpoint).await?;
             tracing::debug!(
