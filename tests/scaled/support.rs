@@ -64,11 +64,18 @@ pub struct Deployment {
 impl Deployment {
     /// `None` when no broker can be run here (only allowed without `PARLEY_KAFKA_TESTS=1`).
     pub async fn new() -> Option<Self> {
+        let log_url = parley_event_log::testing::fresh_database().await.unwrap();
+        let read_url = parley_event_log::testing::fresh_database().await.unwrap();
+        Self::on(log_url, read_url)
+    }
+
+    /// A deployment over the given (empty) databases.
+    pub fn on(log_url: String, read_url: String) -> Option<Self> {
         let broker = OwnBroker::start()?;
         let id = Uuid::new_v4().simple().to_string();
         Some(Self {
-            log_url: parley_event_log::testing::fresh_database().await.unwrap(),
-            read_url: parley_event_log::testing::fresh_database().await.unwrap(),
+            log_url,
+            read_url,
             broker,
             topic: format!("parley.e2e.{id}"),
             group: format!("parley-projections-{id}"),
@@ -106,9 +113,15 @@ impl Deployment {
 
     /// A service with HTTP on a port of its own, started and not waited for.
     pub fn spawn(&self, args: &[&str]) -> Proc {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with environment variables of its own.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let port = free_port();
         let child = self
             .command(args)
+            .envs(env.iter().copied())
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .spawn()
             .expect("spawn parley");
