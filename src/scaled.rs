@@ -27,6 +27,9 @@ pub(crate) fn kafka_settings(args: &KafkaArgs) -> KafkaSettings {
     for (k, v) in args.options() {
         settings = settings.with_override(k, v);
     }
+    if let Some(keys) = &args.topic_signing_keys {
+        settings = settings.with_signing(keys.clone());
+    }
     settings
 }
 

@@ -2,6 +2,8 @@
 
 use rdkafka::ClientConfig;
 
+use crate::TopicKeys;
+
 /// The topic every event is published to unless configured otherwise.
 pub const DEFAULT_TOPIC: &str = "parley.events";
 /// Partitions of a topic the relay creates: the ceiling on projector replicas.
@@ -20,6 +22,9 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// librdkafka properties applied last, over Parley's defaults (TLS, SASL, tuning).
     pub client_overrides: Vec<(String, String)>,
+    /// Keys the relay signs records with and members check them with
+    /// ([`TopicKeys`]); `None`: records are neither signed nor checked.
+    pub signing: Option<TopicKeys>,
 }
 
 impl KafkaSettings {
@@ -31,7 +36,14 @@ impl KafkaSettings {
             partitions: DEFAULT_PARTITIONS,
             replication_factor: 1,
             client_overrides: Vec::new(),
+            signing: None,
         }
+    }
+
+    /// The same settings signing (relay) or checking (members) records with `keys`.
+    pub fn with_signing(mut self, keys: TopicKeys) -> Self {
+        self.signing = Some(keys);
+        self
     }
 
     /// The same settings publishing to another topic.

@@ -4,12 +4,14 @@
 //! the projector group member (`parley_projections::kafka`) consumes it.
 
 mod config;
+mod signing;
 /// Test support (brokers of a test's own): only in test builds.
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod topic;
 
 pub use config::{KafkaSettings, DEFAULT_PARTITIONS, DEFAULT_TOPIC};
+pub use signing::{TopicKeys, MIN_KEY_BYTES, SIGNATURE_HEADER};
 pub use topic::{
     ensure_topic, topic_exists, LossDetector, TopicAdmin, TopicState, TopicVerdict,
     MISSING_CHECKS_TO_RECREATE,

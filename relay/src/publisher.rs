@@ -7,7 +7,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use parley_kafka::KafkaSettings;
+use parley_kafka::{KafkaSettings, TopicKeys};
 
 use crate::RelayError;
 
@@ -15,6 +15,7 @@ use crate::RelayError;
 pub(crate) struct Publisher {
     producer: FutureProducer,
     topic: String,
+    signing: Option<TopicKeys>,
 }
 
 impl Publisher {
@@ -22,6 +23,7 @@ impl Publisher {
         Ok(Self {
             producer: settings.producer_config().create()?,
             topic: settings.topic.clone(),
+            signing: settings.signing.clone(),
         })
     }
 
@@ -79,10 +81,20 @@ impl Publisher {
         let clean = without_secrets(event);
         let event = clean.as_ref().unwrap_or(event);
         let payload = serde_json::to_vec(event)?;
+        let mut headers = headers(event, generation);
+        if let Some(keys) = &self.signing {
+            // Members with the keys park a record without it (kafka's `signing`).
+            // (A literal, as for the others. It is parley_kafka::SIGNATURE_HEADER.)
+            let signature = keys.sign(&payload);
+            headers = headers.insert(Header {
+                key: "parley_signature",
+                value: Some(signature.as_str()),
+            });
+        }
         let mut record = FutureRecord::to(&self.topic)
             .key(&key)
             .payload(&payload)
-            .headers(headers(event, generation));
+            .headers(headers);
         loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),

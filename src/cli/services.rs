@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
+use parley_kafka::TopicKeys;
 
 use super::parse::{database_url, kafka_options};
 
@@ -306,6 +307,17 @@ pub struct KafkaArgs {
     /// own commas (`ssl.cipher.suites=A,B`).
     #[arg(long = "kafka-option", env = "PARLEY_KAFKA_OPTIONS", value_parser = kafka_options)]
     pub kafka_options: Vec<KafkaOptions>,
+    /// Keys the relay signs each record with and projector members check it
+    /// with, comma-separated, each at least 32 bytes: a member parks a record
+    /// whose signature is missing or wrong (another producer's). The first key
+    /// signs, any verifies: rotate by adding the new key first on the members,
+    /// then on the relay, then dropping the old one. Unset: no signatures.
+    #[arg(long, env = "PARLEY_TOPIC_SIGNING_KEYS", hide_env_values = true, value_parser = topic_keys)]
+    pub topic_signing_keys: Option<TopicKeys>,
+}
+
+fn topic_keys(list: &str) -> Result<TopicKeys, String> {
+    TopicKeys::parse(list)
 }
 
 impl KafkaArgs {

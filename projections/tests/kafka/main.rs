@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_event_log::testing;
-use parley_kafka::KafkaSettings;
+use parley_kafka::{KafkaSettings, TopicKeys};
 use parley_projections::kafka::member::{Member, MemberOptions};
 use parley_projections::models::friends::Friends;
 use parley_projections::models::history::History;
@@ -183,4 +183,114 @@ async fn a_member_analyzes_the_table_it_looks_sequences_up_in() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A registration as the command API appends it.
+fn registration(user: Uuid, name: &str) -> parley_event_log::AppendRequest {
+    parley_event_log::AppendRequest {
+        streams: vec![parley_event_log::StreamWrite {
+            aggregate_type: "user".into(),
+            aggregate_id: user,
+            expected_version: 0,
+            events: vec![parley_event_log::NewEvent {
+                event_type: "UserRegistered".into(),
+                event_version: 2,
+                payload: serde_json::json!({
+                    "user_id": user, "username": name, "display_name": name,
+                    "registered_at": "2026-12-01T12:00:00Z",
+                }),
+            }],
+        }],
+        metadata: parley_event_log::Metadata::default(),
+        recorded_at: chrono::Utc::now(),
+        idempotency: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_relay_did_not_sign_is_parked_and_never_applied() {
+    use parley_event_log::EventLog;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    let keys = TopicKeys::parse("the-relay-s-signing-key-of-32-bytes-or-more").unwrap();
+    let settings = settings(&brokers).with_signing(keys);
+    let (log, pool, _) = fresh_log().await;
+    let genuine = log
+        .append(registration(Uuid::now_v7(), "alice"))
+        .await
+        .unwrap();
+    let mut relay = start_relay(&log, &pool, &settings, RelayOptions::default());
+    let last = last_cursor(&genuine);
+    wait_for(&mut relay.status, SETTLE, "published", |s| s.cursor == last).await;
+
+    // Another producer with write access to the topic: a well-formed event,
+    // once unsigned and once signed with a key that is not the relay's.
+    let mut forged = whole_log(&log).await.remove(0);
+    forged.aggregate_id = Uuid::now_v7();
+    forged.event_id = Uuid::now_v7();
+    forged.payload["user_id"] = serde_json::json!(forged.aggregate_id);
+    forged.payload["username"] = serde_json::json!("mallory");
+    let value = serde_json::to_vec(&forged).unwrap();
+    let wrong = TopicKeys::parse("a-key-the-forger-made-up-of-32-bytes-or-more").unwrap();
+    let producer: FutureProducer = settings.producer_config().create().unwrap();
+    let key = forged.aggregate_id.to_string();
+    for headers in [
+        OwnedHeaders::new(),
+        OwnedHeaders::new().insert(Header {
+            key: parley_kafka::SIGNATURE_HEADER,
+            value: Some(wrong.sign(&value).as_str()),
+        }),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&settings.topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("the forger's write");
+    }
+
+    let (store, stop, task) = member_of(
+        &settings,
+        Duration::from_secs(1),
+        1,
+        Arc::new(parley_projections::models::users::Users::live()),
+    )
+    .await;
+    let deadline = Instant::now() + SETTLE;
+    let parked = loop {
+        let parked: Vec<String> = sqlx::query_scalar(
+            "SELECT error FROM projection_dead_letters WHERE projection = 'users'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if parked.len() >= 2 || Instant::now() > deadline {
+            break parked;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    stop.send(true).unwrap();
+    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(
+        parked
+            .iter()
+            .all(|e| e.contains("not published by Parley's relay")),
+        "{parked:?}"
+    );
+    let users: Vec<String> = sqlx::query_scalar("SELECT username FROM users")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, ["alice"]);
+    relay.shutdown.send(true).unwrap();
+    relay.task.await.unwrap();
 }

@@ -1,5 +1,5 @@
 //! Filling a batch from the consumer: messages of revoked partitions are
-//! dropped, non-envelopes parked, and a newer topic generation restarts its
+//! dropped, non-envelopes and (with signing keys) unsigned messages parked, and a newer topic generation restarts its
 //! partition from the beginning.
 
 use std::sync::{Arc, Mutex};
@@ -9,6 +9,7 @@ use crate::kafka::partitions::{Offset, Position};
 use crate::park_undecodable;
 use parley_event_log::EventEnvelope;
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
 use rdkafka::Message;
 
 use super::assignment::{assigned, generation, MemberContext, Shared};
@@ -42,12 +43,16 @@ impl Member {
                     break;
                 }
                 let payload = message.payload().unwrap_or_default();
-                match serde_json::from_slice::<EventEnvelope>(payload) {
+                let decoded = self.signed_by_the_relay(&message, payload).and_then(|()| {
+                    serde_json::from_slice::<EventEnvelope>(payload)
+                        .map_err(|e| format!("not an event envelope: {e}"))
+                });
+                match decoded {
                     Ok(event) => {
                         events.push(event);
                         offsets.push(at);
                     }
-                    Err(e) => {
+                    Err(reason) => {
                         let raw = String::from_utf8_lossy(payload).into_owned();
                         for projection in &self.projections {
                             park_undecodable(
@@ -57,7 +62,7 @@ impl Member {
                                     "kafka:{}:{}:{}",
                                     self.settings.topic, at.partition, at.offset
                                 ),
-                                &format!("not an event envelope: {e}"),
+                                &reason,
                                 &raw,
                             )
                             .await?;
@@ -80,6 +85,27 @@ impl Member {
             }
         }
         Ok((events, offsets))
+    }
+
+    /// With signing keys set, whether the relay signed `message`; a message it
+    /// did not sign (another producer's, forged or mistaken) is parked, never
+    /// applied.
+    fn signed_by_the_relay(
+        &self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        payload: &[u8],
+    ) -> Result<(), String> {
+        let Some(keys) = &self.settings.signing else {
+            return Ok(());
+        };
+        let signature = message.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == parley_kafka::SIGNATURE_HEADER)
+                .and_then(|h| h.value)
+        });
+        keys.verify(payload, signature)
+            .map_err(|why| format!("not published by Parley's relay: {why}"))
     }
 
     /// Whether `at` is the first message seen of a newer topic generation than
