@@ -26,12 +26,13 @@ if command -v pg_isready >/dev/null 2>&1; then
 fi
 
 step "PostgreSQL server programs (private clusters for restore tests)"
-# Tests that restore into a new cluster start their own with initdb/pg_ctl
-# (never touching the server above); pg_dump/pg_restore move the data.
+# Tests that restore into a new cluster, stop a database or fail it over start
+# their own with initdb/pg_ctl (never touching the server above);
+# pg_dump/pg_restore move the data, pg_basebackup makes a standby.
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get install -y --no-install-recommends postgresql
 fi
-for program in pg_dump pg_restore; do
+for program in pg_dump pg_restore pg_basebackup; do
   command -v "$program" >/dev/null 2>&1 || apt-get install -y --no-install-recommends postgresql-client
 done
 

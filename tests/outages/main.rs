@@ -8,6 +8,9 @@
 //! acknowledged message once, so nothing was skipped or applied twice on
 //! either feed.
 
+mod failover;
+mod proxy;
+mod slow;
 #[allow(dead_code)]
 #[path = "../scaled/support.rs"]
 mod support;
@@ -21,6 +24,9 @@ use parley_event_log::testing::PrivateCluster;
 use serde_json::json;
 use support::{dump_models, Client, Deployment, Proc};
 use uuid::Uuid;
+
+/// The tests of this binary one at a time: each runs a deployment of its own.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long each database stays down (production outages last longer; the
 /// paths taken are the same after the first failed connection).
@@ -193,6 +199,56 @@ async fn create_database(cluster: &PrivateCluster, name: &str) -> String {
     cluster.url(name)
 }
 
+/// The command API, the relay, a member of the projector group (writing the
+/// deployment's read database), and a log-fed projector writing `log_fed_url`:
+/// two feeds whose read models must end equal.
+async fn write_side_and_projectors(
+    dep: &Deployment,
+    log_fed_url: &str,
+) -> (Proc, Proc, Proc, Proc) {
+    let commands = dep
+        .service(&["command-api", "--migrate", "--db-pool-size", "4"])
+        .await;
+    let relay = dep.relay().await;
+    let member = dep.projector();
+    let args = ["projector", "--feed", "log", "--db-pool-size", "2"];
+    let mut log_fed = dep.spawn_with(&args, &[("PARLEY_READ_DATABASE_URL", log_fed_url)]);
+    log_fed.until_ready(&args, Duration::from_secs(60)).await;
+    (commands, relay, member, log_fed)
+}
+
+/// The log at `log` holds every send acknowledged in `phases` once, and no
+/// other (clients retry a send until it is acknowledged).
+async fn log_holds_each_acknowledged_send_once(log: &sqlx::PgPool, phases: &[&Seen]) {
+    let acknowledged: HashSet<Uuid> = phases
+        .iter()
+        .flat_map(|phase| phase.acknowledged.values().flatten().copied())
+        .collect();
+    let sent: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, COUNT(*) FROM events WHERE event_type = 'MessageSent' GROUP BY 1",
+    )
+    .fetch_all(log)
+    .await
+    .unwrap();
+    assert!(sent.iter().all(|(_, n)| *n == 1), "a message sent twice");
+    let in_log: HashSet<Uuid> = sent.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(
+        in_log, acknowledged,
+        "the log against the acknowledged sends"
+    );
+}
+
+/// `n` registered users, each sending into a room of their own.
+async fn senders(command_base: &str, n: usize) -> Vec<(Arc<Client>, Uuid)> {
+    let mut clients = Vec::new();
+    for i in 0..n {
+        let client = Client::register(command_base, &format!("sender{i}")).await;
+        let room = client.create_room(&format!("room {i}")).await;
+        clients.push((Arc::new(client), room));
+    }
+    clients
+}
+
 /// Waits until the history model at `read_url` holds every message of the
 /// log; what is still missing after `within`, with its place in the log.
 async fn until_all_projected(
@@ -258,6 +314,7 @@ fn all_alive(processes: &mut [(&str, &mut Proc)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_log_and_the_read_databases_stopped_under_load_lose_nothing() {
+    let _serial = SERIAL.lock().await;
     let log_cluster = PrivateCluster::start();
     let read_cluster = PrivateCluster::start();
     let log_url = create_database(&log_cluster, "parley").await;
@@ -267,28 +324,13 @@ async fn the_log_and_the_read_databases_stopped_under_load_lose_nothing() {
         return;
     };
 
-    let mut commands = dep
-        .service(&["command-api", "--migrate", "--db-pool-size", "4"])
-        .await;
-    let mut relay = dep.relay().await;
-    let mut member = dep.projector();
-    let mut log_fed = dep.spawn_with(
-        &["projector", "--feed", "log"],
-        &[("PARLEY_READ_DATABASE_URL", log_fed_url.as_str())],
-    );
-    log_fed
-        .until_ready(&["projector", "--feed", "log"], Duration::from_secs(60))
-        .await;
+    let (mut commands, mut relay, mut member, mut log_fed) =
+        write_side_and_projectors(&dep, &log_fed_url).await;
     let mut reads = dep.service(&["read-api", "--feed", "kafka"]).await;
     let command_base = commands.base.clone().unwrap();
     let read_base = reads.base.clone().unwrap();
 
-    let mut clients = Vec::new();
-    for i in 0..4 {
-        let client = Client::register(&command_base, &format!("sender{i}")).await;
-        let room = client.create_room(&format!("room {i}")).await;
-        clients.push((Arc::new(client), room));
-    }
+    let clients = senders(&command_base, 4).await;
     let (reader, reader_room) = (clients[0].0.clone(), clients[0].1);
     let http = reqwest::Client::new();
     let history_url = format!("{read_base}/v1/rooms/{reader_room}/messages?limit=10");
@@ -402,25 +444,9 @@ async fn the_log_and_the_read_databases_stopped_under_load_lose_nothing() {
     ]);
 
     // Every acknowledged message is in the log once, and nothing else is.
-    let mut acknowledged: HashSet<Uuid> = HashSet::new();
-    for phase in [&warm, &log_outage, &read_outage_sends, &after] {
-        for ids in phase.acknowledged.values() {
-            acknowledged.extend(ids);
-        }
-    }
     let log = sqlx::PgPool::connect(&log_url).await.unwrap();
-    let sent: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT aggregate_id, COUNT(*) FROM events WHERE event_type = 'MessageSent' GROUP BY 1",
-    )
-    .fetch_all(&log)
-    .await
-    .unwrap();
-    assert!(sent.iter().all(|(_, n)| *n == 1), "a message sent twice");
-    let in_log: HashSet<Uuid> = sent.into_iter().map(|(id, _)| id).collect();
-    assert_eq!(
-        in_log, acknowledged,
-        "the log against the acknowledged sends"
-    );
+    log_holds_each_acknowledged_send_once(&log, &[&warm, &log_outage, &read_outage_sends, &after])
+        .await;
 
     // Both feeds caught up and built the same read models from it.
     for (feed, url) in [("kafka", &read_url), ("log", &log_fed_url)] {

@@ -45,6 +45,54 @@ impl PrivateCluster {
         cluster
     }
 
+    /// A streaming standby of `primary` (`pg_basebackup -R`), started on a
+    /// port of its own. Make the primary wait for it (synchronous
+    /// replication) with `ALTER SYSTEM SET synchronous_standby_names`.
+    pub fn standby_of(primary: &PrivateCluster) -> Self {
+        let standby = Self {
+            port: super::free_port(),
+            bin: primary.bin.clone(),
+            dir: std::env::temp_dir().join(format!("parley-pg-{}", uuid::Uuid::new_v4().simple())),
+        };
+        std::fs::create_dir_all(&standby.dir).expect("cluster folder");
+        if is_root() {
+            run(Command::new("chown").args(["postgres:postgres", standby.dir_str()]));
+        }
+        let port = primary.port.to_string();
+        standby.pg(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &standby.data(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        // Named, so the primary's synchronous_standby_names can ask for it.
+        let conf = format!("{}/postgresql.auto.conf", standby.data());
+        let mut auto = std::fs::read_to_string(&conf).expect("postgresql.auto.conf");
+        auto = auto.replace(
+            "primary_conninfo = '",
+            "primary_conninfo = 'application_name=standby ",
+        );
+        std::fs::write(&conf, auto).expect("postgresql.auto.conf");
+        standby.ctl_start();
+        standby
+    }
+
+    /// Promotes a standby to primary (`pg_ctl promote`, waiting for it).
+    pub fn promote(&self) {
+        self.pg("pg_ctl", &["-D", &self.data(), "-w", "promote"]);
+    }
+
     /// The URL of database `name` (`postgres` always exists).
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
@@ -144,7 +192,16 @@ fn server_binaries() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH")
         .into_iter()
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists());
+        .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+        // A link on the PATH (`/usr/local/bin/initdb`): the folder it points
+        // into holds the other programs too (`pg_basebackup`).
+        .map(|dir| {
+            std::fs::canonicalize(dir.join("initdb"))
+                .ok()
+                .and_then(|real| real.parent().map(Path::to_path_buf))
+                .filter(|real| real.join("pg_ctl").exists())
+                .unwrap_or(dir)
+        });
     on_path.or_else(|| {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?

@@ -1,0 +1,104 @@
+//! A slow read-model database (issue 23, item 7): a table the history model
+//! writes is locked while clients send. The member waits on its batch with
+//! bounded memory, the lag it reports grows (so `ParleyProjectionLagGrowing`'s
+//! expression holds), and once the lock goes it catches up with nothing lost.
+
+use std::time::{Duration, Instant};
+
+use super::support::Deployment;
+use super::{senders, until_all_projected, Load, SERIAL};
+
+/// How long the table stays locked.
+const LOCKED: Duration = Duration::from_secs(15);
+
+/// The member's resident memory, in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The history model's lag over every partition, from a scrape of `base`.
+async fn history_lag(http: &reqwest::Client, base: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("parley_projection_lag{") && l.contains("projection=\"history\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locked_read_model_table_holds_the_member_back_in_bounded_memory_and_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(dep) = Deployment::new().await else {
+        return;
+    };
+    let commands = dep.service(&["command-api", "--migrate"]).await;
+    let _relay = dep.relay().await;
+    let args = [
+        "projector",
+        "--feed",
+        "kafka",
+        "--session-timeout-ms",
+        "6000",
+    ];
+    let mut member = dep.spawn(&args);
+    member.until_ready(&args, Duration::from_secs(60)).await;
+    let member_base = member.base.clone().unwrap();
+    let pid = member.child.id().expect("the member runs");
+    let command_base = commands.base.clone().unwrap();
+    let clients = senders(&command_base, 2).await;
+    let http = reqwest::Client::new();
+    let load = Load::start(clients);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_before = rss_kib(pid);
+
+    // Someone holds a lock on the history model's table.
+    let read = sqlx::PgPool::connect(&dep.read_url).await.unwrap();
+    let mut lock = read.begin().await.unwrap();
+    sqlx::query("LOCK TABLE history_messages IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let locked = Instant::now();
+    let mut rss_max = rss_before;
+    let mut lags = Vec::new();
+    while locked.elapsed() < LOCKED {
+        rss_max = rss_max.max(rss_kib(pid));
+        lags.push(history_lag(&http, &member_base).await);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    lock.rollback().await.unwrap();
+    let sent = load.finish().await;
+    assert!(sent.succeeded() > 0);
+
+    // The lag the member reported grew while the table was locked (the
+    // metric is sampled every few seconds: compare the ends).
+    let (early, late) = (lags[2], *lags.last().unwrap());
+    assert!(
+        late > early && late > 0.0,
+        "the history lag did not grow while its table was locked: {lags:?}"
+    );
+    // What the member holds is bounded: librdkafka's fetch queue (64 MiB by
+    // default) and one batch, not everything the topic got meanwhile.
+    assert!(
+        rss_max < rss_before + 96 * 1024,
+        "the member grew from {rss_before} KiB to {rss_max} KiB"
+    );
+    let log = sqlx::PgPool::connect(&dep.log_url).await.unwrap();
+    let missing = until_all_projected(&log, &dep.read_url, Duration::from_secs(60)).await;
+    assert!(missing.is_empty(), "missing after the lock: {missing:?}");
+    let exited = member.child.try_wait().expect("member status");
+    assert!(exited.is_none(), "the member exited: {exited:?}");
+}
