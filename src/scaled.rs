@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use parley_kafka::KafkaSettings;
 use parley_projections::kafka::member::{Member, MemberOptions};
-use parley_projections::{models, Projection};
+use parley_projections::{kafka, models, Projection};
 use parley_relay::{Relay, RelayStatus};
 use serde_json::json;
 use tokio::sync::watch;
@@ -143,6 +143,66 @@ pub async fn kafka_projector(args: ProjectorArgs) -> anyhow::Result<()> {
     result
 }
 
+/// The table of `parley projections status --feed kafka` (-1: unknown).
+fn print_partitions(rows: &[kafka::status::PartitionLag], json: bool) -> anyhow::Result<()> {
+    if json {
+        for row in rows {
+            println!("{}", serde_json::to_string(row)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:>9} {:>12} {:>12} {:>10}  owner",
+        "projection", "partition", "next offset", "end offset", "lag"
+    );
+    let known = |n: i64| {
+        if n < 0 {
+            "?".to_string()
+        } else {
+            n.to_string()
+        }
+    };
+    for r in rows {
+        println!(
+            "{:<10} {:>9} {:>12} {:>12} {:>10}  {}",
+            r.projection,
+            r.partition,
+            r.next_offset,
+            known(r.end_offset),
+            known(r.lag),
+            r.owner.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// How far the relay has published the log (needs only the log's database,
+/// so it shows during a broker outage too).
+async fn relay_status(database_url: &str, topic: &str, json: bool) -> anyhow::Result<()> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .context("opening the event log")?;
+    let published = parley_relay::checkpoint::load(&pool, topic).await?;
+    let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    let position = published.map_or(0, |c| c.position);
+    let behind = (head - position).max(0);
+    if json {
+        println!(
+            "{}",
+            json!({"relay": {"position": position, "log_head": head, "behind": behind}})
+        );
+    } else {
+        println!(
+            "relay: published up to position {position} of the log's {head} ({behind} behind)"
+        );
+    }
+    Ok(())
+}
+
 /// `parley projections status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let store = open_store(&args.read_database_url, 2).await?;
@@ -150,32 +210,35 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
     match args.feed {
         FeedFlag::Kafka => {
             let settings = kafka_settings(&args.kafka);
-            let rows = parley_projections::kafka::status::partition_lag(&settings, &store, &names)
-                .await
-                .with_context(|| format!("reading the lag on topic {}", settings.topic))?;
-            if args.json {
-                for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
+            if let Some(url) = &args.database_url {
+                relay_status(url, &settings.topic, args.json).await?;
+            }
+            let status = kafka::status::partition_lag(&settings, &store, &names).await;
+            // With the broker down, what the read models hold still shows
+            // where each projection is; the command then fails.
+            let (rows, broker) = match status {
+                Ok(rows) => (rows, Ok(())),
+                Err(e) => (
+                    kafka::status::stored_positions(&store, &settings.topic, &names).await?,
+                    Err(e),
+                ),
+            };
+            print_partitions(&rows, args.json)?;
+            match broker {
+                Ok(()) => {
+                    if !args.json {
+                        let total: i64 = rows.iter().map(|r| r.lag).sum();
+                        println!("total lag {total} message(s) on topic {}", settings.topic);
+                    }
                 }
-                return Ok(());
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "the broker does not answer: end offsets and lag of topic {} unknown \
+                         (above: the offsets the read models hold)",
+                        settings.topic
+                    )))
+                }
             }
-            println!(
-                "{:<10} {:>9} {:>12} {:>12} {:>10}  owner",
-                "projection", "partition", "next offset", "end offset", "lag"
-            );
-            for r in &rows {
-                println!(
-                    "{:<10} {:>9} {:>12} {:>12} {:>10}  {}",
-                    r.projection,
-                    r.partition,
-                    r.next_offset,
-                    r.end_offset,
-                    r.lag,
-                    r.owner.as_deref().unwrap_or("-")
-                );
-            }
-            let total: i64 = rows.iter().map(|r| r.lag).sum();
-            println!("total lag {total} message(s) on topic {}", settings.topic);
         }
         FeedFlag::Log => {
             let url = args

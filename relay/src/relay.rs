@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 
 use parley_event_log::pg::PgLog;
 use parley_event_log::{Cursor, SharedLog};
+use parley_kafka::{KafkaSettings, LossDetector, TopicAdmin, TopicState, TopicVerdict};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::leader::{lock_key, LeaderLock};
 use crate::publisher::Publisher;
-use parley_kafka::KafkaSettings;
-use parley_kafka::{LossDetector, TopicAdmin, TopicState, TopicVerdict};
-
 use crate::{checkpoint, RelayError};
 
+/// How long a batch may wait for the broker's acknowledgement before the
+/// relay reports the broker as unreachable (it keeps waiting).
+const STALLED_AFTER: Duration = Duration::from_secs(5);
 /// Failed batches in a row after which the producer is replaced.
 const REBUILD_AFTER_FAILED_BATCHES: u32 = 3;
 
@@ -327,7 +328,23 @@ impl Relay {
             crate::metrics::lag(0);
             return Ok(false);
         };
-        self.publisher.publish(&batch, state.generation).await?;
+        let publishing = self.publisher.publish(&batch, state.generation);
+        tokio::pin!(publishing);
+        tokio::select! {
+            published = &mut publishing => published?,
+            _ = tokio::time::sleep(STALLED_AFTER) => {
+                // Not acknowledged for a while: readiness and the status say so
+                // now, not only once the deliveries time out (30 s).
+                self.status.send_modify(|s| {
+                    s.kafka_ok = false;
+                    s.last_error = Some(format!(
+                        "the broker has not acknowledged a batch for {} s",
+                        STALLED_AFTER.as_secs()
+                    ));
+                });
+                publishing.await?
+            }
+        }
         // Every event up to `last` is acknowledged: only now may the checkpoint
         // move (with the next read, or when the lead ends).
         state.unsaved = Some(last);

@@ -26,7 +26,8 @@ pub struct StatusArgs {
     /// Read-model database.
     #[arg(long, env = "PARLEY_READ_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub read_database_url: String,
-    /// Event log database (`--feed log`).
+    /// Event log database: needed with `--feed log`; with `--feed kafka` it adds
+    /// how far the relay has published (shown even while the broker is down).
     #[arg(long, env = "PARLEY_DATABASE_URL", hide_env_values = true, value_parser = database_url)]
     pub database_url: Option<String>,
     #[command(flatten)]

@@ -8,6 +8,7 @@
 //! acknowledged message once, so nothing was skipped or applied twice on
 //! either feed.
 
+mod broker;
 mod failover;
 mod proxy;
 mod slow;
@@ -302,6 +303,28 @@ async fn until_all_projected(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// One scrape of `{base}/metrics`, as text.
+async fn metrics_text(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A process's resident memory, in KiB (`VmRSS`; 0 once it is gone).
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Every process is still running (none crashed on the outage).

@@ -6,32 +6,14 @@
 use std::time::{Duration, Instant};
 
 use super::support::Deployment;
-use super::{senders, until_all_projected, Load, SERIAL};
+use super::{metrics_text, rss_kib, senders, until_all_projected, Load, SERIAL};
 
 /// How long the table stays locked.
 const LOCKED: Duration = Duration::from_secs(15);
 
-/// The member's resident memory, in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kib| kib.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The history model's lag over every partition, from a scrape of `base`.
 async fn history_lag(http: &reqwest::Client, base: &str) -> f64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(http, base).await;
     text.lines()
         .filter(|l| l.starts_with("parley_projection_lag{") && l.contains("projection=\"history\""))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

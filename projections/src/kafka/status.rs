@@ -59,6 +59,32 @@ pub async fn partition_lag(
     Ok(rows)
 }
 
+/// What the read-model database alone tells of `projections` on `topic`: each
+/// stored partition's next offset and owner, for when the broker cannot say
+/// where the partitions end (it is down). `end_offset` and `lag` are -1.
+pub async fn stored_positions(
+    store: &ReadStore,
+    topic: &str,
+    projections: &[&str],
+) -> anyhow::Result<Vec<PartitionLag>> {
+    let owners = owners(store, topic).await?;
+    let mut rows = Vec::new();
+    for &projection in projections {
+        for (partition, at) in stored_offsets(store, projection, topic).await? {
+            rows.push(PartitionLag {
+                projection: projection.to_string(),
+                partition,
+                next_offset: at.next_offset,
+                end_offset: -1,
+                lag: -1,
+                owner: owners.get(&partition).cloned(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.projection, a.partition).cmp(&(&b.projection, b.partition)));
+    Ok(rows)
+}
+
 /// The high watermark of every partition of the topic.
 async fn end_offsets(
     settings: &KafkaSettings,
