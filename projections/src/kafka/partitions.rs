@@ -19,6 +19,7 @@ use parley_event_log::EventEnvelope;
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
 
+use super::held;
 use crate::projection::Projection;
 use crate::projection::{padded, padded_len, pieces, value_rows, MAX_PIECE};
 use crate::runtime::{Checkpointer, Fate};
@@ -82,6 +83,11 @@ pub struct PartitionCheckpoint<'a> {
     recorded: Mutex<HashSet<Uuid>>,
     /// See [`Checkpointer::loaded_at_restarts`].
     loaded_at_restarts: Option<u64>,
+    /// Applying held events again ([`held::release`]): their offsets were
+    /// passed, so they are not checked, and none is held a second time.
+    releasing: bool,
+    /// Held events whose predecessor is still missing (when releasing).
+    still_held: Mutex<HashSet<(Uuid, i64)>>,
 }
 
 /// Partitions a projection read past in batches that held nothing for it,
@@ -170,6 +176,20 @@ impl<'a> PartitionCheckpoint<'a> {
             carried: None,
             recorded: Mutex::default(),
             loaded_at_restarts: None,
+            releasing: false,
+            still_held: Mutex::default(),
+        }
+    }
+
+    /// The checkpoint of held events tried again (see [`held`]).
+    pub(crate) fn releasing(
+        projection: &'a dyn Projection,
+        topic: &'a str,
+        offsets: &'a [Offset],
+    ) -> Self {
+        Self {
+            releasing: true,
+            ..Self::new(projection, topic, offsets)
         }
     }
 
@@ -207,14 +227,27 @@ impl Checkpointer for PartitionCheckpoint<'_> {
     ) -> Result<Vec<bool>, sqlx::Error> {
         let offsets = &self.offsets[range.clone()];
         let events = &batch[range];
-        let mut next = self.lock_partitions(conn, offsets).await?;
+        let mut next = if self.releasing {
+            // One releaser at a time per projection (PostgreSQL; SQLite has
+            // one writer anyway), so no held event is applied twice.
+            if conn.backend_name() == "PostgreSQL" {
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext('parley held ' || $1))")
+                    .bind(self.projection.name())
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            HashMap::new()
+        } else {
+            self.lock_partitions(conn, offsets).await?
+        };
         let mut applied = self.applied(conn, events).await?;
-        Ok(events
+        let mut gaps = Vec::new();
+        let fresh = events
             .iter()
             .zip(offsets)
             .map(|(event, at)| {
                 let stored = next.entry(at.partition).or_insert(Position::START);
-                let unseen = stored.may_hold(at);
+                let unseen = self.releasing || stored.may_hold(at);
                 *stored = (*stored).max(Position::after(at));
                 if !self.projection.consumes(&event.aggregate_type) {
                     // Nothing to apply, nor to record: the partition's offset
@@ -223,15 +256,8 @@ impl Checkpointer for PartitionCheckpoint<'_> {
                 }
                 let seq = applied.entry(event.aggregate_id).or_insert(0);
                 if unseen && event.sequence > *seq + 1 {
-                    // Only after a failed publish (a delivery lost, later ones
-                    // not): the relay republishes the whole batch, gap included.
-                    tracing::warn!(
-                        projection = self.projection.name(),
-                        aggregate_id = %event.aggregate_id,
-                        sequence = event.sequence,
-                        applied = *seq,
-                        "sequence gap, waiting for the republished events"
-                    );
+                    // Its predecessor has not been applied: held (see `held`).
+                    gaps.push((event, *seq));
                 }
                 let fresh = unseen && event.sequence == *seq + 1;
                 if fresh {
@@ -239,7 +265,16 @@ impl Checkpointer for PartitionCheckpoint<'_> {
                 }
                 fresh
             })
-            .collect())
+            .collect();
+        if self.releasing {
+            let mut still = self.still_held.lock().expect("held lock");
+            still.extend(gaps.iter().map(|(e, _)| (e.aggregate_id, e.sequence)));
+        } else {
+            for (event, applied) in gaps {
+                held::hold(conn, self.projection.name(), event, applied).await?;
+            }
+        }
+        Ok(fresh)
     }
 
     async fn record(
@@ -249,11 +284,19 @@ impl Checkpointer for PartitionCheckpoint<'_> {
         range: Range<usize>,
         fates: &[Fate],
     ) -> Result<(), sqlx::Error> {
-        let mut next = self.carried.cloned().unwrap_or_default();
-        next.carry(&self.offsets[range.clone()]);
-        let rows: Vec<(i32, Position)> = next.0.into_iter().collect();
-        if !rows.is_empty() {
-            advance_positions(conn, self.projection.name(), self.topic, rows).await?;
+        if self.releasing {
+            let still = self.still_held.lock().expect("held lock").clone();
+            let done = batch[range.clone()]
+                .iter()
+                .filter(|e| !still.contains(&(e.aggregate_id, e.sequence)));
+            held::forget(conn, self.projection.name(), done).await?;
+        } else {
+            let mut next = self.carried.cloned().unwrap_or_default();
+            next.carry(&self.offsets[range.clone()]);
+            let rows: Vec<(i32, Position)> = next.0.into_iter().collect();
+            if !rows.is_empty() {
+                advance_positions(conn, self.projection.name(), self.topic, rows).await?;
+            }
         }
 
         let mut seqs: HashMap<Uuid, i64> = HashMap::new();

@@ -294,3 +294,120 @@ async fn a_record_the_relay_did_not_sign_is_parked_and_never_applied() {
     relay.shutdown.send(true).unwrap();
     relay.task.await.unwrap();
 }
+
+/// A message's send and its edit, as the log records them.
+async fn a_send_and_its_edit() -> Vec<parley_event_log::EventEnvelope> {
+    use parley_event_log::EventLog;
+    let (log, _, _) = fresh_log().await;
+    let (message, room, sender) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let events = [
+        (
+            "MessageSent",
+            serde_json::json!({"body": "first words", "message_id": message, "room_id": room,
+                               "sender_id": sender, "sent_at": "2026-12-01T12:00:00Z"}),
+        ),
+        (
+            "MessageEdited",
+            serde_json::json!({"body": "better words", "message_id": message, "room_id": room,
+                               "editor_id": sender, "edited_at": "2026-12-01T12:01:00Z"}),
+        ),
+    ];
+    for (version, (event_type, payload)) in events.into_iter().enumerate() {
+        log.append(parley_event_log::AppendRequest {
+            streams: vec![parley_event_log::StreamWrite {
+                aggregate_type: "message".into(),
+                aggregate_id: message,
+                expected_version: version as i64,
+                events: vec![parley_event_log::NewEvent {
+                    event_type: event_type.into(),
+                    event_version: 1,
+                    payload,
+                }],
+            }],
+            metadata: parley_event_log::Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    }
+    whole_log(&log).await
+}
+
+/// Polls `query` (one text or nothing) on `store` until it answers `want`.
+async fn until_answer(store: &ReadStore, query: &str, want: Option<&str>) {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let got: Option<String> = sqlx::query_scalar(query)
+            .fetch_optional(store.pool())
+            .await
+            .unwrap();
+        if got.as_deref() == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{query}: {got:?}, not {want:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_met_before_its_predecessor_is_held_then_applied_after_it() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let Some(brokers) = kafka_brokers() else {
+        return;
+    };
+    // Two partitions, and the aggregate's events on different ones, the later
+    // event first: what adding partitions to a live topic does to a key.
+    let mut settings = settings(&brokers);
+    settings.partitions = 2;
+    parley_kafka::ensure_topic(&settings).await.unwrap();
+    let events = a_send_and_its_edit().await;
+    let (sent, edited) = (&events[0], &events[1]);
+    let producer: FutureProducer = settings.producer_config().create().unwrap();
+    let publish = |event: &parley_event_log::EventEnvelope, partition: i32| {
+        let (producer, topic) = (producer.clone(), settings.topic.clone());
+        let (key, value) = (
+            event.aggregate_id.to_string(),
+            serde_json::to_vec(event).unwrap(),
+        );
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(&topic)
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .expect("published");
+        }
+    };
+    publish(edited, 0).await;
+    let (store, stop, task) = member_of(
+        &settings,
+        Duration::from_secs(1),
+        0,
+        Arc::new(History::live()),
+    )
+    .await;
+    // The edit waits, held, while its partition's offset moves past it.
+    until_answer(
+        &store,
+        "SELECT CAST(sequence AS TEXT) FROM projection_held WHERE projection = 'history'",
+        Some("2"),
+    )
+    .await;
+
+    // The send arrives: both are applied, in order.
+    publish(sent, 1).await;
+    let body = format!(
+        "SELECT body FROM history_messages WHERE message_id = '{}'",
+        sent.aggregate_id
+    );
+    until_answer(&store, &body, Some("better words")).await;
+    until_answer(&store, "SELECT envelope FROM projection_held", None).await;
+    stop.send(true).unwrap();
+    tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();
+}

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::kafka::held;
 use crate::kafka::partitions::{
     store_carried, stored_offsets, Carried, Offset, PartitionCheckpoint, Position,
 };
@@ -162,6 +163,27 @@ impl Member {
         }
     }
 
+    /// Applies the held events whose predecessor has been applied since
+    /// (by this member or another), for each of its projections.
+    async fn release_held(&self) {
+        for projection in &self.projections {
+            match held::release(&self.store, &**projection, &self.settings.topic).await {
+                Ok(o) if o.applied + o.parked > 0 => tracing::info!(
+                    projection = projection.name(),
+                    applied = o.applied,
+                    parked = o.parked,
+                    "held events applied after their predecessors"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    projection = projection.name(),
+                    error = %e,
+                    "held events not tried again"
+                ),
+            }
+        }
+    }
+
     pub fn status(&self) -> watch::Receiver<MemberStatus> {
         self.status.subscribe()
     }
@@ -287,6 +309,7 @@ impl Member {
                 // partitions this member owns.
                 _ = tokio::time::sleep(pause) => {
                     self.store_idle(&mut idle, false).await;
+                    self.release_held().await;
                     if let Err(e) = self.register(&assigned(&shared)).await {
                         tracing::warn!(error = %e, "cannot record this member's partitions");
                     }
@@ -374,6 +397,7 @@ impl Member {
                 if let Err(e) = self.register(&assigned(&shared)).await {
                     tracing::warn!(error = %e, "cannot record this member's partitions");
                 }
+                self.release_held().await;
                 // Other members' progress, for partitions this one may get next.
                 if let Ok(starts) = self.load_starts().await {
                     let mut s = shared.lock().expect("member lock");
