@@ -18,7 +18,7 @@ mod runtime;
 pub mod store;
 pub mod traces;
 
-pub use progress::{FedBy, ModelLag, Progress, ProgressError, WriteCheck};
+pub use progress::{EventAt, FedBy, ModelLag, Progress, ProgressError, WriteCheck};
 pub use projection::{ApplyError, OwnSequences, Projection};
 pub use restarts::restarted;
 pub use running::{prepare_all, select, RunningProjectors};

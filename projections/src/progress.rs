@@ -67,6 +67,8 @@ impl Progress {
         self.models.iter().find(|m| m.name() == name)
     }
 
+    /// What feeds the models (for logs and status; the questions below answer
+    /// whatever it is).
     pub fn fed_by(&self) -> FedBy {
         self.fed_by
     }
@@ -118,6 +120,93 @@ impl Progress {
             .count())
     }
 
+    /// A log position up to which every one of `models` has applied every
+    /// event, when the feed has one: fed by the log, their slowest checkpoint.
+    /// Kafka partitions advance independently, so there is none (`None`).
+    pub async fn applied_through(&self, models: &[&str]) -> Result<Option<Cursor>, sqlx::Error> {
+        match self.fed_by {
+            FedBy::Log => Ok(Some(self.slowest_checkpoint(models).await?)),
+            FedBy::Partitions => Ok(None),
+        }
+    }
+
+    /// Where a reader that follows `models` from now on starts, and the events
+    /// it must pass first (in log order, applied or not): fed by the log, at
+    /// the slowest checkpoint with nothing to pass; fed by Kafka, just before
+    /// the newest `window` events, which are to pass once applied.
+    pub async fn follow_from(
+        &self,
+        log: &SharedLog,
+        models: &[&str],
+        window: i64,
+    ) -> Result<(Cursor, Vec<EventEnvelope>), ProgressError> {
+        if self.fed_by == FedBy::Log {
+            return Ok((self.slowest_checkpoint(models).await?, Vec::new()));
+        }
+        let newest = log.read_newest(window).await?;
+        let Some(first) = newest.first().map(EventEnvelope::cursor) else {
+            return Ok((Cursor::START, Vec::new()));
+        };
+        // Nothing sorts between the event before `first` and this cursor.
+        let before = Cursor {
+            tx_id: first.tx_id,
+            position: first.position - 1,
+        };
+        Ok((before, newest))
+    }
+
+    /// Those of `models` whose next commit may make `event` applied by all of
+    /// them: fed by the log, any of them (the slowest checkpoint gates it);
+    /// fed by Kafka, only those that read its aggregate's type (all of
+    /// `models` when none does).
+    pub fn gates(&self, models: &[&'static str], event: &EventEnvelope) -> Vec<&'static str> {
+        if self.fed_by == FedBy::Log {
+            return models.to_vec();
+        }
+        let readers = readers_among(&self.models, models, &event.aggregate_type);
+        if readers.is_empty() {
+            models.to_vec()
+        } else {
+            readers
+        }
+    }
+
+    /// A reading that changes whenever `projection` commits: data read between
+    /// two equal readings is the model's state at one moment. Fed by the log,
+    /// its checkpoint; fed by Kafka, the sum of its partitions' offsets.
+    pub async fn version(&self, projection: &str) -> Result<i64, sqlx::Error> {
+        match self.fed_by {
+            FedBy::Log => Ok(self.store.checkpoint(projection).await?.position),
+            FedBy::Partitions => {
+                crate::kafka::partitions::offsets_version(&self.store, projection).await
+            }
+        }
+    }
+
+    /// Whether `projection` has applied each of `events`: fed by the log, by
+    /// its checkpoint; fed by Kafka, by the sequence it recorded for each
+    /// event's aggregate.
+    pub async fn applied_each(
+        &self,
+        projection: &str,
+        events: &[EventAt],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        if self.fed_by == FedBy::Log {
+            let checkpoint = self.store.checkpoint(projection).await?;
+            return Ok(events.iter().map(|e| e.at <= checkpoint).collect());
+        }
+        let ids: Vec<Uuid> = events.iter().map(|e| e.aggregate_id).collect();
+        let applied = applied_sequences(&self.store, &[projection], &ids).await?;
+        Ok(events
+            .iter()
+            .map(|e| {
+                applied
+                    .get(&(projection.to_string(), e.aggregate_id))
+                    .is_some_and(|seq| *seq >= e.sequence)
+            })
+            .collect())
+    }
+
     /// The slowest checkpoint among `models`: fed by the log, everything up to
     /// it is applied by all of them.
     pub async fn slowest_checkpoint(&self, models: &[&str]) -> Result<Cursor, sqlx::Error> {
@@ -152,6 +241,31 @@ impl Progress {
         }
         Some(lags)
     }
+}
+
+/// Those of `names` whose model (among `models`) reads `aggregate_type`.
+fn readers_among(
+    models: &[Arc<dyn Projection>],
+    names: &[&'static str],
+    aggregate_type: &str,
+) -> Vec<&'static str> {
+    names
+        .iter()
+        .copied()
+        .filter(|name| {
+            models
+                .iter()
+                .any(|m| m.name() == *name && m.consumes(aggregate_type))
+        })
+        .collect()
+}
+
+/// Where one event is: in the log, and in its aggregate's stream.
+#[derive(Debug, Clone, Copy)]
+pub struct EventAt {
+    pub at: Cursor,
+    pub aggregate_id: Uuid,
+    pub sequence: i64,
 }
 
 /// One write's check: see [`WriteCheck::applied`].
@@ -216,5 +330,24 @@ impl WriteCheck<'_> {
             }
         };
         Ok(aggregate_type.is_none_or(|t| model.consumes(&t)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pending_event_waits_only_for_the_models_that_read_it() {
+        let all = models::all();
+        let streamed = ["history", "rooms", "friends", "presence"];
+        assert_eq!(
+            readers_among(&all, &streamed, "message"),
+            ["history", "rooms"]
+        );
+        assert_eq!(readers_among(&all, &streamed, "room"), ["rooms"]);
+        assert_eq!(readers_among(&all, &streamed, "friendship"), ["friends"]);
+        assert_eq!(readers_among(&all, &streamed, "presence"), ["presence"]);
+        assert!(readers_among(&all, &streamed, "user").is_empty());
     }
 }

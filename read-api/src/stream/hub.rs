@@ -2,12 +2,12 @@
 //! once every streamed projection that reads it has applied it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use parley_http_kit::ApiError;
-use parley_projections::{models, FedBy, Progress, Projection, ReadStore};
+use parley_projections::{Progress, ReadStore};
 use tokio::sync::{broadcast, watch};
 
 use super::event::Published;
@@ -138,8 +138,14 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
     let mut committed = store.committed();
     let mut pending = VecDeque::new();
     let mut cursor = loop {
-        match start_at(&progress, &log, &mut pending).await {
-            Ok(cursor) => break cursor,
+        match progress
+            .follow_from(&log, &STREAMED_PROJECTIONS, START_WINDOW)
+            .await
+        {
+            Ok((cursor, to_pass)) => {
+                pending.extend(to_pass);
+                break cursor;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
                 if shared.strong_count() == 0 {
@@ -160,12 +166,7 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
         // the wait below, so none is missed between the read and the wait.
         committed.borrow_and_update();
         let before = commits_of(&store, &STREAMED_PROJECTIONS);
-        let step = match feed {
-            FedBy::Log => step(&hub, &log, &progress, &mut cursor, &mut pending).await,
-            FedBy::Partitions => {
-                step_applied(&hub, &log, &progress, &mut cursor, &mut pending).await
-            }
-        };
+        let step = step(&hub, &log, &progress, &mut cursor, &mut pending).await;
         if pending.is_empty() && !*hub.ready.borrow() {
             hub.ready.send_replace(true);
         }
@@ -173,19 +174,14 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
         match step {
             Ok(Step::Progress) => {}
             Ok(Step::Wait) => {
-                // Fed by Kafka, the oldest pending event waits only for the
-                // models that read its type: other models' commits (presence
-                // or users, for a message) cannot let it through, so they do
-                // not cost a step. Commits during the step count (`before`).
-                let needed = match (feed, pending.front()) {
-                    (FedBy::Partitions, Some(head)) => readers_of(&head.aggregate_type),
-                    _ => Vec::new(),
-                };
-                // (An event no streamed model reads never waits: none is needed.)
-                let needed = if needed.is_empty() {
-                    STREAMED_PROJECTIONS.to_vec()
-                } else {
-                    needed
+                // The oldest pending event waits only for the commits that
+                // can let it through (fed by Kafka, those of the models that
+                // read its type: not presence or users, for a message), so
+                // others do not cost a step. Commits during the step count
+                // (`before`).
+                let needed = match pending.front() {
+                    Some(head) => progress.gates(&STREAMED_PROJECTIONS, head),
+                    None => STREAMED_PROJECTIONS.to_vec(),
                 };
                 loop {
                     // Projectors announce their commits; the timeout only
@@ -217,26 +213,6 @@ pub(super) fn commits_of(
         .collect()
 }
 
-/// The [`STREAMED_PROJECTIONS`]' models, made once (the hub asks them on every step).
-pub(super) fn streamed_models() -> &'static [Arc<dyn Projection>] {
-    static MODELS: OnceLock<Vec<Arc<dyn Projection>>> = OnceLock::new();
-    MODELS.get_or_init(|| {
-        STREAMED_PROJECTIONS
-            .iter()
-            .filter_map(|name| models::by_name(name, ""))
-            .collect()
-    })
-}
-
-/// The streamed models that read events of `aggregate_type`.
-pub(super) fn readers_of(aggregate_type: &str) -> Vec<&'static str> {
-    streamed_models()
-        .iter()
-        .filter(|m| m.consumes(aggregate_type))
-        .map(|m| m.name())
-        .collect()
-}
-
 /// Whether any of `needed` committed since `before` was read; `None` when that
 /// cannot be told (commits not heard), so the caller steps anyway.
 pub(super) fn moved(
@@ -252,35 +228,14 @@ pub(super) fn moved(
     Some(any)
 }
 
-/// Where the hub starts: with a log feed, at the slowest streamed checkpoint;
-/// with a Kafka feed, just before the newest [`START_WINDOW`] events, which are
-/// put in `pending` (the hub is ready once they are all applied and passed).
-pub(super) async fn start_at(
-    progress: &Progress,
-    log: &SharedLog,
-    pending: &mut VecDeque<EventEnvelope>,
-) -> anyhow::Result<Cursor> {
-    match progress.fed_by() {
-        FedBy::Log => Ok(progress.slowest_checkpoint(&STREAMED_PROJECTIONS).await?),
-        FedBy::Partitions => {
-            let newest = log.read_newest(START_WINDOW).await?;
-            let Some(first) = newest.first().map(EventEnvelope::cursor) else {
-                return Ok(Cursor::START);
-            };
-            pending.clear();
-            pending.extend(newest);
-            // Nothing sorts between the event before `first` and this cursor.
-            Ok(Cursor {
-                tx_id: first.tx_id,
-                position: first.position - 1,
-            })
-        }
-    }
-}
-
-/// Broadcasts the events every streamed projection has applied. The log is read
-/// ahead only as far as the projections have got, so an event waits for the
-/// slowest projector's commit and nothing else.
+/// Broadcasts, in log order, the events every streamed projection that reads
+/// them has applied (as [`Progress`] tells, whatever feeds the projections).
+///
+/// The events in hand are looked at first. While the oldest of them is not
+/// applied nothing can go out, so the log is read further only once they have
+/// all gone: each projector commit then costs the hub one lookup, not a log
+/// read as well. With no one listening and nothing in hand, the hub skips to
+/// where every projection has applied everything, when the feed can tell.
 pub(super) async fn step(
     hub: &Shared,
     log: &SharedLog,
@@ -288,41 +243,14 @@ pub(super) async fn step(
     cursor: &mut Cursor,
     pending: &mut VecDeque<EventEnvelope>,
 ) -> anyhow::Result<Step> {
-    let visible = progress.slowest_checkpoint(&STREAMED_PROJECTIONS).await?;
     if pending.is_empty() {
-        if let Some(to) = hub.skip_if_alone(visible) {
-            *cursor = (*cursor).max(to);
-            return Ok(Step::Wait);
+        if let Some(through) = progress.applied_through(&STREAMED_PROJECTIONS).await? {
+            if let Some(to) = hub.skip_if_alone(through) {
+                *cursor = (*cursor).max(to);
+                return Ok(Step::Wait);
+            }
         }
     }
-    let read_from = pending.back().map_or(*cursor, EventEnvelope::cursor);
-    if read_from < visible {
-        pending.extend(log.read_after(read_from, READ_BATCH).await?);
-    }
-    let mut sent = false;
-    while pending.front().is_some_and(|e| e.cursor() <= visible) {
-        let event = pending.pop_front().expect("front checked");
-        *cursor = event.cursor();
-        hub.publish(event);
-        sent = true;
-    }
-    Ok(if sent { Step::Progress } else { Step::Wait })
-}
-
-/// [`step`] for projectors fed by Kafka: broadcasts, in log order, the events
-/// every streamed projection that reads them has recorded as applied.
-///
-/// The events in hand are looked at first. While the oldest of them is not
-/// applied nothing can go out, so the log is read further only once they have
-/// all gone: each projector commit then costs the hub one lookup, not a log
-/// read as well.
-pub(super) async fn step_applied(
-    hub: &Shared,
-    log: &SharedLog,
-    progress: &Progress,
-    cursor: &mut Cursor,
-    pending: &mut VecDeque<EventEnvelope>,
-) -> anyhow::Result<Step> {
     let window = READ_BATCH as usize;
     if !pending.is_empty() {
         let sent = publish_applied(hub, progress, cursor, pending).await?;
@@ -369,18 +297,4 @@ pub(super) async fn publish_applied(
         hub.publish(event);
     }
     Ok(visible)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_pending_event_waits_only_for_the_streamed_models_that_read_it() {
-        assert_eq!(readers_of("message"), ["history", "rooms"]);
-        assert_eq!(readers_of("room"), ["rooms"]);
-        assert_eq!(readers_of("friendship"), ["friends"]);
-        assert_eq!(readers_of("presence"), ["presence"]);
-        assert!(readers_of("user").is_empty());
-    }
 }
