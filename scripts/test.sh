@@ -57,10 +57,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "no test support in the server binary"
 # event-log and kafka keep their test helpers (one drops old parley_test_%
-# databases) behind a `testing` feature that only dev-dependencies turn on.
-for crate in parley-event-log parley-kafka; do
-  if cargo tree --locked -p parley -e normal,features -i "$crate" | grep -q '"testing"'; then
-    echo "the parley binary builds $crate with its testing feature" >&2
+# databases) behind a `testing` feature, and projections its crash failpoint
+# behind `failpoints`: only dev-dependencies turn them on.
+for crate in parley-event-log parley-kafka parley-projections; do
+  if cargo tree --locked -p parley -e normal,features -i "$crate" | grep -qE '"(testing|failpoints)"'; then
+    echo "the parley binary builds $crate with a test-only feature" >&2
     exit 1
   fi
 done

@@ -361,6 +361,7 @@ pub async fn apply_checkpointed(
             &fates,
         )
         .await?;
+        crate::failpoint::before_commit(projection, batch).await;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(outcome)
     }

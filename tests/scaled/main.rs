@@ -5,6 +5,7 @@
 //! `scripts/kafka-test-broker.sh`). Without `tansu` the tests skip, unless
 //! `PARLEY_KAFKA_TESTS=1` (set by `scripts/test.sh`), where they fail.
 
+mod crashes;
 mod offsets;
 mod support;
 

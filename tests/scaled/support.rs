@@ -138,6 +138,11 @@ impl Deployment {
     }
 
     pub fn projector_in_group(&self, group: &str) -> Proc {
+        self.projector_with(group, &[])
+    }
+
+    /// A member of `group` with environment variables of its own.
+    pub fn projector_with(&self, group: &str, env: &[(&str, &str)]) -> Proc {
         let child = self
             .command(&[
                 "projector",
@@ -147,6 +152,7 @@ impl Deployment {
                 "6000",
             ])
             .env("PARLEY_KAFKA_GROUP", group)
+            .envs(env.iter().copied())
             .spawn()
             .expect("spawn projector");
         Proc { child, base: None }
