@@ -21,6 +21,9 @@ pub const DELAY_SECONDS: &str = "parley_projection_delay_seconds";
 /// Events not applied yet, by projection and partition (`log` for the log feed):
 /// set by the projector process every few seconds, see [`set_lag`].
 pub const LAG: &str = "parley_projection_lag";
+/// Events a Kafka-fed member holds for their aggregate's earlier event
+/// (`kafka::held`), by projection: set every time the member retries them.
+pub const HELD: &str = "parley_projection_held_events";
 
 /// Records a committed batch.
 pub(crate) fn batch_done(
@@ -55,6 +58,11 @@ pub fn set_lag(projection: &str, partition: &str, lag: i64) {
         .set(lag.max(0) as f64);
 }
 
+/// Sets how many events of `projection` are held for their predecessor.
+pub(crate) fn set_held(projection: &str, held: i64) {
+    metrics::gauge!(HELD, "projection" => projection.to_string()).set(held as f64);
+}
+
 /// Describes these metrics (Prometheus `HELP` lines); call once the recorder is
 /// installed.
 pub fn describe() {
@@ -76,6 +84,10 @@ pub fn describe() {
     metrics::describe_gauge!(
         LAG,
         "Events not applied yet: Kafka end offset minus next offset, or log head minus checkpoint (partition=\"log\")."
+    );
+    metrics::describe_gauge!(
+        HELD,
+        "Events held until their aggregate's earlier event is applied (Kafka feed)."
     );
 }
 

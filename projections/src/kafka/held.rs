@@ -97,6 +97,7 @@ pub async fn release(
         }
     }
     if events.is_empty() {
+        crate::metrics::set_held(projection.name(), 0);
         return Ok(BatchOutcome::default());
     }
     // Where they came from no longer matters: their offsets were passed.
@@ -107,7 +108,14 @@ pub async fn release(
     };
     let offsets = vec![nowhere; events.len()];
     let checkpoint = PartitionCheckpoint::releasing(projection, topic, &offsets);
-    apply_checkpointed(store, projection, &events, &checkpoint).await
+    let outcome = apply_checkpointed(store, projection, &events, &checkpoint).await?;
+    let still: i64 = sqlx::query("SELECT COUNT(*) AS n FROM projection_held WHERE projection = $1")
+        .bind(projection.name())
+        .fetch_one(store.pool())
+        .await?
+        .try_get("n")?;
+    crate::metrics::set_held(projection.name(), still);
+    Ok(outcome)
 }
 
 /// Deletes the held rows of `events` (applied, or found applied before).

@@ -11,6 +11,8 @@
 #[path = "../../../relay/tests/support/mod.rs"]
 mod support;
 
+mod moved_keys;
+
 use parley_projections::models::Model;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
