@@ -8,7 +8,10 @@
 use std::time::{Duration, Instant};
 
 use super::support::Deployment;
-use super::{metrics_text, rss_kib, senders, until_all_projected, until_status, Load, SERIAL};
+use super::{
+    metrics_text, pad_log, rss_kib, senders, until_all_projected, until_status, Load, PADDING_MIB,
+    SERIAL,
+};
 
 /// How long the broker stays down.
 const DOWN: Duration = Duration::from_secs(45);
@@ -72,6 +75,7 @@ async fn a_broker_outage_under_load_stops_no_command_and_loses_nothing() {
     )
     .await;
     let lag_early = gauge(&http, &relay_base, "parley_relay_lag_events").await;
+    pad_log(&dep.log_url, PADDING_MIB).await;
     let mut rss_max = rss_before;
     while stopped.elapsed() < DOWN {
         rss_max = rss_max.max(rss_kib(relay_pid));
@@ -101,8 +105,9 @@ async fn a_broker_outage_under_load_stops_no_command_and_loses_nothing() {
             && during.contains("history"),
         "status while the broker was down:\n{during}"
     );
+    // The relay holds one batch in flight, not the 64 MiB logged meanwhile.
     assert!(
-        rss_max < rss_before + 64 * 1024,
+        rss_max < rss_before + 40 * 1024,
         "the relay grew from {rss_before} KiB to {rss_max} KiB"
     );
     assert_eq!(sends_after.count(500), 0);

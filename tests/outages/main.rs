@@ -33,6 +33,10 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// paths taken are the same after the first failed connection).
 const OUTAGE: Duration = Duration::from_secs(8);
 
+/// Logged during the broker outage and the slow read model: more than the
+/// memory bound asserted on the relay and the member.
+const PADDING_MIB: usize = 64;
+
 /// What the senders saw, by phase.
 #[derive(Default)]
 struct Seen {
@@ -325,6 +329,37 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
         .unwrap_or(0)
+}
+
+/// Appends `mib` MiB of events no read model reads (4 KiB payloads), so that a
+/// test puts more through the relay and the members than the memory bound it
+/// asserts: a process that buffered everything would break the bound.
+async fn pad_log(log_url: &str, mib: usize) {
+    use parley_event_log::{AppendRequest, Metadata, NewEvent, StreamWrite};
+    let log = parley_event_log::open(log_url, 2).await.unwrap();
+    let filler = "x".repeat(4096);
+    for _ in 0..mib * 256 / 64 {
+        let events = (0..64)
+            .map(|_| NewEvent {
+                event_type: "Padding".into(),
+                event_version: 1,
+                payload: json!({ "filler": filler }),
+            })
+            .collect();
+        log.append(AppendRequest {
+            streams: vec![StreamWrite {
+                aggregate_type: "test-padding".into(),
+                aggregate_id: Uuid::now_v7(),
+                expected_version: 0,
+                events,
+            }],
+            metadata: Metadata::default(),
+            recorded_at: chrono::Utc::now(),
+            idempotency: None,
+        })
+        .await
+        .unwrap();
+    }
 }
 
 /// Every process is still running (none crashed on the outage).
