@@ -47,6 +47,9 @@ pub struct Summary {
     pub covered_to: i64,
     /// Stopped early (interrupted or `limit`), not at the end of the range.
     pub partial: bool,
+    /// Records of the topic skipped because the relay did not sign them
+    /// (`events tail` with signing keys set; another producer wrote them).
+    pub unsigned: u64,
 }
 
 impl Summary {
@@ -67,6 +70,9 @@ impl std::fmt::Display for Summary {
         match self.last_position {
             Some(p) => writeln!(f, "  last position    {p}")?,
             None => writeln!(f, "  last position    -")?,
+        }
+        if self.unsigned > 0 {
+            writeln!(f, "  unsigned, skipped {}", self.unsigned)?;
         }
         write!(f, "  covered up to    {}", self.covered_to)
     }

@@ -202,6 +202,14 @@ pub async fn tail(
             skipped += 1;
             continue;
         };
+        // With signing keys, only what the relay signed is the log's.
+        if let Some(keys) = &settings.signing {
+            if let Err(why) = keys.verify_record(&message) {
+                summary.unsigned += 1;
+                tracing::warn!(partition, offset, %why, "record not signed by Parley's relay, skipped");
+                continue;
+            }
+        }
         let mut event: EventEnvelope = match serde_json::from_slice(bytes) {
             Ok(event) => event,
             Err(e) => {

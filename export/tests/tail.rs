@@ -264,3 +264,58 @@ async fn a_following_tail_writes_later_events_as_they_arrive_and_stops_when_aske
     let _ = stop_relay.send(true);
     let _ = relay_task.await;
 }
+
+/// With the topic's signing keys, the tail keeps only what the relay signed:
+/// a record of a valid shape that another producer wrote is skipped and
+/// counted, not written out as part of the log.
+#[tokio::test]
+async fn with_signing_keys_the_tail_skips_what_the_relay_did_not_sign() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let Some(broker) = OwnBroker::start() else {
+        return;
+    };
+    let (log, url) = pg_log().await;
+    seed(&log, 50).await;
+    let keys =
+        parley_kafka::TopicKeys::parse("a-signing-key-of-at-least-thirty-two-bytes").unwrap();
+    let settings = KafkaSettings::new(broker.addr.clone())
+        .with_topic("parley.events")
+        .with_signing(keys);
+    publish(&url, &settings, 50).await;
+
+    // A forgery: a real event with another body, unsigned.
+    let mut forged = expected(&log, false)
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "MessageSent")
+        .unwrap();
+    forged.event_id = uuid::Uuid::now_v7();
+    forged.payload["body"] = json!("forged");
+    let producer: FutureProducer = settings.producer_config().create().unwrap();
+    let (key, value) = (
+        forged.aggregate_id.to_string(),
+        serde_json::to_vec(&forged).unwrap(),
+    );
+    producer
+        .send(
+            FutureRecord::to(&settings.topic).key(&key).payload(&value),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("published");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("signed.jsonl");
+    let summary = run_tail(&settings, Filter::default(), StartAt::Beginning, &path).await;
+    assert_eq!((summary.events, summary.unsigned), (50, 1));
+    assert!(read_jsonl(&path)
+        .iter()
+        .all(|e| e.event_id != forged.event_id));
+
+    // Without the keys the forgery is indistinguishable: it comes out too.
+    let mut unchecked = settings.clone();
+    unchecked.signing = None;
+    let summary = run_tail(&unchecked, Filter::default(), StartAt::Beginning, &path).await;
+    assert_eq!((summary.events, summary.unsigned), (51, 0));
+}

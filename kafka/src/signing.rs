@@ -60,6 +60,19 @@ impl TopicKeys {
         format!("v1={}", hex::encode(mac.finalize().into_bytes()))
     }
 
+    /// Whether the relay signed `record` (its value, by its
+    /// [`SIGNATURE_HEADER`]); why not otherwise.
+    pub fn verify_record<M: rdkafka::Message>(&self, record: &M) -> Result<(), String> {
+        use rdkafka::message::Headers;
+        let signature = record.headers().and_then(|headers| {
+            headers
+                .iter()
+                .find(|h| h.key == SIGNATURE_HEADER)
+                .and_then(|h| h.value)
+        });
+        self.verify(record.payload().unwrap_or_default(), signature)
+    }
+
     /// Whether `signature` (the header's value, if any) signs `value` under
     /// one of the keys; why not otherwise.
     pub fn verify(&self, value: &[u8], signature: Option<&[u8]>) -> Result<(), String> {

@@ -9,7 +9,6 @@ use crate::kafka::partitions::{Offset, Position};
 use crate::park_undecodable;
 use parley_event_log::EventEnvelope;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::Message;
 
 use super::assignment::{assigned, generation, MemberContext, Shared};
@@ -43,7 +42,7 @@ impl Member {
                     break;
                 }
                 let payload = message.payload().unwrap_or_default();
-                let decoded = self.signed_by_the_relay(&message, payload).and_then(|()| {
+                let decoded = self.signed_by_the_relay(&message).and_then(|()| {
                     serde_json::from_slice::<EventEnvelope>(payload)
                         .map_err(|e| format!("not an event envelope: {e}"))
                 });
@@ -93,18 +92,11 @@ impl Member {
     fn signed_by_the_relay(
         &self,
         message: &rdkafka::message::BorrowedMessage<'_>,
-        payload: &[u8],
     ) -> Result<(), String> {
         let Some(keys) = &self.settings.signing else {
             return Ok(());
         };
-        let signature = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == parley_kafka::SIGNATURE_HEADER)
-                .and_then(|h| h.value)
-        });
-        keys.verify(payload, signature)
+        keys.verify_record(message)
             .map_err(|why| format!("not published by Parley's relay: {why}"))
     }
 
