@@ -297,45 +297,6 @@ async fn a_record_the_relay_did_not_sign_is_parked_and_never_applied() {
     relay.task.await.unwrap();
 }
 
-/// A message's send and its edit, as the log records them.
-async fn a_send_and_its_edit() -> Vec<parley_event_log::EventEnvelope> {
-    use parley_event_log::EventLog;
-    let (log, _, _) = fresh_log().await;
-    let (message, room, sender) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let events = [
-        (
-            "MessageSent",
-            serde_json::json!({"body": "first words", "message_id": message, "room_id": room,
-                               "sender_id": sender, "sent_at": "2026-12-01T12:00:00Z"}),
-        ),
-        (
-            "MessageEdited",
-            serde_json::json!({"body": "better words", "message_id": message, "room_id": room,
-                               "editor_id": sender, "edited_at": "2026-12-01T12:01:00Z"}),
-        ),
-    ];
-    for (version, (event_type, payload)) in events.into_iter().enumerate() {
-        log.append(parley_event_log::AppendRequest {
-            streams: vec![parley_event_log::StreamWrite {
-                aggregate_type: "message".into(),
-                aggregate_id: message,
-                expected_version: version as i64,
-                events: vec![parley_event_log::NewEvent {
-                    event_type: event_type.into(),
-                    event_version: 1,
-                    payload,
-                }],
-            }],
-            metadata: parley_event_log::Metadata::default(),
-            recorded_at: chrono::Utc::now(),
-            idempotency: None,
-        })
-        .await
-        .unwrap();
-    }
-    whole_log(&log).await
-}
-
 /// Polls `query` (one text or nothing) on `store` until it answers `want`.
 async fn until_answer(store: &ReadStore, query: &str, want: Option<&str>) {
     let deadline = Instant::now() + SETTLE;
@@ -364,7 +325,7 @@ async fn an_event_met_before_its_predecessor_is_held_then_applied_after_it() {
     let mut settings = settings(&brokers);
     settings.partitions = 2;
     parley_kafka::ensure_topic(&settings).await.unwrap();
-    let events = a_send_and_its_edit().await;
+    let events = moved_keys::sends_and_edits(1, 1).await;
     let (sent, edited) = (&events[0], &events[1]);
     let producer: FutureProducer = settings.producer_config().create().unwrap();
     let publish = |event: &parley_event_log::EventEnvelope, partition: i32| {
@@ -408,7 +369,7 @@ async fn an_event_met_before_its_predecessor_is_held_then_applied_after_it() {
         "SELECT body FROM history_messages WHERE message_id = '{}'",
         sent.aggregate_id
     );
-    until_answer(&store, &body, Some("better words")).await;
+    until_answer(&store, &body, Some("edit 1")).await;
     until_answer(&store, "SELECT envelope FROM projection_held", None).await;
     stop.send(true).unwrap();
     tokio::time::timeout(SETTLE, task).await.unwrap().unwrap();

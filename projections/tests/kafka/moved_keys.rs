@@ -27,19 +27,20 @@ const EDITS: usize = 5;
 /// Sequences up to this one go out before the keys move.
 const MOVED_AFTER: i64 = 3;
 
-/// `MESSAGES` sends, each edited `EDITS` times, as the log records them.
-async fn sends_and_edits() -> Vec<EventEnvelope> {
+/// `messages` sends, each edited `edits` times (bodies "edit 0", "edit 1",
+/// ...), as the log records them.
+pub async fn sends_and_edits(messages: usize, edits: usize) -> Vec<EventEnvelope> {
     let (log, _, _) = fresh_log().await;
     let room = Uuid::now_v7();
     let sender = Uuid::now_v7();
-    for _ in 0..MESSAGES {
+    for _ in 0..messages {
         let message = Uuid::now_v7();
         let mut events = vec![(
             "MessageSent",
             serde_json::json!({"body": "edit 0", "message_id": message, "room_id": room,
                                "sender_id": sender, "sent_at": "2026-12-01T12:00:00Z"}),
         )];
-        for k in 1..=EDITS {
+        for k in 1..=edits {
             events.push((
                 "MessageEdited",
                 serde_json::json!({"body": format!("edit {k}"), "message_id": message,
@@ -110,7 +111,7 @@ async fn keys_moved_to_new_partitions_under_consumption_lose_and_park_nothing() 
     let mut settings = settings(&brokers);
     settings.partitions = 12;
     parley_kafka::ensure_topic(&settings).await.unwrap();
-    let events = sends_and_edits().await;
+    let events = sends_and_edits(MESSAGES, EDITS).await;
     let (early, late): (Vec<&EventEnvelope>, Vec<&EventEnvelope>) =
         events.iter().partition(|e| e.sequence <= MOVED_AFTER);
     let moved = late
