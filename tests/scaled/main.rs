@@ -7,6 +7,7 @@
 
 mod crashes;
 mod offsets;
+mod streams;
 mod support;
 
 use std::time::Duration;

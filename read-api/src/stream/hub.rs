@@ -137,14 +137,17 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
     let feed = progress.fed_by();
     let mut committed = store.committed();
     let mut pending = VecDeque::new();
-    let mut cursor = loop {
+    // Ready once the events to pass at the start have gone out (`ready_at`),
+    // not once nothing is pending: under steady writes something always is.
+    let (mut cursor, ready_at) = loop {
         match progress
             .follow_from(&log, &STREAMED_PROJECTIONS, START_WINDOW)
             .await
         {
             Ok((cursor, to_pass)) => {
+                let passed_at = to_pass.last().map_or(cursor, EventEnvelope::cursor);
                 pending.extend(to_pass);
-                break cursor;
+                break (cursor, passed_at);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "stream hub: storage unavailable, retrying");
@@ -167,7 +170,7 @@ pub(super) async fn run_hub(shared: Weak<Shared>) {
         committed.borrow_and_update();
         let before = commits_of(&store, &STREAMED_PROJECTIONS);
         let step = step(&hub, &log, &progress, &mut cursor, &mut pending).await;
-        if pending.is_empty() && !*hub.ready.borrow() {
+        if cursor >= ready_at && !*hub.ready.borrow() {
             hub.ready.send_replace(true);
         }
         drop(hub);
