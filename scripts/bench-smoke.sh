@@ -6,8 +6,8 @@
 #
 # Usage: scripts/bench-smoke.sh [PARLEY_BINARY]   (default target/debug/parley;
 # parley-bench is taken from beside it)
-# Needs PostgreSQL (PARLEY_BENCH_ADMIN_URL) and, for relay and projectors, the
-# Kafka-compatible broker scripts/kafka-test-broker.sh starts.
+# Needs PostgreSQL (PARLEY_BENCH_ADMIN_URL) and, for relay, projectors and soak,
+# the Kafka-compatible broker scripts/kafka-test-broker.sh starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 parley="$(realpath "${1:-target/debug/parley}")"
@@ -25,3 +25,5 @@ bench freshness --rate 20 --seconds 2
 bench export --events 2000
 bench relay --events 2000 --partitions 2
 bench projectors --events 2000 --members 1,2 --partitions 2
+# All warm-up: RSS and p99 are not judged (SKIP), errors and models are.
+bench soak --seconds 20 --warmup-seconds 20 --rate 20 --users 4 --sse-clients 4 --partitions 2

@@ -58,7 +58,36 @@ pub enum BenchCommand {
     Projectors(BenchProjectorsArgs),
     /// Seed a fresh Postgres log and time `events export` of it (events/s).
     Export(BenchExportArgs),
+    /// Run the whole scaled mode for a long time at a steady rate, with SSE
+    /// clients coming and going; report RSS over time, p99 per minute, errors,
+    /// and whether the read models equal the log; PASS or FAIL per criterion.
+    #[command(long_about = SOAK_ABOUT)]
+    Soak(BenchSoakArgs),
 }
+
+const SOAK_ABOUT: &str = "Runs the whole scaled mode (command API, relay, a group of \
+projectors, read API: separate processes on fresh databases and a fresh topic) for \
+--minutes at a steady --rate of sends, while SSE clients connect, stay 5 to 30 s \
+and reconnect. Every window (a minute by default) prints sends, errors, latency \
+p50/p99/max, SSE connects and frames and every process's RSS. At the end it stops \
+sending, replays the log into a fresh read database with a log-fed projector and \
+compares every read-model table with the live ones.
+
+Pass criteria, each printed as PASS, FAIL or SKIP (not judged: too short a run); \
+the exit status is non-zero if any FAILs:
+  RSS flat       no process's RSS, sampled every --sample-every seconds, grows more \
+than 10% after the warm-up: the largest sample after it against the sample at its end.
+  p99 stable     no full window after the warm-up has a send p99 above twice the \
+median of those windows' p99s (nor less than 10 ms above it: below that is noise); \
+needs two such windows.
+  zero errors    every send answered 201 Created, and no SSE connection failed or \
+ended before its client left.
+  models = log   the read models equal a replay of the log (every table, row for \
+row), history holds as many messages as the log has MessageSent events, as many \
+as sends were answered 201, and no event was parked as a dead letter.
+
+Typical: `parley-bench soak --minutes 30 --rate <half the measured capacity>` \
+with the broker of scripts/kafka-test-broker.sh.";
 
 /// Where a benchmark makes its databases.
 #[derive(Debug, Args)]
@@ -176,6 +205,75 @@ pub struct BenchFreshnessArgs {
     pub read_admin_url: Option<String>,
     #[command(flatten)]
     pub server: BenchServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchSoakArgs {
+    /// Minutes of sending.
+    #[arg(long, default_value_t = 30, conflicts_with = "seconds")]
+    pub minutes: u64,
+    /// Seconds of sending instead of --minutes, for short runs.
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Minutes of warm-up, at the start of the run, that the RSS and p99
+    /// criteria leave out.
+    #[arg(long, default_value_t = 5, conflicts_with = "warmup_seconds")]
+    pub warmup_minutes: u64,
+    /// Seconds of warm-up instead of --warmup-minutes.
+    #[arg(long)]
+    pub warmup_seconds: Option<u64>,
+    /// Sends per second, paced (a send the driver could not start on time is
+    /// started at once; how late it was shows as the lag).
+    #[arg(long, default_value_t = 200)]
+    pub rate: u64,
+    /// Users: each sends into a room of its own and into the shared rooms
+    /// every user joined.
+    #[arg(long, default_value_t = 20)]
+    pub users: usize,
+    /// SSE clients, each streaming as one of the users (in turn).
+    #[arg(long, default_value_t = 20)]
+    pub sse_clients: usize,
+    /// Projector processes, one consumer group (`--feed log`: always 1).
+    #[arg(long, default_value_t = 2)]
+    pub projectors: usize,
+    /// `kafka`: relay, topic and a projector group. `log`: one projector tails
+    /// the log, no relay.
+    #[arg(long, value_enum, default_value_t = Feed::Kafka)]
+    pub feed: Feed,
+    /// Seconds between RSS samples.
+    #[arg(long, default_value_t = 10)]
+    pub sample_every: u64,
+    /// Seconds per report line and p99 window.
+    #[arg(long, default_value_t = 60)]
+    pub window_seconds: u64,
+    /// Write every RSS sample to this CSV file (KiB per process).
+    #[arg(long, value_name = "FILE")]
+    pub report_csv: Option<std::path::PathBuf>,
+    /// Database connections of each service's pool: Postgres's
+    /// `max_connections` (100 by default) is shared by every service, the
+    /// replay at the end and whatever else uses the server.
+    #[arg(long, default_value_t = 4)]
+    pub db_pool_size: u32,
+    /// A librdkafka property for the services (`--feed kafka`), as key=value;
+    /// repeatable (on Tansu: `fetch.wait.max.ms=10`).
+    #[arg(long = "kafka-option", value_parser = key_value)]
+    pub kafka_options: Vec<(String, String)>,
+    #[command(flatten)]
+    pub kafka: BenchKafkaArgs,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
+}
+
+impl BenchSoakArgs {
+    /// How long to send.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.seconds.unwrap_or(self.minutes * 60))
+    }
+
+    /// The warm-up the RSS and p99 criteria leave out.
+    pub fn warmup(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.warmup_seconds.unwrap_or(self.warmup_minutes * 60))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -251,6 +251,52 @@ async fn expect_json(response: reqwest::Response, what: &str) -> anyhow::Result<
     Ok(body)
 }
 
+/// Registers `username` and logs in; the session's access token.
+pub async fn register(
+    http: &reqwest::Client,
+    base: &str,
+    username: &str,
+) -> anyhow::Result<String> {
+    let creds = json!({"username": username, "password": "bench-password"});
+    let register = http.post(format!("{base}/v1/users")).json(&creds);
+    expect_json(register.send().await?, "register").await?;
+    let login = http.post(format!("{base}/v1/sessions")).json(&creds);
+    let session = expect_json(login.send().await?, "login").await?;
+    Ok(session["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Creates a public room named `name` as `token`'s user; the room's id.
+pub async fn create_room(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    let create = http
+        .post(format!("{base}/v1/rooms"))
+        .bearer_auth(token)
+        .json(&json!({"name": name, "visibility": "public"}));
+    let body = expect_json(create.send().await?, "create room").await?;
+    Ok(body["room_id"].as_str().unwrap_or_default().to_string())
+}
+
+/// `token`'s user joins `room`.
+pub async fn join_room(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    room: &str,
+) -> anyhow::Result<()> {
+    let join = http
+        .post(format!("{base}/v1/rooms/{room}/join"))
+        .bearer_auth(token);
+    expect_json(join.send().await?, "join").await?;
+    Ok(())
+}
+
 pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.rooms == 0 || args.seconds == 0 {
         bail!("--clients, --rooms and --seconds must be at least 1");
@@ -288,33 +334,10 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     let mut tokens = Vec::with_capacity(args.clients);
     let mut setups = Vec::new();
     for i in 0..args.clients {
-        let http = http.clone();
-        let base = base.clone();
+        let (http, base) = (http.clone(), base.clone());
         let username = format!("bench{}_{i}", &run_id[..8]);
         setups.push(tokio::spawn(async move {
-            let creds = json!({"username": username, "password": "bench-password"});
-            expect_json(
-                http.post(format!("{base}/v1/users"))
-                    .json(&creds)
-                    .send()
-                    .await?,
-                "register",
-            )
-            .await?;
-            let session = expect_json(
-                http.post(format!("{base}/v1/sessions"))
-                    .json(&creds)
-                    .send()
-                    .await?,
-                "login",
-            )
-            .await?;
-            Ok::<_, anyhow::Error>(
-                session["access_token"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
+            register(&http, &base, &username).await
         }));
     }
     for s in setups {
@@ -322,16 +345,7 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
     }
     let mut rooms = Vec::with_capacity(args.rooms);
     for r in 0..args.rooms {
-        let body = expect_json(
-            http.post(format!("{base}/v1/rooms"))
-                .bearer_auth(&tokens[0])
-                .json(&json!({"name": format!("bench room {r}"), "visibility": "public"}))
-                .send()
-                .await?,
-            "create room",
-        )
-        .await?;
-        rooms.push(body["room_id"].as_str().unwrap_or_default().to_string());
+        rooms.push(create_room(&http, &base, &tokens[0], &format!("bench room {r}")).await?);
     }
     let rooms = Arc::new(rooms);
     let mut joins = Vec::new();
@@ -339,14 +353,7 @@ pub async fn commands(args: BenchCommandsArgs) -> anyhow::Result<()> {
         let (http, base, rooms, token) = (http.clone(), base.clone(), rooms.clone(), token.clone());
         joins.push(tokio::spawn(async move {
             for room in rooms.iter() {
-                expect_json(
-                    http.post(format!("{base}/v1/rooms/{room}/join"))
-                        .bearer_auth(&token)
-                        .send()
-                        .await?,
-                    "join",
-                )
-                .await?;
+                join_room(&http, &base, &token, room).await?;
             }
             Ok::<_, anyhow::Error>(())
         }));

@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::commands::{print_latency, Server, TempDb};
+use super::commands::{create_room, print_latency, register, Server};
+use super::scaled::{open_stream, wait_for_room, Scaled, SseFrames, Topology};
 use crate::args::{BenchFreshnessArgs, Feed};
 use parley_projections::models::history::encode_cursor;
 use parley_read_api::stream::STREAMED_PROJECTIONS;
@@ -26,132 +26,50 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     if args.rate == 0 || args.seconds == 0 {
         bail!("--rate and --seconds must be at least 1");
     }
-    let log_db = TempDb::create(&args.server.admin_url).await?;
-    let read_admin_url = args
-        .read_admin_url
-        .as_deref()
-        .unwrap_or(&args.server.admin_url);
-    let read_db = TempDb::create(read_admin_url).await?;
-    let urls = [
-        ("PARLEY_DATABASE_URL", log_db.url.clone()),
-        ("PARLEY_READ_DATABASE_URL", read_db.url.clone()),
-    ];
-    let topic = format!("parley.bench.{}", Uuid::now_v7().simple());
-    let group = format!("parley-bench-{}", Uuid::now_v7().simple());
-    let feed = match args.feed {
-        Feed::Log => "log",
-        Feed::Kafka => "kafka",
-    };
-    let mut urls = vec![
-        urls[0].clone(),
-        urls[1].clone(),
-        ("PARLEY_FEED", feed.to_string()),
-        ("PARLEY_KAFKA_BROKERS", args.kafka_brokers.clone()),
-        ("PARLEY_KAFKA_TOPIC", topic.clone()),
-        ("PARLEY_KAFKA_GROUP", group),
-    ];
-    if !args.kafka_options.is_empty() {
-        let options: Vec<String> = args
-            .kafka_options
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        urls.push(("PARLEY_KAFKA_OPTIONS", options.join(",")));
-    }
-    let command_api = Server::spawn(&["command-api", "--migrate"], &urls).await?;
-    let relay = match args.feed {
-        Feed::Log => None,
-        Feed::Kafka => Some(Server::spawn(&["relay"], &urls).await?),
-    };
-    // The projector first: it creates the read models' tables, and the read
-    // API is not ready (nor is it waited for) until they exist.
-    let projector = Server::spawn(&["projector"], &urls).await?;
-    let read_api = Server::spawn(&["read-api"], &urls).await?;
+    let dep = Scaled::start(Topology {
+        admin_url: &args.server.admin_url,
+        read_admin_url: args.read_admin_url.as_deref(),
+        feed: args.feed,
+        kafka_brokers: &args.kafka_brokers,
+        kafka_options: &args.kafka_options,
+        partitions: None,
+        projectors: 1,
+        db_pool_size: None,
+    })
+    .await?;
 
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    let (c, r) = (command_api.base.clone(), read_api.base.clone());
-    let creds = json!({"username": format!("fresh{}", &Uuid::new_v4().simple().to_string()[..8]), "password": "bench-password"});
-    http.post(format!("{c}/v1/users"))
-        .json(&creds)
-        .send()
-        .await?
-        .error_for_status()?;
-    let session: Value = http
-        .post(format!("{c}/v1/sessions"))
-        .json(&creds)
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = session["access_token"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let room: Value = http
-        .post(format!("{c}/v1/rooms"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "freshness", "visibility": "public"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let room = room["room_id"].as_str().unwrap_or_default().to_string();
+    let (c, r) = (dep.command_api.base.clone(), dep.read_api.base.clone());
+    let username = format!("fresh{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let token = register(&http, &c, &username).await?;
+    let room = create_room(&http, &c, &token, "freshness").await?;
     let room_token = room.clone();
-    // Wait until the read side knows the room, so the stream follows it.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http
-        .get(format!("{r}/v1/rooms/{room}"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .status()
-        .is_success()
-    {
-        if Instant::now() > deadline {
-            bail!("the read side never saw the room");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_room(&http, &r, &token, &room).await?;
 
     let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
     // Arrival times, matched with send times at the end: an event can reach the
     // stream before the sender has even read its HTTP response.
     let arrivals: Sent = Arc::new(Mutex::new(HashMap::new()));
-    let stream = http
-        .get(format!("{r}/v1/stream"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .error_for_status()?;
+    let stream = open_stream(&http, &r, &token).await?;
     let reader = {
         let arrivals = arrivals.clone();
         tokio::spawn(async move {
-            let mut bytes = stream.bytes_stream();
-            let mut buffer = String::new();
-            while let Some(Ok(chunk)) = bytes.next().await {
+            let mut frames = SseFrames::new(stream);
+            while let Some(data) = frames.next_data().await {
                 let arrived = Instant::now();
-                buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame: String = buffer.drain(..end + 2).collect();
-                    let Some(data) = frame.lines().find_map(|l| l.strip_prefix("data:")) else {
-                        continue;
-                    };
-                    let Ok(envelope) = serde_json::from_str::<Value>(data.trim()) else {
-                        continue;
-                    };
-                    if envelope["event_type"] != "MessageSent" {
-                        continue;
-                    }
-                    let Some(id) = envelope["payload"]["message_id"]
-                        .as_str()
-                        .and_then(|s| s.parse::<Uuid>().ok())
-                    else {
-                        continue;
-                    };
-                    arrivals.lock().unwrap().entry(id).or_insert(arrived);
+                let Ok(envelope) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
+                if envelope["event_type"] != "MessageSent" {
+                    continue;
                 }
+                let Some(id) = envelope["payload"]["message_id"]
+                    .as_str()
+                    .and_then(|s| s.parse::<Uuid>().ok())
+                else {
+                    continue;
+                };
+                arrivals.lock().unwrap().entry(id).or_insert(arrived);
             }
         })
     };
@@ -319,13 +237,13 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     println!("  from the services' own histograms (event recorded -> ...):");
     print_stage(
         &http,
-        &command_api,
+        &dep.command_api,
         "appended (append's own time)",
         "parley_append_duration_seconds",
         "",
     )
     .await;
-    if let Some(relay) = &relay {
+    if let Some(relay) = &dep.relay {
         print_stage(
             &http,
             relay,
@@ -338,25 +256,14 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
     for projection in STREAMED_PROJECTIONS {
         print_stage(
             &http,
-            &projector,
+            &dep.projectors[0],
             &format!("committed to {projection}"),
             "parley_projection_delay_seconds",
             &format!("projection=\"{projection}\""),
         )
         .await;
     }
-    projector.stop().await;
-    command_api.stop().await;
-    read_api.stop().await;
-    if let Some(relay) = relay {
-        relay.stop().await;
-        super::kafka::delete_topic(
-            &parley_kafka::KafkaSettings::new(&args.kafka_brokers).with_topic(&topic),
-        )
-        .await;
-    }
-    log_db.drop_now().await?;
-    read_db.drop_now().await
+    dep.stop().await
 }
 
 /// One line of the stage summary: mean and bucket-bound quantiles of a delay

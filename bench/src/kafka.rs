@@ -119,6 +119,12 @@ async fn progress(
     .fetch_one(pool)
     .await
     .unwrap_or(0);
+    Ok((applied, members_holding_partitions(pool, topic).await))
+}
+
+/// The distinct members that reported owning partitions of `topic` in the
+/// last 15 s (each member records them every few seconds).
+pub async fn members_holding_partitions(pool: &sqlx::PgPool, topic: &str) -> usize {
     let members: Vec<String> = sqlx::query_scalar(
         "SELECT member_id FROM projector_members
          WHERE topic = $1 AND partitions <> '' AND partitions <> '[]'
@@ -129,7 +135,7 @@ async fn progress(
     .fetch_all(pool)
     .await
     .unwrap_or_default();
-    Ok((applied, members.into_iter().collect::<HashSet<_>>().len()))
+    members.into_iter().collect::<HashSet<_>>().len()
 }
 
 /// With the backlog already on the topic and every member started: waits until

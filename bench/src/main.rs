@@ -15,7 +15,10 @@ mod export;
 mod freshness;
 mod kafka;
 mod read;
+mod replay;
+mod scaled;
 mod seed;
+mod soak;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -80,5 +83,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Relay(args) => kafka::relay(args).await,
         BenchCommand::Projectors(args) => kafka::projectors(args).await,
         BenchCommand::Export(args) => export::export(args).await,
+        BenchCommand::Soak(args) => soak::soak(args).await,
     }
 }
