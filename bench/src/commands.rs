@@ -260,6 +260,12 @@ pub async fn register(
     let creds = json!({"username": username, "password": "bench-password"});
     let register = http.post(format!("{base}/v1/users")).json(&creds);
     expect_json(register.send().await?, "register").await?;
+    login(http, base, username).await
+}
+
+/// Logs `username` (registered by [`register`]) in; the access token.
+pub async fn login(http: &reqwest::Client, base: &str, username: &str) -> anyhow::Result<String> {
+    let creds = json!({"username": username, "password": "bench-password"});
     let login = http.post(format!("{base}/v1/sessions")).json(&creds);
     let session = expect_json(login.send().await?, "login").await?;
     Ok(session["access_token"]

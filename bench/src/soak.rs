@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use super::commands::{create_room, join_room, register, Server, Tally};
+use super::commands::{create_room, join_room, login, register, Server, Tally};
 use super::replay::models_against_a_replay;
 use super::scaled::{open_stream, wait_for_room, Scaled, SseFrames, Topology};
 use crate::args::{BenchSoakArgs, Feed};
@@ -62,11 +62,50 @@ impl Recorder {
     }
 }
 
-/// Every user's token and own room, and the rooms all of them joined.
+/// Every user's name, current token and own room, and the rooms all of them
+/// joined.
 struct Users {
-    tokens: Vec<String>,
+    names: Vec<String>,
+    /// Renewed every [`RENEW_SESSIONS_EVERY`], as a client renews its session
+    /// before the access token expires (15 minutes by default).
+    tokens: std::sync::RwLock<Vec<String>>,
     own: Vec<String>,
     shared: Vec<String>,
+}
+
+impl Users {
+    fn count(&self) -> usize {
+        self.names.len()
+    }
+
+    fn token(&self, user: usize) -> String {
+        self.tokens.read().unwrap()[user].clone()
+    }
+}
+
+/// How often every user logs in again for a fresh access token.
+const RENEW_SESSIONS_EVERY: Duration = Duration::from_secs(300);
+
+/// Logs every user in again every [`RENEW_SESSIONS_EVERY`] until `stop`.
+async fn renew_sessions(
+    http: reqwest::Client,
+    base: String,
+    users: Arc<Users>,
+    mut stop: watch::Receiver<bool>,
+    rec: Arc<Recorder>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RENEW_SESSIONS_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+        for (user, name) in users.names.iter().enumerate() {
+            match login(&http, &base, name).await {
+                Ok(token) => users.tokens.write().unwrap()[user] = token,
+                Err(e) => rec.error(format!("login: {e}")),
+            }
+        }
+    }
 }
 
 /// RSS of every process (KiB) at `at` from the start of sending.
@@ -133,13 +172,19 @@ async fn run(args: &BenchSoakArgs, dep: &Scaled) -> anyhow::Result<Vec<&'static 
     });
     let (stop, stopped) = watch::channel(false);
     let mut streams = JoinSet::new();
+    streams.spawn(renew_sessions(
+        http.clone(),
+        dep.command_api.base.clone(),
+        users.clone(),
+        stopped.clone(),
+        rec.clone(),
+    ));
     for i in 0..args.sse_clients {
-        let token = users.tokens[i % users.tokens.len()].clone();
         let base = dep.read_api.base.clone();
         streams.spawn(sse_client(
             http.clone(),
             base,
-            token,
+            (users.clone(), i % users.count()),
             stopped.clone(),
             rec.clone(),
         ));
@@ -259,11 +304,11 @@ async fn setup(http: &reqwest::Client, dep: &Scaled, users: usize) -> anyhow::Re
     let run = uuid::Uuid::new_v4().simple().to_string();
     // Four at a time: every login costs the command API an argon2 hash
     // (19 MiB), and its memory is what this benchmark watches.
-    let tokens: Vec<String> = futures::stream::iter(0..users)
-        .map(|i| {
-            let name = format!("soak{}_{i}", &run[..8]);
-            async move { register(http, c, &name).await }
-        })
+    let names: Vec<String> = (0..users)
+        .map(|i| format!("soak{}_{i}", &run[..8]))
+        .collect();
+    let tokens: Vec<String> = futures::stream::iter(&names)
+        .map(|name| register(http, c, name))
         .buffered(4)
         .try_collect()
         .await?;
@@ -284,13 +329,12 @@ async fn setup(http: &reqwest::Client, dep: &Scaled, users: usize) -> anyhow::Re
     for room in &shared {
         wait_for_room(http, r, &tokens[users - 1], room).await?;
     }
-    // The read API's stream hub starts with its first stream and is ready once
-    // it has caught up; fed by Kafka under steady load it may never catch up
-    // (seen: every stream refused 503 for a whole run), so it starts before
-    // the load does, as it would have in a read API in service.
+    // The read API's stream hub starts with its first stream: started here,
+    // as it would be in a read API in service, it is not part of the run.
     drop(open_stream(http, r, &tokens[0]).await?);
     Ok(Users {
-        tokens,
+        names,
+        tokens: std::sync::RwLock::new(tokens),
         own,
         shared,
     })
@@ -299,7 +343,7 @@ async fn setup(http: &reqwest::Client, dep: &Scaled, users: usize) -> anyhow::Re
 /// Send number `n`: its user in turn, into the user's own room, or one round
 /// in four into a shared room.
 async fn send(http: reqwest::Client, base: String, users: Arc<Users>, n: u64, rec: Arc<Recorder>) {
-    let count = users.tokens.len() as u64;
+    let count = users.count() as u64;
     let (user, round) = ((n % count) as usize, n / count);
     let room = if round % 4 == 3 {
         &users.shared[(user + round as usize) % SHARED_ROOMS]
@@ -312,7 +356,7 @@ async fn send(http: reqwest::Client, base: String, users: Arc<Users>, n: u64, re
             "{base}/v1/rooms/{room}/messages/{}",
             uuid::Uuid::now_v7()
         ))
-        .bearer_auth(&users.tokens[user])
+        .bearer_auth(users.token(user))
         .json(&json!({"body": format!("soak message {n}")}))
         .timeout(SEND_TIMEOUT)
         .send()
@@ -353,7 +397,7 @@ fn transport(e: &reqwest::Error) -> &'static str {
 async fn sse_client(
     http: reqwest::Client,
     read_api: String,
-    token: String,
+    (users, user): (Arc<Users>, usize),
     mut stop: watch::Receiver<bool>,
     rec: Arc<Recorder>,
 ) {
@@ -361,7 +405,7 @@ async fn sse_client(
         let stay = Duration::from_secs(rand::thread_rng().gen_range(5..=30));
         let answer = http
             .get(format!("{read_api}/v1/stream"))
-            .bearer_auth(&token)
+            .bearer_auth(users.token(user))
             .send()
             .await;
         let response = match answer {
