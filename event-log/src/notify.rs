@@ -16,18 +16,18 @@ use sqlx::postgres::PgListener;
 pub enum Heard<'a> {
     /// Listening (again): notifications sent before now were not heard.
     Connected,
-    /// A notification, with its payload.
-    Notification(&'a str),
+    /// A notification: its channel and payload.
+    Notification { channel: &'a str, payload: &'a str },
     /// The link dropped; a new one follows after a pause.
     Lost,
 }
 
-/// Listens on `channel` with listeners from `connect`, telling `heard` what
+/// Listens on `channels` with listeners from `connect`, telling `heard` what
 /// happens, for as long as `heard` answers `true` (its owner is still there).
 /// `what` names the notifications in the warning logged when they are lost.
 pub async fn listen<C, F>(
     connect: C,
-    channel: &str,
+    channels: &[&str],
     what: &str,
     mut heard: impl FnMut(Heard<'_>) -> bool,
 ) where
@@ -38,7 +38,7 @@ pub async fn listen<C, F>(
     loop {
         let session = async {
             let mut listener = connect().await?;
-            listener.listen(channel).await?;
+            listener.listen_all(channels.iter().copied()).await?;
             if !heard(Heard::Connected) {
                 return Ok::<(), sqlx::Error>(());
             }
@@ -50,7 +50,11 @@ pub async fn listen<C, F>(
                         "the notification link dropped".into(),
                     ));
                 };
-                if !heard(Heard::Notification(notification.payload())) {
+                let heard_one = Heard::Notification {
+                    channel: notification.channel(),
+                    payload: notification.payload(),
+                };
+                if !heard(heard_one) {
                     return Ok(());
                 }
             }

@@ -7,6 +7,7 @@
 //! dead-letter table with the reason, and the projector moves on (invariant 8).
 
 mod failpoint;
+pub mod generations;
 pub mod kafka;
 pub mod metrics;
 pub mod models;

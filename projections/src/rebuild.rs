@@ -252,7 +252,7 @@ async fn swap(
     }
     let final_cursor = cursor.max(live_cursor);
     save_checkpoint(conn, live.name(), final_cursor).await?;
-    announce_in(conn, live.name()).await?;
+    announce_in(conn, live.name(), None).await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE projection = $1")
         .bind(key)
         .execute(&mut *conn)

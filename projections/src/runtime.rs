@@ -11,6 +11,7 @@ use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
+use crate::generations::keys_of;
 use crate::projection::{ApplyError, Projection};
 use crate::store::{announce_in, micros, save_checkpoint, ReadStore};
 
@@ -374,7 +375,7 @@ pub async fn apply_checkpointed(
             apply_one_by_one(store, projection, batch, checkpoint).await?
         }
     };
-    store.announce_commit(projection.name());
+    store.announce_commit(projection.name(), keys_of(projection, batch).as_deref());
     crate::metrics::batch_done(projection.name(), batch, outcome, started.elapsed());
     log_committed(projection.name(), batch);
     crate::traces::projected(projection.name(), batch, started.elapsed());
@@ -409,8 +410,9 @@ async fn record(
     range: Range<usize>,
     fates: &[Fate],
 ) -> Result<(), sqlx::Error> {
+    let keys = keys_of(projection, &batch[range.clone()]);
     checkpoint.record(conn, batch, range, fates).await?;
-    announce_in(conn, projection.name()).await
+    announce_in(conn, projection.name(), keys.as_deref()).await
 }
 
 async fn apply_one_by_one(

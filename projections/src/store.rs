@@ -1,10 +1,9 @@
 //! The read-model store: one database (PostgreSQL or a SQLite file) reached through
 //! sqlx's Any driver, so every read model runs the same SQL on both backends.
 
-use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Once, RwLock, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Once, Weak};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -14,6 +13,7 @@ use sqlx::any::{install_default_drivers, AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 use tokio::sync::watch;
 
+use crate::generations::{keyed_notice, Generations, KEYS_CHANNEL};
 use crate::restarts::ServerRuns;
 
 /// The Postgres channel projectors announce their commits on.
@@ -39,25 +39,6 @@ pub struct ReadStore {
     url: Arc<str>,
     /// The server's runs, as new connections saw them.
     runs: Arc<ServerRuns>,
-}
-
-/// How many commits of each projection this process has heard of, and whether
-/// it can hear them at all right now.
-#[derive(Debug, Default)]
-struct Generations {
-    /// Bumped whenever the notification link (re)connects: commits may have
-    /// been missed while it was down.
-    epoch: AtomicU64,
-    /// Whether commits of other processes reach this one now (Postgres only).
-    live: AtomicBool,
-    by_projection: RwLock<HashMap<String, u64>>,
-}
-
-impl Generations {
-    fn bump(&self, projection: &str) {
-        let mut map = self.by_projection.write().expect("generations lock");
-        *map.entry(projection.to_string()).or_insert(0) += 1;
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -294,6 +275,13 @@ impl ReadStore {
     /// other processes cannot be heard (the notification link is down or not up
     /// yet), and always on SQLite, where another process could write unheard.
     pub fn generation(&self, projections: &[&str]) -> Option<u64> {
+        self.generation_about(projections, &[])
+    }
+
+    /// As [`ReadStore::generation`], counting only the commits that could
+    /// change rows about `keys` (rooms, users; see [`crate::generations`]):
+    /// an entry built from one room's rows outlives commits about others.
+    pub fn generation_about(&self, projections: &[&str], keys: &[uuid::Uuid]) -> Option<u64> {
         if self.backend != Backend::Postgres {
             return None;
         }
@@ -302,17 +290,24 @@ impl ReadStore {
         if !g.live.load(Ordering::Acquire) {
             return None;
         }
-        let map = g.by_projection.read().expect("generations lock");
-        let commits: u64 = projections
-            .iter()
-            .map(|p| map.get(*p).copied().unwrap_or(0))
-            .sum();
-        Some(g.epoch.load(Ordering::Acquire).wrapping_add(commits))
+        Some(g.of(projections, keys))
     }
 
-    /// Announces a commit of `projection` made in this process.
-    pub(crate) fn announce_commit(&self, projection: &str) {
-        self.generations.bump(projection);
+    /// A number that moves whenever any generation could (see
+    /// [`Generations::changes`](crate::generations)): for entries whose keys
+    /// are known only once read. `None` as for [`ReadStore::generation`].
+    pub fn changes(&self) -> Option<u64> {
+        self.generation(&[])?;
+        Some(self.generations.changes())
+    }
+
+    /// Announces a commit of `projection` made in this process, about `keys`
+    /// (`None`: about everything).
+    pub(crate) fn announce_commit(&self, projection: &str, keys: Option<&[uuid::Uuid]>) {
+        match keys {
+            Some(keys) => self.generations.bump_keys(projection, keys),
+            None => self.generations.bump(projection),
+        }
         self.committed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
@@ -337,17 +332,22 @@ async fn listen_for_commits(
         None => false,
     };
     let connect = || sqlx::postgres::PgListener::connect(&url);
-    notify::listen(connect, COMMITS_CHANNEL, "projection commit", |heard| {
+    let channels = [KEYS_CHANNEL, COMMITS_CHANNEL];
+    notify::listen(connect, &channels, "projection commit", |heard| {
         match heard {
             // Whatever was committed while we were away: a new epoch, and wake
             // waiters once.
             Heard::Connected => {
-                generations.epoch.fetch_add(1, Ordering::AcqRel);
-                generations.live.store(true, Ordering::Release);
+                generations.reconnected();
                 tick()
             }
-            Heard::Notification(payload) => {
-                generations.bump(payload);
+            // The keyed notice comes first; the plain one that follows wakes.
+            Heard::Notification { channel, payload } if channel == KEYS_CHANNEL => {
+                generations.heard(channel, payload);
+                committed.strong_count() > 0
+            }
+            Heard::Notification { channel, payload } => {
+                generations.heard(channel, payload);
                 tick()
             }
             Heard::Lost => {
@@ -399,15 +399,36 @@ pub async fn save_checkpoint(
 
 /// Tells other processes (see [`ReadStore::committed`]) that `projection` moved,
 /// inside the caller's transaction: Postgres delivers it when, and only if, the
-/// transaction commits. Nothing to do on SQLite (one process).
-pub async fn announce_in(conn: &mut AnyConnection, projection: &str) -> Result<(), sqlx::Error> {
-    if conn.backend_name() == "PostgreSQL" {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(COMMITS_CHANNEL)
-            .bind(projection)
-            .execute(&mut *conn)
-            .await?;
+/// transaction commits. With `keys`, the commit is about only those rooms and
+/// users (see [`crate::generations`]); `None`: about everything. Nothing to do
+/// on SQLite (one process).
+pub async fn announce_in(
+    conn: &mut AnyConnection,
+    projection: &str,
+    keys: Option<&[uuid::Uuid]>,
+) -> Result<(), sqlx::Error> {
+    if conn.backend_name() != "PostgreSQL" {
+        return Ok(());
     }
+    // One statement: the keyed notice first (see crate::generations).
+    match keys {
+        Some(keys) => {
+            sqlx::query("SELECT pg_notify($1, $2), pg_notify($3, $4)")
+                .bind(KEYS_CHANNEL)
+                .bind(keyed_notice(projection, keys))
+                .bind(COMMITS_CHANNEL)
+                .bind(projection)
+                .execute(&mut *conn)
+                .await?
+        }
+        None => {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(COMMITS_CHANNEL)
+                .bind(projection)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
     Ok(())
 }
 

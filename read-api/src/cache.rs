@@ -1,21 +1,22 @@
-//! The newest page of each room's history, kept as the JSON body the API sends,
-//! and who is a member of which room: opening a room, the hottest read of a chat,
-//! answered without the database.
+//! What the hottest reads of a chat answer, kept in memory: the newest page of
+//! each room's history and each user's room list, as the JSON bodies the API
+//! sends, and who is a member of which room.
 //!
 //! Every entry is tagged with the store's *generation* of the projections it was
-//! read from (history and rooms, see [`ReadStore::generation`]), taken before
-//! the read. Any commit of either projection that this process hears of (their
-//! `NOTIFY`, on Postgres) moves the generation, and entries of an older one are
-//! never served again. While commits cannot be heard (the notification link is
-//! down, or the store is a SQLite file another process might write) there is no
-//! generation and nothing is cached.
+//! read from about the rooms and users it shows (see
+//! [`ReadStore::generation_about`]): a commit this process hears of (a
+//! projector's `NOTIFY`) that could change those rows moves it, and an entry of
+//! an older one is never served again. Commits about other rooms leave it be.
+//! While commits cannot be heard (the notification link is down, or the store
+//! is a SQLite file another process might write) there is no generation and
+//! nothing is cached.
 //!
 //! What is not cached: pages with reactions (whether the caller reacted differs
 //! per caller), pages other than the newest, and requests with a consistency
 //! token (they must see a commit the moment the database has it, not when its
 //! notification arrives a few milliseconds later).
 //!
-//! [`ReadStore::generation`]: parley_projections::ReadStore::generation
+//! [`ReadStore::generation_about`]: parley_projections::ReadStore::generation_about
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,8 +24,17 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use uuid::Uuid;
 
-/// The projections whose commits invalidate the cache.
-pub const SOURCES: [&str; 2] = ["history", "rooms"];
+/// The projection a history page is read from; its entries are about the room.
+pub const PAGE_SOURCES: [&str; 1] = ["history"];
+
+/// The projection memberships are read from. A membership entry is about the
+/// user: every event that changes a room's members names the member
+/// (`user_id`), while messages, which also commit to this projection about
+/// their room, leave memberships be.
+pub const MEMBER_SOURCES: [&str; 1] = ["rooms"];
+
+/// The projection a room list is read from.
+pub const LIST_SOURCES: [&str; 1] = ["rooms"];
 
 /// Membership answers kept at most (then all are dropped and relearned).
 const MAX_MEMBERS: usize = 200_000;
@@ -39,6 +49,28 @@ pub struct PageCache {
 struct Pages {
     bytes: usize,
     by_room: HashMap<(Uuid, i64), (u64, Bytes)>,
+    /// Per user: the generation, the body, and the rooms it lists.
+    lists: HashMap<Uuid, (u64, Bytes, Vec<Uuid>)>,
+}
+
+impl Pages {
+    /// Makes room for `len` more bytes within `budget`: over it, everything is
+    /// dropped (simple, and a hot entry is read again at once).
+    fn make_room(&mut self, len: usize, budget: usize) {
+        if self.bytes + len > budget {
+            self.by_room.clear();
+            self.lists.clear();
+            self.bytes = 0;
+        }
+    }
+}
+
+/// The keys a user's room list is about: the user, then each listed room.
+pub fn list_keys(user: Uuid, rooms: &[Uuid]) -> Vec<Uuid> {
+    let mut keys = Vec::with_capacity(rooms.len() + 1);
+    keys.push(user);
+    keys.extend_from_slice(rooms);
+    keys
 }
 
 impl PageCache {
@@ -67,13 +99,39 @@ impl PageCache {
             return;
         }
         let mut pages = self.pages.lock().expect("page cache lock");
-        if pages.bytes + body.len() > self.budget {
-            pages.by_room.clear();
-            pages.bytes = 0;
-        }
+        pages.make_room(body.len(), self.budget);
         pages.bytes += body.len();
         if let Some((_, old)) = pages.by_room.insert((room, limit), (generation, body)) {
             pages.bytes -= old.len();
+        }
+    }
+
+    /// `user`'s room list, if cached and still valid: `generation_of` gives
+    /// the generation now of the keys the entry is about (see [`list_keys`]).
+    pub fn list(
+        &self,
+        user: Uuid,
+        generation_of: impl FnOnce(&[Uuid]) -> Option<u64>,
+    ) -> Option<Bytes> {
+        let (generation, body, rooms) = {
+            let pages = self.pages.lock().expect("page cache lock");
+            let (g, body, rooms) = pages.lists.get(&user)?;
+            (*g, body.clone(), rooms.clone())
+        };
+        (generation_of(&list_keys(user, &rooms))? == generation).then_some(body)
+    }
+
+    /// Keeps `user`'s room list, listing `rooms`, read at `generation`.
+    pub fn keep_list(&self, user: Uuid, rooms: Vec<Uuid>, generation: u64, body: Bytes) {
+        let len = body.len() + rooms.len() * 16;
+        if len > self.budget {
+            return;
+        }
+        let mut pages = self.pages.lock().expect("page cache lock");
+        pages.make_room(len, self.budget);
+        pages.bytes += len;
+        if let Some((_, old, old_rooms)) = pages.lists.insert(user, (generation, body, rooms)) {
+            pages.bytes -= old.len() + old_rooms.len() * 16;
         }
     }
 
@@ -134,5 +192,26 @@ mod tests {
         }
         assert!(cache.page(rooms[1], 50, 2).is_some());
         assert_eq!(cache.pages.lock().unwrap().bytes, 60);
+    }
+
+    #[test]
+    fn a_room_list_is_served_only_while_its_keys_have_not_moved() {
+        let cache = PageCache::new(1024);
+        let (user, room) = (Uuid::now_v7(), Uuid::now_v7());
+        cache.keep_list(user, vec![room], 3, Bytes::from_static(b"{\"rooms\":[]}"));
+        let asked = std::sync::Mutex::new(Vec::new());
+        let body = cache.list(user, |keys| {
+            asked.lock().unwrap().push(keys.to_vec());
+            Some(3)
+        });
+        assert!(body.is_some());
+        assert_eq!(
+            asked.lock().unwrap()[0],
+            vec![user, room],
+            "the user, then the rooms"
+        );
+        assert!(cache.list(user, |_| Some(4)).is_none(), "moved");
+        assert!(cache.list(user, |_| None).is_none(), "commits unheard");
+        assert!(cache.list(Uuid::now_v7(), |_| Some(3)).is_none());
     }
 }

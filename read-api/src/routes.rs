@@ -16,7 +16,7 @@ use crate::pages::{
     with_names, BlocksPage, FriendRequestsPage, FriendsPage, HistoryPage, PresencePage, RoomPage,
     RoomsPage,
 };
-use crate::ReadState;
+use crate::{metrics, ReadState};
 use parley_http_kit::{ApiError, ApiPath, ApiQuery, Caller};
 
 fn not_found(room_id: Uuid) -> ApiError {
@@ -32,7 +32,11 @@ pub async fn my_rooms(
     State(state): State<ReadState>,
     Caller(me): Caller,
     Consistency(token): Consistency,
-) -> Result<Json<RoomsPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    if let (Some(cache), None) = (&state.cache, &token) {
+        return cached_rooms(&state, cache, me).await;
+    }
+    metrics::cache_lookup("rooms", "bypass");
     wait_for(
         &state,
         me,
@@ -42,7 +46,39 @@ pub async fn my_rooms(
     )
     .await?;
     let rooms = rooms::rooms_of(state.store.pool(), me).await?;
-    Ok(Json(RoomsPage { rooms }))
+    Ok(Json(RoomsPage { rooms }).into_response())
+}
+
+/// The room list through the cache. Its keys (the caller and their rooms) are
+/// known only once read, so the read is kept only if no commit was heard
+/// between its start and the generation taken after it.
+async fn cached_rooms(
+    state: &ReadState,
+    cache: &crate::cache::PageCache,
+    me: Uuid,
+) -> Result<Response, ApiError> {
+    let generation_of = |keys: &[Uuid]| {
+        state
+            .store
+            .generation_about(&crate::cache::LIST_SOURCES, keys)
+    };
+    if let Some(body) = cache.list(me, generation_of) {
+        metrics::cache_lookup("rooms", "hit");
+        return Ok(json_body(body));
+    }
+    let before = state.store.changes();
+    let rooms = rooms::rooms_of(state.store.pool(), me).await?;
+    let ids: Vec<Uuid> = rooms.iter().map(|r| r.room_id).collect();
+    let body = Bytes::from(serde_json::to_vec(&RoomsPage { rooms }).map_err(ApiError::internal)?);
+    let generation = generation_of(&crate::cache::list_keys(me, &ids));
+    match (before, generation, state.store.changes()) {
+        (Some(before), Some(generation), Some(after)) if before == after => {
+            metrics::cache_lookup("rooms", "miss");
+            cache.keep_list(me, ids, generation, body.clone());
+        }
+        _ => metrics::cache_lookup("rooms", "bypass"),
+    }
+    Ok(json_body(body))
 }
 
 /// A room's details and members (members only: others get 404).
@@ -123,34 +159,52 @@ pub async fn history(
         )));
     }
     // The newest page without a consistency token may come from the cache.
+    // Taken before the read: a commit after it moves the generation.
     let cached = match (&state.cache, &token, request) {
-        (Some(cache), None, history::PageRequest::Newest) => state
-            .store
-            .generation(&crate::cache::SOURCES)
-            .map(|generation| (cache, generation)),
+        (Some(cache), None, history::PageRequest::Newest) => {
+            let page = state
+                .store
+                .generation_about(&crate::cache::PAGE_SOURCES, &[room_id]);
+            let member = state
+                .store
+                .generation_about(&crate::cache::MEMBER_SOURCES, &[me]);
+            page.zip(member).map(|(page, member)| (cache, page, member))
+        }
         _ => None,
     };
-    if let Some((cache, generation)) = cached {
-        match cache.member(room_id, me, generation) {
-            Some(false) => return Err(not_found(room_id)),
-            Some(true) => {
-                if let Some(body) = cache.page(room_id, limit, generation) {
-                    return Ok(json_body(body));
-                }
-            }
-            None => {}
+    if let Some((cache, page_generation, member_generation)) = cached {
+        let member = cache.member(room_id, me, member_generation);
+        if member == Some(false) {
+            return Err(not_found(room_id));
         }
+        if let Some(body) = cache.page(room_id, limit, page_generation) {
+            let member = match member {
+                Some(member) => member,
+                None => {
+                    let member = rooms::is_member(state.store.pool(), room_id, me).await?;
+                    cache.keep_member(room_id, me, member_generation, member);
+                    member
+                }
+            };
+            if !member {
+                return Err(not_found(room_id));
+            }
+            metrics::cache_lookup("history", "hit");
+            return Ok(json_body(body));
+        }
+        metrics::cache_lookup("history", "miss");
         let page =
             history::page_for_member(state.store.pool(), room_id, request, limit, me).await?;
-        cache.keep_member(room_id, me, generation, page.is_some());
+        cache.keep_member(room_id, me, member_generation, page.is_some());
         let page = page.ok_or_else(|| not_found(room_id))?;
         let body = Bytes::from(serde_json::to_vec(&page).map_err(ApiError::internal)?);
         // Whether the caller reacted is the caller's own: such pages are not shared.
         if page.messages.iter().all(|m| m.reactions.is_empty()) {
-            cache.keep_page(room_id, limit, generation, body.clone());
+            cache.keep_page(room_id, limit, page_generation, body.clone());
         }
         return Ok(json_body(body));
     }
+    metrics::cache_lookup("history", "bypass");
     wait_for(
         &state,
         me,

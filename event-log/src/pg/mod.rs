@@ -225,9 +225,9 @@ async fn listen(pool: PgPool, appended: std::sync::Weak<watch::Sender<u64>>) {
     let connect = || sqlx::postgres::PgListener::connect_with(&pool);
     // Connected (whatever was appended while away) and each notification:
     // wake readers once.
-    crate::notify::listen(connect, CHANNEL, "event", |heard| match heard {
+    crate::notify::listen(connect, &[CHANNEL], "event", |heard| match heard {
         Heard::Lost => appended.strong_count() > 0,
-        Heard::Connected | Heard::Notification(_) => match appended.upgrade() {
+        Heard::Connected | Heard::Notification { .. } => match appended.upgrade() {
             Some(sender) => {
                 sender.send_modify(|n| *n += 1);
                 true

@@ -227,4 +227,18 @@ impl TestApp {
             a.token.unwrap(),
         )
     }
+
+    /// Joins `room` as the holder of `token`.
+    pub async fn join(&self, token: &str, room: Uuid) {
+        let joined = self
+            .call(
+                "POST",
+                &format!("/v1/rooms/{room}/join"),
+                Some(token),
+                None,
+                None,
+            )
+            .await;
+        assert!(joined.status.is_success(), "{:?}", joined.body);
+    }
 }

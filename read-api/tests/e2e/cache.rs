@@ -5,13 +5,13 @@
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use parley_read_api::cache::SOURCES;
+use parley_read_api::cache::PAGE_SOURCES;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::app::{Backend, TestApp};
 
-async fn send(app: &TestApp, token: &str, room: Uuid, body: &str) -> (Uuid, String) {
+pub(crate) async fn send(app: &TestApp, token: &str, room: Uuid, body: &str) -> (Uuid, String) {
     let id = Uuid::now_v7();
     let sent = app
         .call(
@@ -26,7 +26,7 @@ async fn send(app: &TestApp, token: &str, room: Uuid, body: &str) -> (Uuid, Stri
     (id, sent.token.unwrap())
 }
 
-async fn newest(app: &TestApp, token: &str, room: Uuid) -> (StatusCode, Value) {
+pub(crate) async fn newest(app: &TestApp, token: &str, room: Uuid) -> (StatusCode, Value) {
     let page = app
         .call(
             "GET",
@@ -39,7 +39,7 @@ async fn newest(app: &TestApp, token: &str, room: Uuid) -> (StatusCode, Value) {
     (page.status, page.body)
 }
 
-fn ids(page: &Value) -> Vec<Value> {
+pub(crate) fn ids(page: &Value) -> Vec<Value> {
     page["messages"]
         .as_array()
         .unwrap()
@@ -49,7 +49,7 @@ fn ids(page: &Value) -> Vec<Value> {
 }
 
 /// Asks for the newest page (no token) until `done` holds; fails after 5 s.
-async fn until(
+pub(crate) async fn until(
     app: &TestApp,
     token: &str,
     room: Uuid,
@@ -69,11 +69,11 @@ async fn until(
 
 /// Waits until the store hears commits (the notification link is up) and
 /// returns whether the newest page of `room` is in the cache now.
-async fn cached(app: &TestApp, room: Uuid) -> bool {
+pub(crate) async fn cached(app: &TestApp, room: Uuid) -> bool {
     let cache = app.read.cache.as_ref().expect("the cache is on by default");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        if let Some(generation) = app.read.store.generation(&SOURCES) {
+        if let Some(generation) = app.read.store.generation_about(&PAGE_SOURCES, &[room]) {
             return cache.page(room, 50, generation).is_some();
         }
         assert!(

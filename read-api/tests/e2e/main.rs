@@ -3,6 +3,7 @@
 
 mod app;
 mod cache;
+mod cache_writes;
 mod missing_models;
 mod read_your_writes;
 mod stream;

@@ -248,25 +248,12 @@ fn room_of(frame: &Frame) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn join(app: &TestApp, token: &str, room: Uuid) {
-    let joined = app
-        .call(
-            "POST",
-            &format!("/v1/rooms/{room}/join"),
-            Some(token),
-            None,
-            None,
-        )
-        .await;
-    assert!(joined.status.is_success(), "{:?}", joined.body);
-}
-
 async fn a_member_receives_a_new_message(backend: Backend) {
     let app = TestApp::start(backend).await;
     let (alice_id, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
     let (room, _) = app.room(&alice, "general", "public").await;
-    join(&app, &bob, room).await;
+    app.join(&bob, room).await;
     let mut stream = Sse::open(&app, &bob, None).await;
     stream.hello().await;
     let (message_id, cursor) = send(&app, &alice, room, "hello, bob").await;
@@ -339,7 +326,7 @@ async fn a_reconnect_gets_exactly_the_missed_events(backend: Backend) {
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
     let (room, _) = app.room(&alice, "general", "public").await;
-    join(&app, &bob, room).await;
+    app.join(&bob, room).await;
     let mut stream = Sse::open(&app, &bob, None).await;
     stream.hello().await;
     let mut first = Vec::new();
@@ -395,7 +382,7 @@ async fn a_lagging_subscriber_is_closed_and_resumes_without_loss(backend: Backen
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
     let (room, _) = app.room(&alice, "general", "public").await;
-    join(&app, &bob, room).await;
+    app.join(&bob, room).await;
     let mut stream = Sse::open(&app, &bob, None).await;
     stream.hello().await;
     // Bob reads nothing while ten messages go out.
@@ -573,7 +560,7 @@ async fn a_resumed_stream_filters_by_membership_at_the_time(backend: Backend) {
     let (bob_id, bob) = app.user("bob").await;
     let (left, _) = app.room(&alice, "left", "public").await;
     let (joined, _) = app.room(&alice, "joined", "public").await;
-    join(&app, &bob, left).await;
+    app.join(&bob, left).await;
     let mut stream = Sse::open(&app, &bob, None).await;
     stream.hello().await;
     send(&app, &alice, left, "seen live").await;
@@ -596,7 +583,7 @@ async fn a_resumed_stream_filters_by_membership_at_the_time(backend: Backend) {
     assert!(leave.status.is_success(), "{:?}", leave.body);
     send(&app, &alice, left, "after bob left").await;
     send(&app, &alice, joined, "before bob joined").await;
-    join(&app, &bob, joined).await;
+    app.join(&bob, joined).await;
     let (after_join, last) = send(&app, &alice, joined, "after bob joined").await;
     hub_reaches(&app, last).await;
 
@@ -710,7 +697,7 @@ async fn a_resume_shows_no_text_that_was_redacted_or_edited_since(backend: Backe
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
     let (room, _) = app.room(&alice, "general", "public").await;
-    join(&app, &bob, room).await;
+    app.join(&bob, room).await;
     let mut stream = Sse::open(&app, &bob, None).await;
     let resume_from = stream.hello().await.id.unwrap();
     drop(stream);
