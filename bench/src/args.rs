@@ -63,6 +63,10 @@ pub enum BenchCommand {
     /// and whether the read models equal the log; PASS or FAIL per criterion.
     #[command(long_about = SOAK_ABOUT)]
     Soak(BenchSoakArgs),
+    /// Read while people write: history pages (or room lists) at full speed
+    /// while senders send at a fixed rate; figures for both, the page cache's
+    /// hit rate and each process's CPU share. The headline read figure.
+    Mixed(BenchMixedArgs),
 }
 
 const SOAK_ABOUT: &str = "Runs the whole scaled mode (command API, relay, a group of \
@@ -348,4 +352,61 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected key=value, got {raw:?}"))
+}
+
+/// What `parley-bench mixed` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MixedReads {
+    /// The newest page of a random room's history, as a random member.
+    History,
+    /// `GET /v1/rooms` (the room list with unread counts), as a random user.
+    Rooms,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMixedArgs {
+    /// What the readers ask for.
+    #[arg(long, value_enum, default_value_t = MixedReads::History)]
+    pub reads: MixedReads,
+    /// Reader connections, each asking again as soon as answered.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// Sends per second while the readers read, paced, over all rooms (0:
+    /// reads alone).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    /// Rooms.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Users; each is a member of --rooms-per-user rooms.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Rooms each user is a member of (and sees in the room list).
+    #[arg(long, default_value_t = 10)]
+    pub rooms_per_user: usize,
+    /// Messages in each room before the run.
+    #[arg(long, default_value_t = 200)]
+    pub messages_per_room: usize,
+    /// Messages per history page.
+    #[arg(long, default_value_t = 50)]
+    pub page: i64,
+    /// Measured seconds (after the warm-up).
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Warm-up seconds (readers and senders at full rate), not measured.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// The read API's page cache in MiB (0: every page from the database).
+    #[arg(long, default_value_t = 64)]
+    pub page_cache_mb: usize,
+    /// Connections of each service's database pool.
+    #[arg(long, default_value_t = 16)]
+    pub db_pool_size: u32,
+    /// Seconds of pgbench running the same page query on the read database
+    /// before the run, with as many clients as --connections: the anchor the
+    /// read figures are compared with (0: skip; needs `pgbench` on the PATH).
+    #[arg(long, default_value_t = 10)]
+    pub pgbench_seconds: u64,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }

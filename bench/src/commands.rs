@@ -114,6 +114,11 @@ impl Server {
         }
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Peak resident set size of the server process (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         self.proc_status("VmHWM:")

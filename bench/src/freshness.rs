@@ -35,6 +35,7 @@ pub async fn freshness(args: BenchFreshnessArgs) -> anyhow::Result<()> {
         partitions: None,
         projectors: 1,
         db_pool_size: None,
+        page_cache_mb: None,
     })
     .await?;
 

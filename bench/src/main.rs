@@ -11,9 +11,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod args;
 mod commands;
+mod cpu;
 mod export;
 mod freshness;
 mod kafka;
+mod mixed;
 mod read;
 mod replay;
 mod scaled;
@@ -84,5 +86,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Projectors(args) => kafka::projectors(args).await,
         BenchCommand::Export(args) => export::export(args).await,
         BenchCommand::Soak(args) => soak::soak(args).await,
+        BenchCommand::Mixed(args) => mixed::mixed(args).await,
     }
 }

@@ -28,6 +28,8 @@ pub struct Topology<'a> {
     pub projectors: usize,
     /// `PARLEY_DB_POOL_SIZE` of every service (`None`: each service's default).
     pub db_pool_size: Option<u32>,
+    /// `PARLEY_PAGE_CACHE_MB` of the read API (`None`: its default).
+    pub page_cache_mb: Option<usize>,
 }
 
 /// The running services and their databases; [`Scaled::stop`] tears all down.
@@ -140,6 +142,9 @@ async fn services(
     }
     if let Some(size) = t.db_pool_size {
         env.push(("PARLEY_DB_POOL_SIZE", size.to_string()));
+    }
+    if let Some(mb) = t.page_cache_mb {
+        env.push(("PARLEY_PAGE_CACHE_MB", mb.to_string()));
     }
     if let (Some(settings), Some(partitions)) = (kafka, t.partitions) {
         let mut settings = settings.clone();

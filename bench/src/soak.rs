@@ -134,6 +134,7 @@ pub async fn soak(args: BenchSoakArgs) -> anyhow::Result<()> {
         partitions: Some(args.kafka.partitions),
         projectors: args.projectors,
         db_pool_size: Some(args.db_pool_size),
+        page_cache_mb: None,
     })
     .await?;
     // Torn down whatever happened: a failed run must not leave databases,
