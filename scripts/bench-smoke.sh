@@ -22,6 +22,8 @@ bench commands --clients 4 --rooms 4 --seconds 1 --warmup 0
 bench rebuild --events 2000
 bench queries --events 2000 --rooms 10 --connections 2 --seconds 1 --warmup 0
 bench freshness --rate 20 --seconds 2
+bench mixed --users 40 --rooms 8 --rooms-per-user 2 --messages-per-room 5 --connections 2 --rate 20 --seconds 1 --warmup 0 --pgbench-seconds 1
+bench mixed --reads rooms --users 40 --rooms 8 --rooms-per-user 2 --messages-per-room 5 --connections 2 --rate 20 --seconds 1 --warmup 0 --pgbench-seconds 0
 bench export --events 2000
 bench relay --events 2000 --partitions 2
 bench projectors --events 2000 --members 1,2 --partitions 2
