@@ -90,6 +90,8 @@ pub(crate) struct Generations {
     pub(crate) live: AtomicBool,
     /// Commits about everything of a projection.
     by_projection: RwLock<HashMap<String, u64>>,
+    /// Every commit of a projection, whatever it was about.
+    commits: RwLock<HashMap<String, u64>>,
     /// Commits about keys, per projection.
     by_key: RwLock<HashMap<String, Arc<[AtomicU64]>>>,
     /// Keyed notices heard whose plain notice has not come yet, per projection.
@@ -104,6 +106,7 @@ impl Default for Generations {
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
             by_projection: RwLock::default(),
+            commits: RwLock::default(),
             by_key: RwLock::default(),
             covered: Mutex::default(),
             changes: AtomicU64::new(0),
@@ -117,6 +120,23 @@ fn slot(key: &Uuid) -> usize {
 }
 
 impl Generations {
+    /// A commit of `projection`, whatever it was about (see [`Generations::commits_of`]).
+    pub(crate) fn committed(&self, projection: &str) {
+        let mut map = self.commits.write().expect("commits lock");
+        *map.entry(projection.to_string()).or_insert(0) += 1;
+    }
+
+    /// The epoch plus every commit of `projections` heard of: it moves on each
+    /// commit, whatever it was about (what a waiter for commits asks).
+    pub(crate) fn commits_of(&self, projections: &[&str]) -> u64 {
+        let map = self.commits.read().expect("commits lock");
+        let commits: u64 = projections
+            .iter()
+            .map(|p| map.get(*p).copied().unwrap_or(0))
+            .sum();
+        self.epoch.load(Ordering::SeqCst).wrapping_add(commits)
+    }
+
     /// A commit of `projection` about everything in it.
     pub(crate) fn bump(&self, projection: &str) {
         self.changes.fetch_add(1, Ordering::SeqCst);
@@ -160,6 +180,7 @@ impl Generations {
             }
             return;
         }
+        self.committed(payload);
         let was_covered = {
             let mut covered = self.covered.lock().expect("covered lock");
             match covered.get_mut(payload) {
@@ -247,6 +268,11 @@ mod tests {
         g.heard(KEYS_CHANNEL, "history");
         g.heard("parley_projections", "history");
         assert_eq!(g.of(&["history"], &[b]), gb);
+        // Every commit counts for those waiting for commits.
+        let all = g.commits_of(&["history"]);
+        g.heard(KEYS_CHANNEL, &keyed_notice("history", &[a]));
+        g.heard("parley_projections", "history");
+        assert_ne!(g.commits_of(&["history"]), all);
         // Another model's commits do not count.
         let gb = g.of(&["history"], &[b]);
         g.heard("parley_projections", "users");

@@ -270,40 +270,44 @@ impl ReadStore {
     }
 
     /// A number that grows with every commit of any of `projections` that this
-    /// process heard of: data read from them while it stays the same is still
-    /// what they hold (a cache's validity). `None` on Postgres while commits of
-    /// other processes cannot be heard (the notification link is down or not up
-    /// yet), and always on SQLite, where another process could write unheard.
+    /// process heard of, whatever it was about (what the stream hub waits
+    /// for). `None` on Postgres while commits of other processes cannot be
+    /// heard (the notification link is down or not up yet), and always on
+    /// SQLite, where another process could write unheard.
     pub fn generation(&self, projections: &[&str]) -> Option<u64> {
-        self.generation_about(projections, &[])
+        self.live()?;
+        Some(self.generations.commits_of(projections))
+    }
+
+    /// Whether commits of other processes are heard now: `None` if not.
+    fn live(&self) -> Option<()> {
+        if self.backend != Backend::Postgres {
+            return None;
+        }
+        let _ = self.committed();
+        self.generations.live.load(Ordering::Acquire).then_some(())
     }
 
     /// As [`ReadStore::generation`], counting only the commits that could
     /// change rows about `keys` (rooms, users; see [`crate::generations`]):
     /// an entry built from one room's rows outlives commits about others.
     pub fn generation_about(&self, projections: &[&str], keys: &[uuid::Uuid]) -> Option<u64> {
-        if self.backend != Backend::Postgres {
-            return None;
-        }
-        let _ = self.committed();
-        let g = &self.generations;
-        if !g.live.load(Ordering::Acquire) {
-            return None;
-        }
-        Some(g.of(projections, keys))
+        self.live()?;
+        Some(self.generations.of(projections, keys))
     }
 
     /// A number that moves whenever any generation could (see
     /// [`Generations::changes`](crate::generations)): for entries whose keys
     /// are known only once read. `None` as for [`ReadStore::generation`].
     pub fn changes(&self) -> Option<u64> {
-        self.generation(&[])?;
+        self.live()?;
         Some(self.generations.changes())
     }
 
     /// Announces a commit of `projection` made in this process, about `keys`
     /// (`None`: about everything).
     pub(crate) fn announce_commit(&self, projection: &str, keys: Option<&[uuid::Uuid]>) {
+        self.generations.committed(projection);
         match keys {
             Some(keys) => self.generations.bump_keys(projection, keys),
             None => self.generations.bump(projection),
