@@ -286,22 +286,12 @@ async fn wait_until_projected(
     };
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let history: serde_json::Value = http
-            .get(format!("{read}/v1/rooms/{room}/messages?limit=1"))
-            .bearer_auth(&tokens[member])
-            .send()
-            .await?
-            .json()
-            .await
-            .unwrap_or_default();
-        let list: serde_json::Value = http
-            .get(format!("{read}/v1/rooms"))
-            .bearer_auth(&tokens[member])
-            .send()
-            .await?
-            .json()
-            .await
-            .unwrap_or_default();
+        let get = |path: String| async move {
+            let answer = http.get(path).bearer_auth(&tokens[member]).send().await?;
+            anyhow::Ok(answer.json::<serde_json::Value>().await.unwrap_or_default())
+        };
+        let history = get(format!("{read}/v1/rooms/{room}/messages?limit=1")).await?;
+        let list = get(format!("{read}/v1/rooms")).await?;
         let last = last.to_string();
         let in_history = history["messages"][0]["message_id"] == last.as_str();
         let in_list = list["rooms"].as_array().is_some_and(|rooms| {

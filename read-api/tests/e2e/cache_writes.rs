@@ -216,3 +216,30 @@ async fn a_cached_room_list_follows_its_rooms_and_memberships() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_room_list_is_never_served_to_another_user() {
+    let app = TestApp::start(Backend::Postgres).await;
+    let (alice_id, alice) = app.user("alice").await;
+    let (_, bob) = app.user("bob").await;
+    let (secret, token) = app.room(&alice, "alice only", "private").await;
+    app.call("GET", "/v1/rooms", Some(&alice), Some(&token), None)
+        .await;
+    let cache = app.read.cache.clone().expect("the cache is on by default");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache
+        .list(alice_id, |keys| {
+            app.read.store.generation_about(&LIST_SOURCES, keys)
+        })
+        .is_none()
+    {
+        assert!(unread(&room_list(&app, &alice).await, secret).is_some());
+        assert!(Instant::now() < deadline, "alice's list is never cached");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Alice's list is in the cache; Bob asks for his, as often as he likes.
+    for _ in 0..20 {
+        let list = room_list(&app, &bob).await;
+        assert_eq!(list["rooms"], json!([]), "bob was served {list}");
+    }
+}
