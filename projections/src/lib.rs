@@ -18,6 +18,7 @@ mod restarts;
 mod running;
 mod runtime;
 pub mod store;
+mod together;
 pub mod traces;
 
 pub use progress::{EventAt, FedBy, ModelLag, Progress, ProgressError, WriteCheck};

@@ -8,6 +8,7 @@ use parley_event_log::SharedLog;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::together::Together;
 use crate::{models, LogFeed, Projection, Projector, ReadStore};
 
 /// The read models to run: every one, or the one named `only`.
@@ -51,8 +52,8 @@ pub struct RunningProjectors {
 }
 
 impl RunningProjectors {
-    /// Starts one projector per read model (or only `only`), each tailing the
-    /// log, once its tables exist.
+    /// Starts the projectors of every read model (or only `only`), tailing the
+    /// log together, once their tables exist.
     pub async fn start(
         log: SharedLog,
         store: ReadStore,
@@ -61,20 +62,21 @@ impl RunningProjectors {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut names = Vec::new();
-        for projection in select(only)? {
+        let models = select(only)?;
+        for projection in &models {
             crate::metrics::register(projection.name());
-            let projector = Projector::new(
-                projection,
-                store.clone(),
-                Arc::new(LogFeed::new(log.clone())),
-            );
-            projector.prepare().await.with_context(|| {
-                format!("creating the tables of projection {}", projector.name())
-            })?;
-            let rx = rx.clone();
-            names.push(projector.name());
-            tasks.spawn(async move { projector.run(rx).await });
+            store
+                .create_tables(projection.schema())
+                .await
+                .with_context(|| {
+                    format!("creating the tables of projection {}", projection.name())
+                })?;
+            names.push(projection.name());
         }
+        // One reader and one transaction per batch for all of them: see
+        // crate::together.
+        let together = Together::new(models, store, Arc::new(LogFeed::new(log)));
+        tasks.spawn(async move { together.run(rx).await });
         Ok(Self {
             shutdown,
             tasks,

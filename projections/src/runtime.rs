@@ -133,7 +133,7 @@ impl Projector {
         let mut loaded_at = self.store.server_restarts();
         let mut cursor = self.store.checkpoint(&self.checkpoint_key).await?;
         self.applied.send_replace(cursor);
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new();
         // Set when a batch failed: the store may have lost commits (a crash),
         // so the cursor is loaded again from what it holds.
         let mut reload = false;
@@ -153,8 +153,7 @@ impl Projector {
                     }
                     Err(e) => {
                         tracing::warn!(projection = self.name(), error = %e, "read store unavailable, retrying");
-                        sleep_or_shutdown(backoff, &mut shutdown).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        backoff.wait(&mut shutdown).await;
                         continue;
                     }
                 }
@@ -163,8 +162,7 @@ impl Projector {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(projection = self.name(), error = %e, "feed unavailable, retrying");
-                    sleep_or_shutdown(backoff, &mut shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff.wait(&mut shutdown).await;
                     continue;
                 }
             };
@@ -178,7 +176,7 @@ impl Projector {
             match self.apply_following(&batch, Some(loaded_at)).await {
                 Ok(outcome) => {
                     cursor = last;
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     tracing::debug!(
                         projection = self.name(),
                         position = cursor.position,
@@ -189,8 +187,7 @@ impl Projector {
                 }
                 Err(e) => {
                     tracing::warn!(projection = self.name(), error = %e, "batch not applied, going on from the stored checkpoint");
-                    sleep_or_shutdown(backoff, &mut shutdown).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    backoff.wait(&mut shutdown).await;
                     reload = true;
                 }
             }
@@ -276,9 +273,9 @@ pub enum Fate {
 }
 
 /// The log cursor as a projection's checkpoint.
-struct LogCheckpoint<'a> {
-    key: &'a str,
-    loaded_at_restarts: Option<u64>,
+pub(crate) struct LogCheckpoint<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) loaded_at_restarts: Option<u64>,
 }
 
 #[async_trait]
@@ -375,11 +372,32 @@ pub async fn apply_checkpointed(
             apply_one_by_one(store, projection, batch, checkpoint).await?
         }
     };
-    store.announce_commit(projection.name(), keys_of(projection, batch).as_deref());
-    crate::metrics::batch_done(projection.name(), batch, outcome, started.elapsed());
-    log_committed(projection.name(), batch);
-    crate::traces::projected(projection.name(), batch, started.elapsed());
+    let keys = keys_of(projection, batch);
+    committed(
+        store,
+        projection,
+        batch,
+        keys.as_deref(),
+        outcome,
+        started.elapsed(),
+    );
     Ok(outcome)
+}
+
+/// What follows a batch's commit: this process's caches hear of it, and the
+/// metrics, the debug log and the traces record it.
+pub(crate) fn committed(
+    store: &ReadStore,
+    projection: &dyn Projection,
+    batch: &[EventEnvelope],
+    keys: Option<&[uuid::Uuid]>,
+    outcome: BatchOutcome,
+    took: Duration,
+) {
+    store.announce_commit(projection.name(), keys);
+    crate::metrics::batch_done(projection.name(), batch, outcome, took);
+    log_committed(projection.name(), batch);
+    crate::traces::projected(projection.name(), batch, took);
 }
 
 /// At debug level, one line per event of a committed batch, so one send can be
@@ -449,6 +467,28 @@ async fn apply_one_by_one(
     Ok(outcome)
 }
 
+/// Waits between retries: from 100 ms, doubling up to 10 s, back to the
+/// start after a success.
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0 = Self::FIRST;
+    }
+
+    /// Waits the current pause (or until `shutdown` changes), then doubles it.
+    pub(crate) async fn wait(&mut self, shutdown: &mut watch::Receiver<bool>) {
+        sleep_or_shutdown(self.0, shutdown).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+    }
+}
+
 async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(duration) => {},
@@ -457,7 +497,7 @@ async fn sleep_or_shutdown(duration: Duration, shutdown: &mut watch::Receiver<bo
 }
 
 /// Errors worth retrying as they are: the store is away or busy, not the event bad.
-fn is_transient(e: &sqlx::Error) -> bool {
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
