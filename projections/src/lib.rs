@@ -30,3 +30,4 @@ pub use runtime::{
     Fate, Feed, LogFeed, Projector, BATCH_SIZE,
 };
 pub use store::{Backend, ReadStore, StoreError};
+pub use together::Together;

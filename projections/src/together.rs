@@ -56,6 +56,36 @@ impl Together {
         }
     }
 
+    /// Creates the models' tables where missing.
+    pub async fn prepare(&self) -> Result<(), sqlx::Error> {
+        for model in &self.models {
+            self.store.create_tables(model.schema()).await?;
+        }
+        Ok(())
+    }
+
+    /// The models' checkpoints, in order, and the store's restart count
+    /// when they were read.
+    async fn checkpoints(&self) -> Result<(Vec<Cursor>, u64), sqlx::Error> {
+        let restarts = self.store.server_restarts();
+        let names: Vec<&str> = self.models.iter().map(|m| m.name()).collect();
+        Ok((self.store.checkpoints(&names).await?, restarts))
+    }
+
+    /// Applies everything the feed has now, then returns.
+    pub async fn catch_up(&self) -> anyhow::Result<()> {
+        let (mut cursors, loaded_at) = self.checkpoints().await?;
+        loop {
+            let from = cursors.iter().copied().min().unwrap_or(Cursor::START);
+            let batch = self.feed.read_after(from, BATCH_SIZE).await?;
+            let Some(last) = batch.last().map(EventEnvelope::cursor) else {
+                return Ok(());
+            };
+            self.apply(&batch, &cursors, loaded_at).await?;
+            cursors.iter_mut().for_each(|c| *c = (*c).max(last));
+        }
+    }
+
     /// Runs until `shutdown` turns true, finishing the batch in hand first.
     pub async fn run(&self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut backoff = Backoff::new();
@@ -64,10 +94,8 @@ impl Together {
         let mut loaded: Option<(Vec<Cursor>, u64)> = None;
         while !*shutdown.borrow() {
             if loaded.is_none() {
-                let restarts = self.store.server_restarts();
-                let names: Vec<&str> = self.models.iter().map(|m| m.name()).collect();
-                match self.store.checkpoints(&names).await {
-                    Ok(cursors) => loaded = Some((cursors, restarts)),
+                match self.checkpoints().await {
+                    Ok(held) => loaded = Some(held),
                     Err(e) => {
                         tracing::warn!(error = %e, "read store unavailable, retrying");
                         backoff.wait(&mut shutdown).await;

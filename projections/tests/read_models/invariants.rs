@@ -13,7 +13,9 @@ use parley_projections::{dead_letters, ApplyError, Projection, Projector, ReadSt
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::support::{dump, interleave, project_all, t0, world, Env, Script, VecFeed};
+use crate::support::{
+    dump, interleave, project, project_all, project_together, t0, world, Env, Script, VecFeed,
+};
 
 fn users_in(events: &[EventEnvelope]) -> Vec<Uuid> {
     events
@@ -218,7 +220,27 @@ async fn dropped_at_any_moment_resumes_to_the_same_state(env: Env) {
 }
 
 async fn poison_events_are_parked_and_the_rest_applies(env: Env) {
+    poison_is_parked(env, false).await;
+}
+
+/// The same, with the models run together (one transaction per batch for all
+/// of them, as `parley projector --feed log` runs them): a batch with a bad
+/// event falls back to model by model and parks only that event.
+async fn poison_events_are_parked_and_the_rest_applies_together(env: Env) {
+    poison_is_parked(env, true).await;
+}
+
+async fn poison_is_parked(env: Env, together: bool) {
     let store = env.store().await;
+    let project = |events: Vec<EventEnvelope>| {
+        let store = store.clone();
+        async move {
+            match together {
+                true => project_together(&store, &events, 4).await,
+                false => project_all(&store, &events).await,
+            }
+        }
+    };
     let mut s = Script::new();
     let alice = s.register("alice");
     let room = s.create_room(alice, "general", Visibility::Public);
@@ -258,7 +280,7 @@ async fn poison_events_are_parked_and_the_rest_applies(env: Env) {
     s.join(room, bob);
     s.presence(alice, PresenceStatus::Online, None, t0());
     s.request_friend(alice, bob);
-    project_all(&store, &s.events).await;
+    project(s.events.clone()).await;
 
     let parked: BTreeMap<_, _> = dead_letters(&store, 100)
         .await
@@ -341,8 +363,28 @@ async fn poison_events_are_parked_and_the_rest_applies(env: Env) {
         .execute(pool)
         .await
         .unwrap();
-    project_all(&store, &s.events).await;
+    project(s.events.clone()).await;
     assert_eq!(dead_letters(&store, 100).await.unwrap().len(), parked.len());
+}
+
+/// Run together, the models end as run apart, also when one of them starts
+/// ahead of the others (rebuilt, or run alone for a while): it is given only
+/// what it has not applied.
+async fn models_run_together_end_as_models_run_apart(env: Env) {
+    let events = world().events;
+    let apart = env.store().await;
+    project_all(&apart, &events).await;
+    let together = env.store().await;
+    let ahead = Arc::new(history::History::live()) as Arc<dyn Projection>;
+    project(&together, ahead, &events[..events.len() / 2]).await;
+    project_together(&together, &events, 7).await;
+    assert_eq!(dump(&together, true).await, dump(&apart, true).await);
+    for projection in models::all() {
+        assert_eq!(
+            together.checkpoint(projection.name()).await.unwrap(),
+            events.last().unwrap().cursor()
+        );
+    }
 }
 
 async fn interleaving_aggregates_gives_the_same_state(env: Env) {
@@ -466,5 +508,7 @@ on_both_backends!(
     a_killed_projector_resumes_where_it_stopped,
     dropped_at_any_moment_resumes_to_the_same_state,
     poison_events_are_parked_and_the_rest_applies,
+    poison_events_are_parked_and_the_rest_applies_together,
+    models_run_together_end_as_models_run_apart,
     interleaving_aggregates_gives_the_same_state,
 );

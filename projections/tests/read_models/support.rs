@@ -139,6 +139,19 @@ pub async fn project_all(store: &ReadStore, events: &[EventEnvelope]) {
     }
 }
 
+/// Runs every read model over `events` together, as `RunningProjectors`
+/// does: one reader, one transaction per batch, `max_batch` events at most
+/// per read.
+pub async fn project_together(store: &ReadStore, events: &[EventEnvelope], max_batch: i64) {
+    let together = parley_projections::Together::new(
+        models::all(),
+        store.clone(),
+        Arc::new(VecFeed::batched(events.to_vec(), max_batch, None)),
+    );
+    together.prepare().await.expect("prepare");
+    together.catch_up().await.expect("catch up");
+}
+
 /// The table names a projection's schema creates.
 pub fn tables_of(projection: &dyn Projection) -> Vec<String> {
     projection
