@@ -76,6 +76,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     read.page_cache_bytes = args.page_cache_mb << 20;
     read.max_streams_per_user = args.max_streams_per_user.max(1);
     read.stream_resume_window = args.stream_resume_window.max(0);
+    read.max_unauthenticated_sockets = args.ws_max_unauthenticated;
     read.fed_by = args.feed.into();
     let config = parley_read_api::Config {
         listen: args.listen,

@@ -177,6 +177,11 @@ impl ReadStore {
         Ok(())
     }
 
+    /// The URL the store was opened with (credentials included: never log it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

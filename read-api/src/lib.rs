@@ -46,11 +46,14 @@ pub struct Settings {
     pub stream_capacity: usize,
     /// Bytes of newest history pages kept in memory (see [`cache`]); 0: none.
     pub page_cache_bytes: usize,
-    /// Live streams (`/v1/stream`) one caller may hold open at once.
+    /// Live streams (`/v1/stream` and `/v1/ws`) one caller may hold open at once.
     pub max_streams_per_user: u32,
     /// How many log positions behind the head a stream may resume from; a
     /// `Last-Event-ID` further back is 410 (start again from a fresh page).
     pub stream_resume_window: i64,
+    /// WebSockets that may wait for their `auth` frame at once (503 past it),
+    /// so that sockets that never authenticate cannot pile up.
+    pub max_unauthenticated_sockets: usize,
 }
 
 impl Settings {
@@ -65,6 +68,7 @@ impl Settings {
             page_cache_bytes: 64 << 20,
             max_streams_per_user: 8,
             stream_resume_window: 100_000,
+            max_unauthenticated_sockets: 1024,
         }
     }
 }
@@ -108,6 +112,10 @@ pub struct ReadServices {
     pub streams_open: slots::UserSlots,
     /// How far back (in log positions) a stream may resume; older is 410.
     pub stream_resume_window: i64,
+    /// Typing indicators between WebSockets, here and on other replicas.
+    pub typing: stream::TypingBus,
+    /// Places for WebSockets waiting for their `auth` frame.
+    pub unauthenticated: Arc<tokio::sync::Semaphore>,
 }
 
 impl Authenticates for ReadState {
@@ -139,6 +147,7 @@ impl ReadState {
             .map(|hub_log| StreamHub::new(hub_log, progress.clone(), settings.stream_capacity));
         let cache = (settings.page_cache_bytes > 0)
             .then(|| Arc::new(cache::PageCache::new(settings.page_cache_bytes)));
+        let typing = stream::TypingBus::new(store.clone());
         Self(Arc::new(ReadServices {
             progress,
             cache,
@@ -156,6 +165,10 @@ impl ReadState {
             streams_open: slots::UserSlots::new(settings.max_streams_per_user),
             stream_resume_window: settings.stream_resume_window,
             models_ready: Default::default(),
+            typing,
+            unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_unauthenticated_sockets,
+            )),
         }))
     }
 
@@ -190,5 +203,6 @@ pub fn v1_routes(state: ReadState) -> Router {
         .route("/v1/blocks", get(routes::blocks))
         .route("/v1/presence", get(routes::presence))
         .route("/v1/stream", get(stream::stream))
+        .route("/v1/ws", get(stream::ws))
         .with_state(state)
 }

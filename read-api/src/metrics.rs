@@ -4,6 +4,19 @@
 /// Server-Sent Event streams (`GET /v1/stream`) open now.
 pub const SSE_CONNECTIONS: &str = "parley_sse_connections";
 
+/// WebSockets (`GET /v1/ws`) open now.
+pub const WS_CONNECTIONS: &str = "parley_ws_connections";
+
+/// WebSockets the server closed, by `reason`: `slow` (a slow consumer, closed
+/// with a resume hint), `idle`, `abuse` (too many refused frames),
+/// `shutdown`, `auth`.
+pub const WS_CLOSED: &str = "parley_ws_closed_total";
+
+/// Counts one socket the server closed.
+pub(crate) fn ws_closed(reason: &'static str) {
+    metrics::counter!(WS_CLOSED, "reason" => reason).increment(1);
+}
+
 /// Pages asked of the read API's cache (see [`crate::cache`]), by `page`
 /// (`history`, `rooms`) and `result`: `hit` (served from memory), `miss` (read
 /// from the database and kept) or `bypass` (a request the cache may not serve:
@@ -20,24 +33,34 @@ pub(crate) fn cache_lookup(page: &'static str, result: &'static str) {
 pub fn describe() {
     metrics::describe_gauge!(SSE_CONNECTIONS, "Server-Sent Event streams open now.");
     metrics::gauge!(SSE_CONNECTIONS).set(0.0);
+    metrics::describe_gauge!(WS_CONNECTIONS, "WebSockets open now.");
+    metrics::gauge!(WS_CONNECTIONS).set(0.0);
+    metrics::describe_counter!(
+        WS_CLOSED,
+        "WebSockets the server closed, by reason (slow, idle, abuse, shutdown, auth)."
+    );
     metrics::describe_counter!(
         CACHE_LOOKUPS,
         "Cacheable pages asked for, by page kind and result (hit, miss, bypass)."
     );
 }
 
-/// Counts one open stream while it lives.
-pub(crate) struct OpenStream(());
+/// Counts one open stream (`gauge`: SSE or WebSocket) while it lives.
+pub(crate) struct OpenStream(&'static str);
 
 impl OpenStream {
     pub(crate) fn new() -> Self {
-        metrics::gauge!(SSE_CONNECTIONS).increment(1.0);
-        Self(())
+        Self::of(SSE_CONNECTIONS)
+    }
+
+    pub(crate) fn of(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        Self(gauge)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        metrics::gauge!(SSE_CONNECTIONS).decrement(1.0);
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }

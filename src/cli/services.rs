@@ -205,13 +205,19 @@ pub struct ReadApiArgs {
     /// how read-your-writes waits and the stream tell what the read models applied.
     #[arg(long, env = "PARLEY_FEED", value_enum, default_value_t = FeedFlag::Log)]
     pub feed: FeedFlag,
-    /// MiB of newest history pages kept in memory (Postgres only; invalidated by
-    /// every history or rooms commit). 0 turns the cache off.
+    /// MiB of newest history pages, memberships and room lists kept in memory
+    /// (Postgres only; an entry lasts until a commit about its room or user).
+    /// 0 turns the cache off.
     #[arg(long, env = "PARLEY_PAGE_CACHE_MB", default_value_t = 64)]
     pub page_cache_mb: usize,
-    /// Live streams (`/v1/stream`) one user may hold open at once (429 past it).
+    /// Live streams (`/v1/stream` and `/v1/ws`) one user may hold open at once
+    /// (429 past it).
     #[arg(long, env = "PARLEY_MAX_STREAMS_PER_USER", default_value_t = 8)]
     pub max_streams_per_user: u32,
+    /// WebSockets that may wait for their first (`auth`) frame at once; past
+    /// it, a socket without an `Authorization` header is refused with 503.
+    #[arg(long, env = "PARLEY_WS_MAX_UNAUTHENTICATED", default_value_t = 1024)]
+    pub ws_max_unauthenticated: usize,
     /// How many log positions behind the head a stream may resume from; an
     /// older `Last-Event-ID` is 410 (the client reloads pages and reconnects).
     #[arg(long, env = "PARLEY_STREAM_RESUME_WINDOW", default_value_t = 100_000)]

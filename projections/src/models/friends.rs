@@ -152,6 +152,9 @@ impl Projection for Friends {
                     PRIMARY KEY (blocker_id, blocked_id)
                 )"
             ),
+            // Who blocks a user, for typing indicators (see the read API's
+            // WebSocket).
+            format!("CREATE INDEX IF NOT EXISTS blocks_blocked{s} ON {b} (blocked_id)"),
         ]
     }
 
@@ -349,6 +352,21 @@ pub async fn blocks_of(pool: &AnyPool, user_id: Uuid) -> Result<Vec<BlockView>, 
                 since: from_micros(r.try_get("since")?),
             })
         })
+        .collect()
+}
+
+/// The users `user_id` blocks and those who block `user_id`.
+pub async fn blocked_either_way(pool: &AnyPool, user_id: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT blocked_id AS other FROM blocks WHERE blocker_id = $1
+         UNION SELECT blocker_id AS other FROM blocks WHERE blocked_id = $2",
+    )
+    .bind(user_id.to_string())
+    .bind(user_id.to_string())
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| parse_uuid(&r.try_get::<String, _>("other")?))
         .collect()
 }
 

@@ -115,6 +115,23 @@ impl Connection {
         })
     }
 
+    /// The caller.
+    pub fn user(&self) -> Uuid {
+        self.interest.me()
+    }
+
+    /// Whether the caller is a member of `room`, as of the last event the
+    /// stream passed (the stream follows the caller's joins and leaves).
+    pub fn in_room(&self, room: Uuid) -> bool {
+        self.interest.has_room(room)
+    }
+
+    /// Every event at or below this cursor was sent or filtered out: where
+    /// the caller resumes.
+    pub fn seen(&self) -> Cursor {
+        self.seen
+    }
+
     /// The frame that ends the stream, with where to resume.
     fn goodbye(&mut self, why: &str) -> Frame {
         self.phase = Phase::Closed;

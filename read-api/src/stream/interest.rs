@@ -39,6 +39,14 @@ impl Interest {
         }
     }
 
+    pub(super) fn me(&self) -> Uuid {
+        self.me
+    }
+
+    pub(super) fn has_room(&self, room: Uuid) -> bool {
+        self.rooms.contains(&room)
+    }
+
     /// Whether the caller gets `event`; follows the caller's own changes.
     pub(super) fn route(&mut self, event: &EventEnvelope) -> bool {
         self.route_decoded(&decoded(event))

@@ -22,7 +22,9 @@
 //!   friends, or news of one of them);
 //! - [`interest`]: the caller's rooms and friends, kept current as events pass;
 //! - [`connection`]: one caller's stream (backlog, then live), as frames;
-//! - [`sse`]: `GET /v1/stream`, the frames as Server-Sent Events.
+//! - [`sse`]: `GET /v1/stream`, the frames as Server-Sent Events;
+//! - [`ws`]: `GET /v1/ws`, the frames over a WebSocket, with typing;
+//! - [`typing`]: typing indicators between sockets and replicas.
 
 mod classify;
 mod connection;
@@ -30,6 +32,8 @@ mod event;
 mod hub;
 mod interest;
 mod sse;
+mod typing;
+mod ws;
 
 use parley_event_log::Cursor;
 use parley_projections::models::Model;
@@ -41,6 +45,10 @@ pub use hub::{StreamHub, Subscription};
 #[doc(hidden)]
 pub use sse::__path_stream;
 pub use sse::{stream, StreamQuery};
+pub use typing::{Typing, TypingBus, TYPING_TTL};
+#[doc(hidden)]
+pub use ws::__path_ws;
+pub use ws::{ws, AUTH_WITHIN, IDLE_AFTER, MAX_FRAME_BYTES, SEND_WITHIN};
 
 /// Events the hub keeps for slow subscribers before they lag (and are closed).
 pub const DEFAULT_CAPACITY: usize = 4096;

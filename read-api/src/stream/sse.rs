@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use parley_event_log::EventEnvelope;
+use parley_event_log::{Cursor, EventEnvelope};
 use parley_http_kit::{ApiError, ApiQuery, Caller};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -59,6 +59,25 @@ pub async fn stream(
             "live updates need the event log".into(),
         ));
     };
+    let resume = resume_from(&headers, &q)?;
+    let connection = Connection::open(&state, hub, log, me, resume).await?;
+    // Counts this stream in `parley_sse_connections` while it lives.
+    let open = crate::metrics::OpenStream::new();
+    let events = futures::stream::unfold((connection, open), |(mut c, open)| async move {
+        let frame = c.next().await?;
+        Some((Ok::<_, Infallible>(sse_frame(frame)), (c, open)))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+        .into_response())
+}
+
+/// Where a stream resumes: after `Last-Event-ID`, or the `last_event_id`
+/// parameter (the header wins); `None`: from now.
+pub(super) fn resume_from(
+    headers: &HeaderMap,
+    q: &StreamQuery,
+) -> Result<Option<Cursor>, ApiError> {
     let raw = match headers.get("last-event-id") {
         Some(value) => Some(
             value
@@ -78,16 +97,7 @@ pub async fn stream(
             ))
         })?),
     };
-    let connection = Connection::open(&state, hub, log, me, resume).await?;
-    // Counts this stream in `parley_sse_connections` while it lives.
-    let open = crate::metrics::OpenStream::new();
-    let events = futures::stream::unfold((connection, open), |(mut c, open)| async move {
-        let frame = c.next().await?;
-        Some((Ok::<_, Infallible>(sse_frame(frame)), (c, open)))
-    });
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
-        .into_response())
+    Ok(resume)
 }
 
 fn sse_frame(frame: Frame) -> Event {

@@ -33,7 +33,10 @@ pub struct TestApp {
     pub log_url: String,
     /// The read models' URL, for another read API over them.
     pub read_url: String,
-    _services: (Application, Application),
+    /// Where the read API listens (it serves on a real socket, for
+    /// WebSockets).
+    pub read_addr: std::net::SocketAddr,
+    _services: (Application, parley_http_kit::Running),
     _projectors: Option<RunningProjectors>,
     _dir: tempfile::TempDir,
 }
@@ -135,6 +138,7 @@ impl TestApp {
         let queries = ReadApi::build(read_config(&read_url, Some(&log_url), read))
             .await
             .unwrap();
+        let read_addr = queries.application.address();
         Self {
             commands: commands.application.router(),
             router: queries.application.router(),
@@ -142,7 +146,8 @@ impl TestApp {
             log,
             log_url,
             read_url,
-            _services: (commands.application, queries.application),
+            read_addr,
+            _services: (commands.application, queries.application.spawn()),
             _projectors: projectors,
             _dir: dir,
         }
@@ -226,6 +231,18 @@ impl TestApp {
             a.body["room_id"].as_str().unwrap().parse().unwrap(),
             a.token.unwrap(),
         )
+    }
+
+    /// A second read API over the same log and read models, serving on a
+    /// socket of its own: another replica.
+    pub async fn another_read_api(&self) -> (std::net::SocketAddr, parley_http_kit::Running) {
+        let mut settings = parley_read_api::Settings::new(keys());
+        settings.rate_limit_per_sec = 0.0;
+        let replica = ReadApi::build(read_config(&self.read_url, Some(&self.log_url), settings))
+            .await
+            .unwrap();
+        let address = replica.application.address();
+        (address, replica.application.spawn())
     }
 
     /// Joins `room` as the holder of `token`.

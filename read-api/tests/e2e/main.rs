@@ -8,6 +8,7 @@ mod missing_models;
 mod read_your_writes;
 mod stream;
 mod visibility;
+mod ws;
 
 macro_rules! both_backends {
     ($($test:ident),* $(,)?) => {
