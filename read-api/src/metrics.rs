@@ -12,6 +12,9 @@ pub const WS_CONNECTIONS: &str = "parley_ws_connections";
 /// `shutdown`, `auth`.
 pub const WS_CLOSED: &str = "parley_ws_closed_total";
 
+/// The reasons of [`WS_CLOSED`].
+const WS_CLOSE_REASONS: [&str; 5] = ["slow", "idle", "abuse", "shutdown", "auth"];
+
 /// Counts one socket the server closed.
 pub(crate) fn ws_closed(reason: &'static str) {
     metrics::counter!(WS_CLOSED, "reason" => reason).increment(1);
@@ -39,6 +42,11 @@ pub fn describe() {
         WS_CLOSED,
         "WebSockets the server closed, by reason (slow, idle, abuse, shutdown, auth)."
     );
+    // Every reason from the start, so that a rate over them has a series
+    // before the first close (the slow-consumer alert reads one).
+    for reason in WS_CLOSE_REASONS {
+        metrics::counter!(WS_CLOSED, "reason" => reason).absolute(0);
+    }
     metrics::describe_counter!(
         CACHE_LOOKUPS,
         "Cacheable pages asked for, by page kind and result (hit, miss, bypass)."
