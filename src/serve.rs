@@ -38,7 +38,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         args.lifecycle
             .for_api(args.shutdown_delay_secs, &args.limits)?,
     );
-    let read_settings = read_settings(&settings);
+    let mut read_settings = read_settings(&settings);
+    read_settings.turn = args.turn.settings()?;
     let projectors = RunningProjectors::start(log.clone(), store.clone(), None).await?;
     metrics::describe_service(metrics::Service::Dev);
     metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
@@ -77,6 +78,7 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     read.max_streams_per_user = args.max_streams_per_user.max(1);
     read.stream_resume_window = args.stream_resume_window.max(0);
     read.max_unauthenticated_sockets = args.ws_max_unauthenticated;
+    read.turn = args.turn.settings()?;
     read.fed_by = args.feed.into();
     let config = parley_read_api::Config {
         listen: args.listen,

@@ -16,6 +16,7 @@ mod redaction;
 mod routes;
 pub mod slots;
 pub mod stream;
+pub mod turn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,8 @@ pub struct Settings {
     /// WebSockets that may wait for their `auth` frame at once (503 past it),
     /// so that sockets that never authenticate cannot pile up.
     pub max_unauthenticated_sockets: usize,
+    /// TURN servers for calls (`GET /v1/turn-credentials`); none: 503.
+    pub turn: Option<turn::TurnSettings>,
 }
 
 impl Settings {
@@ -69,6 +72,7 @@ impl Settings {
             max_streams_per_user: 8,
             stream_resume_window: 100_000,
             max_unauthenticated_sockets: 1024,
+            turn: None,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct ReadServices {
     pub typing: stream::TypingBus,
     /// Places for WebSockets waiting for their `auth` frame.
     pub unauthenticated: Arc<tokio::sync::Semaphore>,
+    /// TURN servers for calls, when configured.
+    pub turn: Option<Arc<turn::TurnSettings>>,
 }
 
 impl Authenticates for ReadState {
@@ -169,6 +175,7 @@ impl ReadState {
             unauthenticated: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_unauthenticated_sockets,
             )),
+            turn: settings.turn.map(Arc::new),
         }))
     }
 
@@ -204,5 +211,6 @@ pub fn v1_routes(state: ReadState) -> Router {
         .route("/v1/presence", get(routes::presence))
         .route("/v1/stream", get(stream::stream))
         .route("/v1/ws", get(stream::ws))
+        .route("/v1/turn-credentials", get(turn::turn_credentials))
         .with_state(state)
 }

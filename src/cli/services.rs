@@ -28,6 +28,8 @@ pub struct DevArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +191,36 @@ impl LimitArgs {
     }
 }
 
+/// TURN servers for calls' media (`GET /v1/turn-credentials`).
+#[derive(Debug, Args)]
+pub struct TurnArgs {
+    /// TURN (and STUN) server URLs handed to clients, comma-separated, e.g.
+    /// `turn:turn.example.com:3478,turns:turn.example.com:5349`.
+    #[arg(long = "turn-url", env = "PARLEY_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+    /// The secret shared with the TURN servers (coturn: `static-auth-secret`
+    /// with `use-auth-secret`), at least 16 bytes. Without it
+    /// `/v1/turn-credentials` answers 503.
+    #[arg(long, env = "PARLEY_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
+    /// Seconds a TURN credential lasts (60 to 604800).
+    #[arg(long, env = "PARLEY_TURN_TTL_SECS", default_value_t = 86_400)]
+    pub turn_ttl_secs: u64,
+}
+
+impl TurnArgs {
+    /// The read API's TURN settings: none without a secret.
+    pub fn settings(&self) -> anyhow::Result<Option<parley_read_api::turn::TurnSettings>> {
+        let Some(secret) = &self.turn_secret else {
+            return Ok(None);
+        };
+        let ttl = std::time::Duration::from_secs(self.turn_ttl_secs);
+        parley_read_api::turn::TurnSettings::new(self.turn_urls.clone(), secret, ttl)
+            .map(Some)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ReadApiArgs {
     /// Address to listen on.
@@ -236,6 +268,8 @@ pub struct ReadApiArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub turn: TurnArgs,
 }
 
 #[derive(Debug, Args)]

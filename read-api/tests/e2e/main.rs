@@ -7,6 +7,7 @@ mod cache_writes;
 mod missing_models;
 mod read_your_writes;
 mod stream;
+mod turn;
 mod visibility;
 mod ws;
 
