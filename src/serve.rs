@@ -48,7 +48,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings)
         .with_closing(lifecycle.closing());
     let routes = parley_command_api::routes(AppState::new(log, settings))
-        .merge(parley_read_api::v1_routes(read))
+        .merge(parley_read_api::v1_routes(read.clone()))
         .route("/openapi.json", get(crate::openapi::serve_combined));
     let app = Application::bind("dev", args.listen, routes, pools, lifecycle.clone()).await?;
     tracing::info!(
@@ -58,6 +58,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         "parley dev is up: try GET /health, or the walkthrough in README.md"
     );
     app.run_until_stopped().await?;
+    read.sockets_closed(parley_read_api::SOCKETS_CLOSE_WITHIN)
+        .await;
     lifecycle.finish("projectors", projectors.stop()).await
 }
 

@@ -17,6 +17,11 @@ use crate::{router, ReadState, Settings};
 /// lookups and short scans, so it gives its connection back.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a shutdown waits for WebSockets to send their goodbye (each
+/// needs one frame and a close; a socket that cannot take them in this long
+/// is a slow consumer whose client resumes anyway).
+pub const SOCKETS_CLOSE_WITHIN: Duration = Duration::from_secs(5);
+
 /// What the read API is built from.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -73,9 +78,12 @@ impl ReadApi {
         Ok(Self { application, state })
     }
 
-    /// Serves until SIGTERM, then drains.
+    /// Serves until SIGTERM, then drains: requests in flight, then the
+    /// WebSockets' goodbyes.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.application.run_until_stopped().await
+        let served = self.application.run_until_stopped().await;
+        self.state.sockets_closed(SOCKETS_CLOSE_WITHIN).await;
+        served
     }
 }
 

@@ -28,7 +28,7 @@ use parley_http_kit::{Authenticates, RateLimiter, TokenKeys};
 use parley_projections::{FedBy, Progress, ReadStore};
 use tokio_util::sync::CancellationToken;
 
-pub use app::{Config, ReadApi};
+pub use app::{Config, ReadApi, SOCKETS_CLOSE_WITHIN};
 pub use stream::StreamHub;
 
 /// Tunables of the read API.
@@ -122,6 +122,10 @@ pub struct ReadServices {
     pub unauthenticated: Arc<tokio::sync::Semaphore>,
     /// TURN servers for calls, when configured.
     pub turn: Option<Arc<turn::TurnSettings>>,
+    /// Open WebSocket sessions: upgraded connections are no longer requests
+    /// the HTTP server waits for, so a shutdown waits for these to say
+    /// goodbye (see [`ReadState::sockets_closed`]).
+    pub sockets: tokio_util::task::TaskTracker,
 }
 
 impl Authenticates for ReadState {
@@ -176,7 +180,23 @@ impl ReadState {
                 settings.max_unauthenticated_sockets,
             )),
             turn: settings.turn.map(Arc::new),
+            sockets: tokio_util::task::TaskTracker::new(),
         }))
+    }
+
+    /// Waits (at most `within`) until every WebSocket has sent its goodbye
+    /// and close frame, once `closing` was cancelled.
+    pub async fn sockets_closed(&self, within: std::time::Duration) {
+        self.sockets.close();
+        if tokio::time::timeout(within, self.sockets.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.sockets.len(),
+                "WebSockets still open at exit: their clients resume elsewhere"
+            );
+        }
     }
 
     /// The token whose cancellation ends every open stream (SIGTERM).

@@ -1,5 +1,5 @@
 //! SIGTERM against real processes on Postgres: requests in flight finish, open
-//! streams are told where to resume, a projector commits what it applied, and
+//! streams and WebSockets are told where to resume, a projector commits what it applied, and
 //! every process exits 0 within its shutdown timeout.
 
 #[path = "../metrics/support.rs"]
@@ -15,6 +15,8 @@ use parley_event_log::testing::fresh_database;
 use sqlx::{Connection, PgConnection};
 use support::{spawn, Service, User};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
 /// Sends SIGTERM to the service's process.
@@ -192,7 +194,7 @@ async fn a_command_api_drains_requests_in_flight_and_exits_0_in_time() {
 }
 
 #[tokio::test]
-async fn a_read_api_ends_streams_with_a_retry_hint_and_exits_0_at_once() {
+async fn a_read_api_ends_streams_and_sockets_with_where_to_resume_and_exits_0_at_once() {
     let log = fresh_database().await.unwrap();
     let read = fresh_database().await.unwrap();
     let api = command_api(&log).await;
@@ -243,9 +245,41 @@ async fn a_read_api_ends_streams_with_a_retry_hint_and_exits_0_at_once() {
         .expect("the first frame carries an id")
         .trim()
         .to_string();
+    // And a WebSocket.
+    let mut request = format!("{}/v1/ws", reader.base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", alice.token).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let socket_hello: serde_json::Value =
+        serde_json::from_str(&socket.next().await.unwrap().unwrap().to_string()).unwrap();
+    assert_eq!(socket_hello["type"], "hello", "{socket_hello}");
+    let socket_start = socket_hello["after"].as_str().unwrap().to_string();
 
     let signalled = Instant::now();
     terminate(&reader);
+    // The socket: a goodbye frame, then close code 1012 with the id to
+    // resume after.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut frames = Vec::new();
+        while let Some(frame) = socket.next().await {
+            match frame.expect("the socket broke instead of closing") {
+                Message::Close(close) => return (frames, close),
+                other => frames.push(other.to_string()),
+            }
+        }
+        panic!("the socket ended without a close frame: {frames:?}")
+    })
+    .await
+    .expect("the socket was not closed after SIGTERM");
+    let (frames, close) = closed;
+    assert!(frames.iter().any(|f| f.contains("goodbye")), "{frames:?}");
+    let close = close.expect("a close code");
+    assert_eq!(u16::from(close.code), 1012);
+    assert_eq!(close.reason.as_str(), socket_start);
     // Everything after the hello until the server closes the stream.
     let rest = tokio::time::timeout(Duration::from_secs(10), async {
         let mut rest = String::new();

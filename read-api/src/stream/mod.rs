@@ -24,6 +24,7 @@
 //! - [`connection`]: one caller's stream (backlog, then live), as frames;
 //! - [`sse`]: `GET /v1/stream`, the frames as Server-Sent Events;
 //! - [`ws`]: `GET /v1/ws`, the frames over a WebSocket, with typing;
+//! - [`socket`]: one WebSocket's sending, closing and first-frame auth;
 //! - [`typing`]: typing indicators between sockets and replicas.
 
 mod classify;
@@ -31,6 +32,7 @@ mod connection;
 mod event;
 mod hub;
 mod interest;
+mod socket;
 mod sse;
 mod typing;
 mod ws;

@@ -14,13 +14,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use parley_event_log::Cursor;
 use parley_http_kit::{ApiError, ApiQuery, Caller};
 use serde::Deserialize;
@@ -29,9 +28,10 @@ use uuid::Uuid;
 
 use super::connection::{Connection, Frame};
 use super::event::client_view;
+use super::format_cursor;
+use super::socket::{close_for, parse_resume, Gone, Socket};
 use super::sse::{resume_from, StreamQuery};
 use super::typing::{Typing, TYPING_TTL};
-use super::{format_cursor, parse_cursor};
 use crate::ReadState;
 
 /// The largest frame (and message) a client may send.
@@ -44,6 +44,8 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 pub const IDLE_AFTER: Duration = Duration::from_secs(60);
 /// A socket that takes longer than this to take one frame is a slow consumer.
 pub const SEND_WITHIN: Duration = Duration::from_secs(10);
+/// How long a closing socket waits for the client's close frame.
+pub(super) const CLOSE_WITHIN: Duration = Duration::from_secs(2);
 /// Client frames per second a socket may send, and the burst above that.
 const FRAMES_PER_SEC: f64 = 10.0;
 const FRAME_BURST: f64 = 20.0;
@@ -56,15 +58,15 @@ const TYPING_ROOMS: usize = 8;
 const BLOCKS_FRESH_FOR: Duration = Duration::from_secs(10);
 
 /// Close codes (RFC 6455 section 7.4, and the IANA registry).
-const CLOSE_NORMAL: u16 = 1000;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_RESTART: u16 = 1012;
-const CLOSE_TRY_AGAIN: u16 = 1013;
+pub(super) const CLOSE_NORMAL: u16 = 1000;
+pub(super) const CLOSE_POLICY: u16 = 1008;
+pub(super) const CLOSE_RESTART: u16 = 1012;
+pub(super) const CLOSE_TRY_AGAIN: u16 = 1013;
 
 /// What a client sends.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientFrame {
+pub(super) enum ClientFrame {
     Auth {
         access_token: String,
         #[serde(default)]
@@ -133,157 +135,46 @@ pub async fn ws(
                 )
             })?),
     };
+    let sockets = state.sockets.clone();
     Ok(upgrade
         .max_frame_size(MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| async move {
-            let (sink, stream) = socket.split();
-            let mut socket = Socket {
-                sink,
-                stream,
-                last_heard: Instant::now(),
-            };
-            let connection = match opened {
-                Ok(connection) => connection,
-                Err(waiting) => {
-                    let authenticated = socket.authenticate(&state, resume).await;
-                    drop(waiting);
-                    match authenticated {
-                        Some(connection) => connection,
-                        None => return,
+        .on_upgrade(move |socket| {
+            sockets.track_future(async move {
+                let (sink, stream) = socket.split();
+                let mut socket = Socket {
+                    sink,
+                    stream,
+                    last_heard: Instant::now(),
+                };
+                let connection = match opened {
+                    Ok(connection) => connection,
+                    Err(waiting) => {
+                        let authenticated = socket.authenticate(&state, resume).await;
+                        drop(waiting);
+                        match authenticated {
+                            Some(connection) => connection,
+                            None => return,
+                        }
                     }
-                }
-            };
-            Session::new(state, connection).run(socket).await;
+                };
+                Session::new(state, connection).run(socket).await;
+            })
         })
         .into_response())
 }
 
-async fn open(state: &ReadState, me: Uuid, resume: Option<Cursor>) -> Result<Connection, ApiError> {
+pub(super) async fn open(
+    state: &ReadState,
+    me: Uuid,
+    resume: Option<Cursor>,
+) -> Result<Connection, ApiError> {
     let (Some(hub), Some(log)) = (&state.stream, &state.log) else {
         return Err(ApiError::Unavailable(
             "live updates need the event log".into(),
         ));
     };
     Connection::open(state, hub, log, me, resume).await
-}
-
-/// The socket's two halves.
-struct Socket {
-    sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
-    /// When the client last sent anything (a pong counts).
-    last_heard: Instant,
-}
-
-/// Why a send did not happen: the socket is gone or too slow.
-struct Gone;
-
-impl Socket {
-    async fn send(&mut self, text: String) -> Result<(), Gone> {
-        match tokio::time::timeout(SEND_WITHIN, self.sink.send(Message::Text(text.into()))).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Gone),
-            Err(_) => {
-                crate::metrics::ws_closed("slow");
-                Err(Gone)
-            }
-        }
-    }
-
-    async fn ping(&mut self) -> Result<(), Gone> {
-        match tokio::time::timeout(
-            SEND_WITHIN,
-            self.sink.send(Message::Ping(Default::default())),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(Gone),
-        }
-    }
-
-    async fn error(&mut self, error: &ApiError) -> Result<(), Gone> {
-        let status = error.status();
-        self.send(
-            json!({
-                "type": "error",
-                "status": status.as_u16(),
-                "title": status.canonical_reason().unwrap_or("Error"),
-                "detail": error.to_string(),
-            })
-            .to_string(),
-        )
-        .await
-    }
-
-    async fn close(&mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let _ =
-            tokio::time::timeout(SEND_WITHIN, self.sink.send(Message::Close(Some(frame)))).await;
-    }
-
-    /// A browser's first frame: `auth` within [`AUTH_WITHIN`], then the
-    /// caller's stream; `None` (the socket closed) when it is not.
-    async fn authenticate(
-        &mut self,
-        state: &ReadState,
-        resume: Option<Cursor>,
-    ) -> Option<Connection> {
-        let refuse = |detail: &str| ApiError::Unauthorized(detail.to_string());
-        let first = tokio::time::timeout(AUTH_WITHIN, self.stream.next()).await;
-        let outcome = match first {
-            Err(_) => Err(refuse("no auth frame within 5 s")),
-            Ok(None | Some(Err(_))) => return None,
-            Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str(text.as_str()) {
-                Ok(ClientFrame::Auth {
-                    access_token,
-                    after,
-                }) => match state.keys.verify_access_session(access_token.trim()) {
-                    Ok((me, _)) => match after.as_deref().map(parse_resume).transpose() {
-                        Ok(after) => open(state, me, after.or(resume)).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                },
-                _ => Err(refuse(
-                    "the first frame must be {\"type\":\"auth\",\"access_token\":...}",
-                )),
-            },
-            Ok(Some(Ok(_))) => Err(refuse("the first frame must be a text auth frame")),
-        };
-        match outcome {
-            Ok(connection) => Some(connection),
-            Err(e) => {
-                crate::metrics::ws_closed("auth");
-                let _ = self.error(&e).await;
-                let (code, reason) = close_for(&e);
-                self.close(code, &reason).await;
-                None
-            }
-        }
-    }
-}
-
-/// The close code and reason for a stream that could not open.
-fn close_for(error: &ApiError) -> (u16, String) {
-    let code = match error {
-        ApiError::TooManyRequests { .. } | ApiError::Unavailable(_) => CLOSE_TRY_AGAIN,
-        _ => CLOSE_POLICY,
-    };
-    let reason = error.status().canonical_reason().unwrap_or("refused");
-    (code, reason.to_string())
-}
-
-fn parse_resume(raw: &str) -> Result<Cursor, ApiError> {
-    parse_cursor(raw).ok_or_else(|| {
-        ApiError::BadRequest(format!(
-            "malformed event id {raw:?}: expected \"{{tx_id}}.{{position}}\""
-        ))
-    })
 }
 
 /// What one socket keeps besides its stream.
