@@ -67,6 +67,9 @@ pub enum BenchCommand {
     /// while senders send at a fixed rate; figures for both, the page cache's
     /// hit rate and each process's CPU share. The headline read figure.
     Mixed(BenchMixedArgs),
+    /// WebSockets on one read API: answer-to-frame latency, frames/s, sockets
+    /// opened per second, memory per socket, and a reconnect storm with resume.
+    Fanout(BenchFanoutArgs),
 }
 
 const SOAK_ABOUT: &str = "Runs the whole scaled mode (command API, relay, a group of \
@@ -352,6 +355,31 @@ fn key_value(raw: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected key=value, got {raw:?}"))
+}
+
+#[derive(Debug, Args)]
+pub struct BenchFanoutArgs {
+    /// Rooms; each socket's user is a member of one.
+    #[arg(long, default_value_t = 100)]
+    pub rooms: usize,
+    /// Members of each room, each with one socket open: --rooms x --members
+    /// sockets in all (at most about 19,000: one process may hold 20,000
+    /// open files here).
+    #[arg(long, default_value_t = 100)]
+    pub members: usize,
+    /// Sends per second over HTTP, to random rooms as random members (0: the
+    /// sockets stay idle).
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u64,
+    /// Sockets then dropped and reopened all at once with resume while sends
+    /// go on (0: no storm).
+    #[arg(long, default_value_t = 0)]
+    pub reconnect: usize,
+    #[command(flatten)]
+    pub server: BenchServerArgs,
 }
 
 /// What `parley-bench mixed` reads.

@@ -13,6 +13,7 @@ mod args;
 mod commands;
 mod cpu;
 mod export;
+mod fanout;
 mod freshness;
 mod kafka;
 mod mixed;
@@ -87,5 +88,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         BenchCommand::Export(args) => export::export(args).await,
         BenchCommand::Soak(args) => soak::soak(args).await,
         BenchCommand::Mixed(args) => mixed::mixed(args).await,
+        BenchCommand::Fanout(args) => fanout::fanout(args).await,
     }
 }

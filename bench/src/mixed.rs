@@ -273,7 +273,7 @@ async fn send_paced(
 
 /// Waits until the read API shows the seeded chat: the last message of the
 /// last room in its history and in a member's room list.
-async fn wait_until_projected(
+pub(crate) async fn wait_until_projected(
     http: &reqwest::Client,
     read: &str,
     chat: &Spread,
