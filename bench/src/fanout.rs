@@ -258,12 +258,15 @@ async fn storm(
         Arc::default(),
     ));
     let started = Instant::now();
+    // Each socket is read from the moment it opens: one left unread while
+    // the others open would be closed as a slow consumer.
     let reopened = futures::future::join_all((0..n).map(|u| {
         let (url, token) = (format!("{ws_base}/v1/ws"), tokens[u].clone());
-        let after = resume_from[u].clone();
+        let (after, shared) = (resume_from[u].clone(), seen[u].clone());
         async move {
             let socket = open(&url, &token, after.as_deref()).await?;
-            anyhow::Ok((socket, started.elapsed()))
+            let took = started.elapsed();
+            anyhow::Ok((tokio::spawn(read_frames(socket, shared)), took))
         }
     }))
     .await;
@@ -271,9 +274,9 @@ async fn storm(
     let mut failed = 0;
     for (u, reopened) in reopened.into_iter().enumerate() {
         match reopened {
-            Ok((socket, took)) => {
+            Ok((task, took)) => {
                 last_resumed = last_resumed.max(took);
-                tasks[u] = tokio::spawn(read_frames(socket, seen[u].clone()));
+                tasks[u] = task;
             }
             Err(e) => {
                 failed += 1;
@@ -320,22 +323,40 @@ fn parse_id(id: &str) -> (i64, i64) {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Opens a socket (header auth, resuming after `after`) and waits for its hello.
+/// Opens a socket (header auth, resuming after `after`) and waits for its
+/// hello. A 503 (the replica sheds load) is retried after its `Retry-After`
+/// and a little jitter, as a client would, for up to a minute.
 async fn open(url: &str, token: &str, after: Option<&str>) -> anyhow::Result<Socket> {
     let url = match after {
         Some(after) => format!("{url}?last_event_id={after}"),
         None => url.to_string(),
     };
-    let mut request = url.into_client_request()?;
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .context("opening a socket")?;
-    match socket.next().await {
-        Some(Ok(Message::Text(text))) if text.as_str().contains("\"hello\"") => Ok(socket),
-        other => bail!("no hello: {other:?}"),
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut request = url.as_str().into_client_request()?;
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+        let mut socket = match tokio_tungstenite::connect_async(request).await {
+            Ok((socket, _)) => socket,
+            Err(tokio_tungstenite::tungstenite::Error::Http(answer))
+                if answer.status() == 503 && Instant::now() < give_up =>
+            {
+                let after: u64 = answer
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(1);
+                let jitter = rand::thread_rng().gen_range(0..500);
+                tokio::time::sleep(Duration::from_millis(after * 1000 + jitter)).await;
+                continue;
+            }
+            Err(e) => return Err(e).context("opening a socket"),
+        };
+        return match socket.next().await {
+            Some(Ok(Message::Text(text))) if text.as_str().contains("\"hello\"") => Ok(socket),
+            other => bail!("no hello: {other:?}"),
+        };
     }
 }
 

@@ -39,6 +39,18 @@ pub(super) enum Phase {
     Closed,
 }
 
+/// A batch of the backlog, with today's bodies of its messages.
+type Backlog = (
+    Vec<EventEnvelope>,
+    std::collections::HashMap<Uuid, Option<String>>,
+);
+
+async fn read_backlog(log: SharedLog, store: ReadStore, after: Cursor) -> anyhow::Result<Backlog> {
+    let batch = log.read_after(after, READ_BATCH).await?;
+    let today = crate::redaction::current_bodies(&store, &batch).await?;
+    Ok((batch, today))
+}
+
 /// One client's stream: the backlog after where it resumes, then the live
 /// broadcast, each event routed by the caller's interest.
 pub struct Connection {
@@ -52,6 +64,8 @@ pub struct Connection {
     phase: Phase,
     /// Every event at or below this cursor was sent or filtered out.
     seen: Cursor,
+    /// The backlog read under way, if any (see [`Connection::next_frame`]).
+    reading: Option<tokio::task::JoinHandle<anyhow::Result<Backlog>>>,
     /// Whether the first frame (`retry`, and the id the stream starts after) is out.
     greeted: bool,
     /// Cancelled when the server shuts down: the stream then says goodbye.
@@ -109,6 +123,7 @@ impl Connection {
             interest,
             phase,
             seen: start,
+            reading: None,
             greeted: false,
             closing: state.closing.clone(),
             _slot: slot,
@@ -153,8 +168,8 @@ impl Connection {
             _ = closing.cancelled() => Some(self.goodbye(
                 "the server is shutting down; reconnect with Last-Event-ID to resume",
             )),
-            // Cancel-safe: the backlog read and the broadcast receive change
-            // nothing until they complete.
+            // Cancel-safe: the broadcast receive changes nothing until it
+            // completes, and a backlog read goes on in its own task.
             frame = self.next_frame() => frame,
         }
     }
@@ -185,13 +200,21 @@ impl Connection {
                         continue;
                     }
                     let up_to = *up_to;
-                    let read = match self.log.read_after(self.seen, READ_BATCH).await {
-                        Ok(batch) => crate::redaction::current_bodies(&self.store, &batch)
-                            .await
-                            .map(|today| (batch, today))
-                            .map_err(anyhow::Error::from),
+                    // A task of its own, kept until it ends: a WebSocket
+                    // polls this next to its other work and drops the call
+                    // whenever a ping or typing comes first. Awaited in
+                    // place, a read that queued longer than that for a
+                    // connection was dropped and queued again, forever
+                    // (seen in `parley-bench fanout`'s reconnect storm).
+                    let reading = self.reading.get_or_insert_with(|| {
+                        let (log, store, after) = (self.log.clone(), self.store.clone(), self.seen);
+                        tokio::spawn(read_backlog(log, store, after))
+                    });
+                    let read = match reading.await {
+                        Ok(read) => read,
                         Err(e) => Err(anyhow::Error::from(e)),
                     };
+                    self.reading = None;
                     match read {
                         Ok((batch, today)) => {
                             self.today = today;

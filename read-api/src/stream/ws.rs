@@ -36,6 +36,8 @@ use crate::ReadState;
 
 /// The largest frame (and message) a client may send.
 pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// What one read of a socket takes at most.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// A browser has this long to send its `auth` frame.
 pub const AUTH_WITHIN: Duration = Duration::from_secs(5);
 /// Between the server's pings.
@@ -139,6 +141,12 @@ pub async fn ws(
     Ok(upgrade
         .max_frame_size(MAX_FRAME_BYTES)
         .max_message_size(MAX_FRAME_BYTES)
+        // tungstenite reads into a buffer it allocates whole, 128 KiB by
+        // default: 138 KiB per idle socket in `parley-bench fanout`. Client
+        // frames are small; a larger one still reads, in more calls.
+        .read_buffer_size(READ_BUFFER_BYTES)
+        // Each frame is flushed as it is sent: no buffer to fill first.
+        .write_buffer_size(0)
         .on_upgrade(move |socket| {
             sockets.track_future(async move {
                 let (sink, stream) = socket.split();
