@@ -24,6 +24,7 @@ bench queries --events 2000 --rooms 10 --connections 2 --seconds 1 --warmup 0
 bench freshness --rate 20 --seconds 2
 bench mixed --users 40 --rooms 8 --rooms-per-user 2 --messages-per-room 5 --connections 2 --rate 20 --seconds 1 --warmup 0 --pgbench-seconds 1
 bench mixed --reads rooms --users 40 --rooms 8 --rooms-per-user 2 --messages-per-room 5 --connections 2 --rate 20 --seconds 1 --warmup 0 --pgbench-seconds 0
+bench fanout --rooms 4 --members 5 --rate 10 --seconds 1 --reconnect 10
 bench export --events 2000
 bench relay --events 2000 --partitions 2
 bench projectors --events 2000 --members 1,2 --partitions 2

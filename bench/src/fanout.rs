@@ -312,6 +312,10 @@ async fn storm(
         last_resumed.as_secs_f64(),
         lost
     );
+    // Not a figure: a resume that loses events or cannot happen is a bug.
+    if failed > 0 || lost > 0 {
+        bail!("the reconnect storm lost events or sockets: {failed} not resumed, {lost} messages missed");
+    }
     Ok(())
 }
 
