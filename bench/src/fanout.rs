@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use futures::StreamExt;
 use parley_event_log::ConsistencyToken;
-use parley_http_kit::{default_token_keys, SigningKey};
 use rand::Rng;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -22,10 +21,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-use super::commands::BENCH_SECRET;
 use super::mixed::wait_until_projected;
 use super::scaled::{Scaled, Topology};
-use super::seed::seed_spread;
+use super::seed::{access_tokens, seed_spread};
 use crate::args::{BenchFanoutArgs, Feed};
 
 /// Sockets being opened at once while the run sets up.
@@ -77,15 +75,7 @@ async fn run(args: &BenchFanoutArgs, dep: &Scaled) -> anyhow::Result<()> {
     // One message per room, so that the wait below has something to see.
     let chat = Arc::new(seed_spread(&log, sockets, args.rooms, 1, 1).await?);
     drop(log);
-    let keys = default_token_keys(vec![
-        SigningKey::new("k1", BENCH_SECRET.as_bytes()).map_err(anyhow::Error::msg)?
-    ]);
-    let tokens: Arc<Vec<String>> = Arc::new(
-        chat.users
-            .iter()
-            .map(|u| keys.issue_access(*u).map_err(|e| anyhow::anyhow!("{e}")))
-            .collect::<Result<_, _>>()?,
-    );
+    let tokens: Arc<Vec<String>> = Arc::new(access_tokens(&chat.users)?);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)

@@ -9,15 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use parley_http_kit::{default_token_keys, SigningKey};
 use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::commands::{Tally, BENCH_SECRET};
+use super::commands::Tally;
 use super::cpu::CpuSample;
 use super::scaled::{Scaled, Topology};
-use super::seed::{seed_spread, Spread};
+use super::seed::{access_tokens, seed_spread, Spread};
 use crate::args::{BenchMixedArgs, Feed, MixedReads};
 
 pub async fn mixed(args: BenchMixedArgs) -> anyhow::Result<()> {
@@ -58,15 +57,7 @@ async fn run(args: &BenchMixedArgs, dep: &Scaled) -> anyhow::Result<()> {
         .await?,
     );
     drop(log);
-    let keys = default_token_keys(vec![
-        SigningKey::new("k1", BENCH_SECRET.as_bytes()).map_err(anyhow::Error::msg)?
-    ]);
-    let tokens: Arc<Vec<String>> = Arc::new(
-        chat.users
-            .iter()
-            .map(|u| keys.issue_access(*u).map_err(|e| anyhow::anyhow!("{e}")))
-            .collect::<Result<_, _>>()?,
-    );
+    let tokens: Arc<Vec<String>> = Arc::new(access_tokens(&chat.users)?);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections * 2 + 64)
         .tcp_nodelay(true)

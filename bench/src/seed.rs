@@ -256,3 +256,17 @@ pub async fn seed_spread(
         last_message,
     })
 }
+
+/// An access token for each of `users`, signed with the benchmark's secret
+/// (the servers it starts share it).
+pub fn access_tokens(users: &[Uuid]) -> anyhow::Result<Vec<String>> {
+    let keys = parley_http_kit::default_token_keys(vec![parley_http_kit::SigningKey::new(
+        "k1",
+        super::commands::BENCH_SECRET.as_bytes(),
+    )
+    .map_err(anyhow::Error::msg)?]);
+    users
+        .iter()
+        .map(|u| keys.issue_access(*u).map_err(|e| anyhow::anyhow!("{e}")))
+        .collect()
+}

@@ -6,6 +6,7 @@
 //! read-model changes (invariant 4). Events it cannot apply are parked in a
 //! dead-letter table with the reason, and the projector moves on (invariant 8).
 
+mod backoff;
 mod failpoint;
 pub mod generations;
 pub mod kafka;

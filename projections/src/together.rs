@@ -23,10 +23,10 @@ use sqlx::AnyConnection;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::generations::{keyed_notice, keys_of, KEYS_CHANNEL};
 use crate::runtime::{
-    apply_checkpointed, committed, is_transient, park, Backoff, BatchOutcome, LogCheckpoint,
-    BATCH_SIZE,
+    apply_checkpointed, committed, is_transient, park, BatchOutcome, LogCheckpoint, BATCH_SIZE,
 };
 use crate::store::{micros, COMMITS_CHANNEL};
 use crate::{Feed, Projection, ReadStore};
