@@ -68,7 +68,22 @@ pub async fn sends_and_edits(messages: usize, edits: usize) -> Vec<EventEnvelope
             .unwrap();
         }
     }
-    whole_log(&log).await
+    // The tail stops below any transaction running on the cluster (invariant
+    // 2), and the tests beside this one run theirs: read until all are there.
+    let expected = messages * (1 + edits);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = whole_log(&log).await;
+        if events.len() >= expected {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {expected} events readable after 30 s",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A key's partition among `partitions` (any stable hash does: what matters is
