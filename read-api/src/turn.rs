@@ -89,7 +89,8 @@ impl TurnSettings {
 /// TURN credentials for the caller.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TurnCredentials {
-    /// The TURN (and STUN) servers, for `RTCPeerConnection`'s `iceServers`.
+    /// The TURN (and STUN) servers, for `RTCPeerConnection`'s `iceServers`;
+    /// empty when none is configured.
     pub urls: Vec<String>,
     /// `"{expiry}:{user_id}"`, expiry in Unix seconds.
     pub username: String,
@@ -102,20 +103,25 @@ pub struct TurnCredentials {
 /// Time-limited TURN credentials for the caller's calls.
 ///
 /// The TURN REST API convention: the TURN server shares the secret and checks
-/// the expiry in the username itself. Ask again for each call.
+/// the expiry in the username itself. Ask again for each call. With no TURN
+/// server configured, `urls` is empty (and the rest too).
 #[utoipa::path(get, path = "/v1/turn-credentials", tag = "calls", security(("bearer" = [])),
     responses(
     (status = 200, description = "Credentials", body = TurnCredentials),
-    (status = 401, description = "No valid token"),
-    (status = 503, description = "No TURN server configured")))]
+    (status = 401, description = "No valid token")))]
 pub async fn turn_credentials(
     State(state): State<ReadState>,
     Caller(me): Caller,
 ) -> Result<Json<TurnCredentials>, ApiError> {
+    // No TURN server is an answer, not an error: calls then try direct
+    // paths only.
     let Some(turn) = &state.turn else {
-        return Err(ApiError::Unavailable(
-            "no TURN server is configured (PARLEY_TURN_URLS, PARLEY_TURN_SECRET)".into(),
-        ));
+        return Ok(Json(TurnCredentials {
+            urls: Vec::new(),
+            username: String::new(),
+            credential: String::new(),
+            ttl: 0,
+        }));
     };
     let expiry = chrono::Utc::now().timestamp() + turn.ttl.as_secs() as i64;
     let (username, credential) = turn.credential(me, expiry);

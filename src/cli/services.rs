@@ -200,7 +200,7 @@ pub struct TurnArgs {
     pub turn_urls: Vec<String>,
     /// The secret shared with the TURN servers (coturn: `static-auth-secret`
     /// with `use-auth-secret`), at least 16 bytes. Without it
-    /// `/v1/turn-credentials` answers 503.
+    /// `/v1/turn-credentials` answers no servers.
     #[arg(long, env = "PARLEY_TURN_SECRET", hide_env_values = true)]
     pub turn_secret: Option<String>,
     /// Seconds a TURN credential lasts (60 to 604800).
