@@ -6,6 +6,11 @@
 # all`): no 5xx, only documented statuses, problem+json where documented,
 # response schemas, `Allow` on 405, invalid input refused, auth not ignored.
 #
+# `ensure_resource_availability` is left out on the command line as well as in
+# scripts/schemathesis.toml: `--checks all` turns it back on over the file. It
+# expects a created resource to be readable at once, which an eventually
+# consistent read side without the consistency token does not promise.
+#
 # Usage: scripts/fuzz-contract.sh [PARLEY_BINARY]   (default target/debug/parley)
 # PARLEY_FUZZ_SECONDS bounds the main run (default 90); the log-out run takes 20 s.
 set -euo pipefail
@@ -49,7 +54,8 @@ token() {
 run() {
   local budget="$1"
   shift
-  schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" --checks all --max-time "$budget" \
+  schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" --checks all \
+    --exclude-checks ensure_resource_availability --max-time "$budget" \
     --header "Authorization: Bearer $(token)" --no-color --warnings off \
     --request-timeout 10 --generation-database none "$@"
 }

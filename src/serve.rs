@@ -45,9 +45,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     metrics::report_log_lag(log.clone(), store.clone(), projectors.names());
     let pools = vec![Pool::Log(log.clone()), Pool::Read(store.pool().clone())];
     // One process, one port: both services' routes and one OpenAPI document.
-    let read = parley_read_api::ReadState::new(store, Some(log.clone()), read_settings)
+    // WebSocket receipts go to the command routes in process.
+    let commands = parley_command_api::routes(AppState::new(log.clone(), settings));
+    read_settings.commands = Some(parley_read_api::receipts::CommandApi::Routes(
+        commands.clone(),
+    ));
+    let read = parley_read_api::ReadState::new(store, Some(log), read_settings)
         .with_closing(lifecycle.closing());
-    let routes = parley_command_api::routes(AppState::new(log, settings))
+    let routes = commands
         .merge(parley_read_api::v1_routes(read.clone()))
         .route("/openapi.json", get(crate::openapi::serve_combined));
     let app = Application::bind("dev", args.listen, routes, pools, lifecycle.clone()).await?;
@@ -81,6 +86,11 @@ pub async fn read_api(args: ReadApiArgs) -> anyhow::Result<()> {
     read.stream_resume_window = args.stream_resume_window.max(0);
     read.max_unauthenticated_sockets = args.ws_max_unauthenticated;
     read.turn = args.turn.settings()?;
+    read.commands = args
+        .command_api_url
+        .as_deref()
+        .map(parley_read_api::receipts::CommandApi::url)
+        .transpose()?;
     read.fed_by = args.feed.into();
     let config = parley_read_api::Config {
         listen: args.listen,

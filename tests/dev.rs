@@ -78,3 +78,88 @@ async fn the_dev_document_describes_every_route_the_port_serves() {
         }
     }
 }
+
+/// `parley dev` records WebSocket `delivered` frames through its own command
+/// routes, in process: the page then counts the delivery.
+#[tokio::test]
+async fn the_dev_server_records_delivered_frames_in_process() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().to_str().unwrap();
+    let dev = spawn(&["dev", "--data-dir", data_dir], &[], None).await;
+    let http = reqwest::Client::new();
+    let base = dev.base.clone();
+    let alice = support::User::register(&base, "alice").await;
+    let bob = support::User::register(&base, "bob").await;
+    let room = alice.create_room().await;
+    let joined = http
+        .post(format!("{base}/v1/rooms/{room}/join"))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .unwrap();
+    assert!(joined.status().is_success(), "{}", joined.status());
+    let message = uuid::Uuid::now_v7();
+    let sent = alice
+        .send(room, message, "did it arrive?")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 201);
+    let token = sent.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    let counts = || async {
+        let page: Value = http
+            .get(format!("{base}/v1/rooms/{room}/messages"))
+            .bearer_auth(&alice.token)
+            .header("x-consistency-token", &token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let m = &page["messages"][0];
+        (m["delivered_count"].as_i64(), m["read_count"].as_i64())
+    };
+    assert_eq!(counts().await, (Some(0), Some(0)));
+
+    let mut request = format!("{}/v1/ws", base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", bob.token).parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::Text(
+            json!({"type": "delivered", "room_id": room, "message_id": message})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+    // Bob's own socket gets the receipt back, as every member's does.
+    let receipt = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(frame) = socket.next().await {
+            let frame: Value =
+                serde_json::from_str(&frame.unwrap().to_string()).unwrap_or_default();
+            if frame["type"] == "receipt" || frame["type"] == "error" {
+                return frame;
+            }
+        }
+        panic!("the socket ended")
+    })
+    .await
+    .expect("no receipt within 10 s");
+    assert_eq!(receipt["type"], "receipt", "{receipt}");
+    assert_eq!(receipt["kind"], "delivered");
+    assert_eq!(counts().await, (Some(1), Some(0)));
+}

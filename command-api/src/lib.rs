@@ -214,6 +214,10 @@ pub fn routes(state: AppState) -> Router {
             "/v1/rooms/{room_id}/read-marker",
             post(messages::read_marker),
         )
+        .route(
+            "/v1/rooms/{room_id}/delivery-marker",
+            post(messages::delivery_marker),
+        )
         .route("/v1/friend-requests", post(friends::request))
         .route(
             "/v1/friend-requests/{request_id}/accept",

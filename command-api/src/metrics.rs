@@ -57,6 +57,7 @@ pub fn command_name(method: &Method, route: &str) -> Option<&'static str> {
             "remove_reaction"
         }
         ("POST", "/v1/rooms/{room_id}/read-marker") => "move_read_marker",
+        ("POST", "/v1/rooms/{room_id}/delivery-marker") => "move_delivery_marker",
         ("POST", "/v1/friend-requests") => "send_friend_request",
         ("POST", "/v1/friend-requests/{request_id}/accept") => "accept_friend_request",
         ("POST", "/v1/friend-requests/{request_id}/decline") => "decline_friend_request",
@@ -135,7 +136,7 @@ mod tests {
                 named += usize::from(name.is_some());
             }
         }
-        assert_eq!(named, 30);
+        assert_eq!(named, 31);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::routes::{friends, health, messages, presence, rooms, sessions, users}
     paths(
         users::register, sessions::login, sessions::refresh, sessions::list, sessions::end_current, sessions::end_one, sessions::end_all,
         rooms::create, rooms::join, rooms::leave, rooms::invite, rooms::kick, rooms::ban, rooms::unban, rooms::change_role, rooms::direct,
-        messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker,
+        messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker, messages::delivery_marker,
         friends::request, friends::accept, friends::decline, friends::cancel, friends::unfriend, friends::block, friends::unblock,
         presence::set,
         health::live, health::ready, serve,

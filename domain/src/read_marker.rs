@@ -1,4 +1,5 @@
-//! How far a user has read in a room (id = [`crate::ids::read_marker_id`]).
+//! How far a user has read in a room, and how far their devices have received
+//! (id = [`crate::ids::read_marker_id`]): the two markers behind receipts.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -28,10 +29,32 @@ impl Example for ReadMarkerMoved {
     }
 }
 
+/// A user's devices received a room's messages up to a message. Clients say so
+/// over the WebSocket (`delivered` frames), which records at most about one of
+/// these per user and room per second.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeliveryMarkerMoved {
+    pub room_id: Uuid,
+    pub user_id: Uuid,
+    pub message_id: Uuid,
+    pub at: DateTime<Utc>,
+}
+
+impl Example for DeliveryMarkerMoved {
+    fn example() -> Self {
+        Self {
+            room_id: examples::id(10),
+            user_id: examples::id(2),
+            message_id: examples::id(20),
+            at: examples::at(),
+        }
+    }
+}
+
 event_enum! {
     /// Events of the `read_marker` aggregate.
     pub enum ReadMarkerEvent for "read_marker";
-    { ReadMarkerMoved = 1 }
+    { ReadMarkerMoved = 1, DeliveryMarkerMoved = 1 }
 }
 
 /// Commands of the `read_marker` aggregate.
@@ -47,18 +70,35 @@ pub enum ReadMarkerCommand {
         message_in_room: bool,
         at: DateTime<Utc>,
     },
+    /// Move the delivery marker to a message, checked like a read marker.
+    MoveDeliveryMarker {
+        room_id: Uuid,
+        user_id: Uuid,
+        message_id: Uuid,
+        user_is_member: bool,
+        message_in_room: bool,
+        at: DateTime<Utc>,
+    },
 }
 
-/// A read marker: the last message a user has read in a room.
+/// A user's markers in a room: the last message they read, and the last one
+/// their devices received.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReadMarker {
     message_id: Option<Uuid>,
+    #[serde(default)]
+    delivered_id: Option<Uuid>,
 }
 
 impl ReadMarker {
     /// The last read message, if any.
     pub fn message_id(&self) -> Option<Uuid> {
         self.message_id
+    }
+
+    /// The last message the user's devices received, if any.
+    pub fn delivered_id(&self) -> Option<Uuid> {
+        self.delivered_id
     }
 
     /// Decides which events a command produces, without changing state.
@@ -72,19 +112,33 @@ impl ReadMarker {
                 message_in_room,
                 at,
             } => {
-                if !user_is_member {
-                    return Err(DomainError::forbidden("you are not a member of this room"));
-                }
-                if !message_in_room {
-                    return Err(DomainError::validation(
-                        "message_id",
-                        "no such message in this room",
-                    ));
-                }
+                check(user_is_member, message_in_room)?;
                 if self.message_id == Some(message_id) {
                     return Ok(vec![]);
                 }
                 Ok(vec![ReadMarkerMoved {
+                    room_id,
+                    user_id,
+                    message_id,
+                    at,
+                }
+                .into()])
+            }
+            ReadMarkerCommand::MoveDeliveryMarker {
+                room_id,
+                user_id,
+                message_id,
+                user_is_member,
+                message_in_room,
+                at,
+            } => {
+                check(user_is_member, message_in_room)?;
+                // Read implies received: a message already read, or already
+                // marked, records nothing (devices repeat these often).
+                if self.delivered_id == Some(message_id) || self.message_id == Some(message_id) {
+                    return Ok(vec![]);
+                }
+                Ok(vec![DeliveryMarkerMoved {
                     room_id,
                     user_id,
                     message_id,
@@ -98,8 +152,23 @@ impl ReadMarker {
     fn evolve(&mut self, event: ReadMarkerEvent) {
         match event {
             ReadMarkerEvent::ReadMarkerMoved(e) => self.message_id = Some(e.message_id),
+            ReadMarkerEvent::DeliveryMarkerMoved(e) => self.delivered_id = Some(e.message_id),
         }
     }
+}
+
+/// Both markers need a member and a message of the room.
+fn check(user_is_member: bool, message_in_room: bool) -> Result<(), DomainError> {
+    if !user_is_member {
+        return Err(DomainError::forbidden("you are not a member of this room"));
+    }
+    if !message_in_room {
+        return Err(DomainError::validation(
+            "message_id",
+            "no such message in this room",
+        ));
+    }
+    Ok(())
 }
 
 impl_aggregate!(
@@ -161,6 +230,62 @@ mod tests {
                 "message_id",
                 "no such message in this room",
             ));
+    }
+
+    fn deliver(message: u8, is_member: bool, in_room: bool) -> ReadMarkerCommand {
+        ReadMarkerCommand::MoveDeliveryMarker {
+            room_id: id(10),
+            user_id: id(2),
+            message_id: id(message),
+            user_is_member: is_member,
+            message_in_room: in_room,
+            at: at(),
+        }
+    }
+
+    fn delivered(message: u8) -> ReadMarkerEvent {
+        DeliveryMarkerMoved {
+            room_id: id(10),
+            user_id: id(2),
+            message_id: id(message),
+            at: at(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn a_member_marks_a_message_delivered() {
+        TestFramework::<ReadMarker>::with(())
+            .given(vec![moved(20), delivered(21)])
+            .when(deliver(22, true, true))
+            .then_expect_events(vec![delivered(22)]);
+    }
+
+    #[test]
+    fn delivery_is_checked_like_reading() {
+        TestFramework::<ReadMarker>::with(())
+            .given_no_previous_events()
+            .when(deliver(20, false, true))
+            .then_expect_error(DomainError::forbidden("you are not a member of this room"));
+        TestFramework::<ReadMarker>::with(())
+            .given_no_previous_events()
+            .when(deliver(20, true, false))
+            .then_expect_error(DomainError::validation(
+                "message_id",
+                "no such message in this room",
+            ));
+    }
+
+    #[test]
+    fn a_message_delivered_or_read_already_records_nothing() {
+        TestFramework::<ReadMarker>::with(())
+            .given(vec![delivered(21)])
+            .when(deliver(21, true, true))
+            .then_expect_events(vec![]);
+        TestFramework::<ReadMarker>::with(())
+            .given(vec![moved(21)])
+            .when(deliver(21, true, true))
+            .then_expect_events(vec![]);
     }
 
     #[test]

@@ -24,8 +24,10 @@ use std::sync::Mutex;
 use axum::body::Bytes;
 use uuid::Uuid;
 
-/// The projection a history page is read from; its entries are about the room.
-pub const PAGE_SOURCES: [&str; 1] = ["history"];
+/// The projections a history page is read from; its entries are about the
+/// room. Its receipt counts come from the rooms model's markers, whose events
+/// name the room.
+pub const PAGE_SOURCES: [&str; 2] = ["history", "rooms"];
 
 /// The projection memberships are read from. A membership entry is about the
 /// user: every event that changes a room's members names the member

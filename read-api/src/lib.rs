@@ -12,6 +12,7 @@ mod consistency;
 pub mod metrics;
 pub mod openapi;
 pub mod pages;
+pub mod receipts;
 mod redaction;
 mod routes;
 pub mod slots;
@@ -55,8 +56,10 @@ pub struct Settings {
     /// WebSockets that may wait for their `auth` frame at once (503 past it),
     /// so that sockets that never authenticate cannot pile up.
     pub max_unauthenticated_sockets: usize,
-    /// TURN servers for calls (`GET /v1/turn-credentials`); none: 503.
+    /// TURN servers for calls (`GET /v1/turn-credentials`); none: no servers.
     pub turn: Option<turn::TurnSettings>,
+    /// Where WebSocket `delivered` frames are recorded; none: refused (503).
+    pub commands: Option<receipts::CommandApi>,
 }
 
 impl Settings {
@@ -73,6 +76,7 @@ impl Settings {
             stream_resume_window: 100_000,
             max_unauthenticated_sockets: 1024,
             turn: None,
+            commands: None,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct ReadServices {
     pub unauthenticated: Arc<tokio::sync::Semaphore>,
     /// TURN servers for calls, when configured.
     pub turn: Option<Arc<turn::TurnSettings>>,
+    /// Where delivery receipts are recorded, when configured.
+    pub commands: Option<receipts::CommandApi>,
     /// Open WebSocket sessions: upgraded connections are no longer requests
     /// the HTTP server waits for, so a shutdown waits for these to say
     /// goodbye (see [`ReadState::sockets_closed`]).
@@ -180,6 +186,7 @@ impl ReadState {
                 settings.max_unauthenticated_sockets,
             )),
             turn: settings.turn.map(Arc::new),
+            commands: settings.commands,
             sockets: tokio_util::task::TaskTracker::new(),
         }))
     }

@@ -270,6 +270,11 @@ pub struct ReadApiArgs {
     pub limits: LimitArgs,
     #[command(flatten)]
     pub turn: TurnArgs,
+    /// The command API's base URL as this replica reaches it
+    /// (`http://command-api:8081`): WebSocket `delivered` frames are recorded
+    /// there as the socket's user. Without it they are refused with 503.
+    #[arg(long, env = "PARLEY_COMMAND_API_URL")]
+    pub command_api_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -37,7 +37,8 @@ pub struct EditMessageRequest {
 
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct ReadMarkerRequest {
-    /// The last message the caller has read.
+    /// The last message the caller has read (or, for the delivery marker,
+    /// received).
     pub message_id: Uuid,
 }
 
@@ -301,7 +302,8 @@ pub async fn unreact(
     .await
 }
 
-/// Moves the caller's read marker in a room (drives unread counts).
+/// Moves the caller's read marker in a room (drives unread counts and read
+/// receipts).
 #[utoipa::path(post, path = "/v1/rooms/{room_id}/read-marker", tag = "messages",
     request_body = ReadMarkerRequest, security(("bearer" = [])), params(("room_id" = Uuid, Path)),
     responses(
@@ -316,6 +318,46 @@ pub async fn read_marker(
     ApiPath(room_id): ApiPath<Uuid>,
     ApiJson(request): ApiJson<ReadMarkerRequest>,
 ) -> Result<Accepted, ApiError> {
+    move_marker(state, me, meta, room_id, request, Marker::Read).await
+}
+
+/// Records that the caller's devices received a room's messages up to one
+/// (delivery receipts). WebSocket clients send `delivered` frames instead,
+/// which the gateway coalesces into this command; others (a push handler, say)
+/// call it directly. Moving it to a message already read or marked records
+/// nothing.
+#[utoipa::path(post, path = "/v1/rooms/{room_id}/delivery-marker", tag = "messages",
+    request_body = ReadMarkerRequest, security(("bearer" = [])), params(("room_id" = Uuid, Path)),
+    responses(
+    (status = 200, description = "Marker set", body = crate::answers::MessageRefAccepted),
+    (status = 403, description = "Not a member", body = Problem),
+    (status = 404, description = "No such room", body = Problem),
+    (status = 422, description = "`message_id` names no message of this room", body = Problem)))]
+pub async fn delivery_marker(
+    State(state): State<AppState>,
+    Caller(me): Caller,
+    meta: RequestMeta,
+    ApiPath(room_id): ApiPath<Uuid>,
+    ApiJson(request): ApiJson<ReadMarkerRequest>,
+) -> Result<Accepted, ApiError> {
+    move_marker(state, me, meta, room_id, request, Marker::Delivered).await
+}
+
+/// Which of a user's markers in a room a command moves.
+#[derive(Clone, Copy)]
+enum Marker {
+    Read,
+    Delivered,
+}
+
+async fn move_marker(
+    state: AppState,
+    me: Uuid,
+    meta: RequestMeta,
+    room_id: Uuid,
+    request: ReadMarkerRequest,
+    marker: Marker,
+) -> Result<Accepted, ApiError> {
     let room = state.engine.room_for_check(room_id).await?;
     if !room.state.exists() {
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
@@ -325,7 +367,7 @@ pub async fn read_marker(
         .is_some();
     let ctx = meta.context(Some(me), &request);
     let now = ctx.now;
-    let is_member = room.state.is_member(me);
+    let user_is_member = room.state.is_member(me);
     let message_id = request.message_id;
     on_aggregate::<ReadMarker, _>(
         &state,
@@ -337,13 +379,23 @@ pub async fn read_marker(
             room_id,
         },
         |_| {
-            Ok(ReadMarkerCommand::MoveReadMarker {
-                room_id,
-                user_id: me,
-                message_id,
-                user_is_member: is_member,
-                message_in_room,
-                at: now,
+            Ok(match marker {
+                Marker::Read => ReadMarkerCommand::MoveReadMarker {
+                    room_id,
+                    user_id: me,
+                    message_id,
+                    user_is_member,
+                    message_in_room,
+                    at: now,
+                },
+                Marker::Delivered => ReadMarkerCommand::MoveDeliveryMarker {
+                    room_id,
+                    user_id: me,
+                    message_id,
+                    user_is_member,
+                    message_in_room,
+                    at: now,
+                },
             })
         },
     )

@@ -36,6 +36,7 @@ const ROUTES: &[(&str, &[&str])] = &[
         &["put", "delete"],
     ),
     ("/v1/rooms/{room_id}/read-marker", &["post"]),
+    ("/v1/rooms/{room_id}/delivery-marker", &["post"]),
     ("/v1/friend-requests", &["post"]),
     ("/v1/friend-requests/{request_id}/accept", &["post"]),
     ("/v1/friend-requests/{request_id}/decline", &["post"]),

@@ -20,6 +20,7 @@ backend_tests!(
     reactions_are_added_and_removed_once,
     reactions_need_a_valid_emoji_and_membership,
     the_read_marker_moves_for_members_only,
+    the_delivery_marker_moves_for_members_only_and_once_per_message,
 );
 
 /// A public room with an owner and a second member: (app, room, owner token, member id, member token).
@@ -384,6 +385,53 @@ async fn the_read_marker_moves_for_members_only(backend: Backend) {
         &format!("/v1/rooms/{}/read-marker", Uuid::now_v7()),
         &bob_token,
         &json!({"message_id": message_id}),
+    )
+    .await
+    .assert_problem(404);
+}
+
+async fn the_delivery_marker_moves_for_members_only_and_once_per_message(backend: Backend) {
+    let (app, room_id, owner, _, bob_token) = room_with_member(backend).await;
+    let (first, _) = app.send_message(&owner, room_id, "one").await;
+    let (second, _) = app.send_message(&owner, room_id, "two").await;
+    let path = format!("/v1/rooms/{room_id}/delivery-marker");
+
+    let moved = app
+        .post(&path, &bob_token, &json!({"message_id": first}))
+        .await;
+    moved.assert_status(200);
+    assert_eq!(moved.positions().len(), 1);
+    // Said again (every device repeats it): nothing more is recorded.
+    let again = app
+        .post(&path, &bob_token, &json!({"message_id": first}))
+        .await;
+    again.assert_status(200);
+    assert!(again.positions().is_empty());
+    // A message already read counts as received: nothing to record either.
+    app.post(
+        &format!("/v1/rooms/{room_id}/read-marker"),
+        &bob_token,
+        &json!({"message_id": second}),
+    )
+    .await
+    .assert_status(200);
+    let read = app
+        .post(&path, &bob_token, &json!({"message_id": second}))
+        .await;
+    read.assert_status(200);
+    assert!(read.positions().is_empty());
+
+    let (_, stranger) = app.mint_access_token();
+    app.post(&path, &stranger, &json!({"message_id": first}))
+        .await
+        .assert_problem(403);
+    app.post(&path, &bob_token, &json!({"message_id": Uuid::now_v7()}))
+        .await
+        .assert_problem(422);
+    app.post(
+        &format!("/v1/rooms/{}/delivery-marker", Uuid::now_v7()),
+        &bob_token,
+        &json!({"message_id": first}),
     )
     .await
     .assert_problem(404);

@@ -276,6 +276,11 @@ pub struct MessageView {
     pub reply_to: Option<Uuid>,
     /// The global log position of the send: the page order.
     pub position: i64,
+    /// Members other than the sender whose devices received it (a read counts
+    /// as received).
+    pub delivered_count: i64,
+    /// Members other than the sender whose read marker is at it or past it.
+    pub read_count: i64,
 }
 
 /// One page of history, oldest first, with cursors for the pages around it.
@@ -319,9 +324,10 @@ pub async fn page(
     read_page(pool, room_id, request, limit, viewer, false).await
 }
 
-/// Reads a page for a member of the room, or `None` when `viewer` is not one. The
-/// membership check (the rooms model's `room_members`) rides in the page query, so
-/// the common case costs one round trip; only an empty page asks again.
+/// Reads a page for a member of the room, with its receipt counts, or `None`
+/// when `viewer` is not one. The membership check (the rooms model's
+/// `room_members`) rides in the page query, so the common case costs one round
+/// trip for the page; only an empty page asks again.
 pub async fn page_for_member(
     pool: &AnyPool,
     room_id: Uuid,
@@ -329,10 +335,11 @@ pub async fn page_for_member(
     limit: i64,
     viewer: Uuid,
 ) -> Result<Option<HistoryPage>, sqlx::Error> {
-    let page = read_page(pool, room_id, request, limit, viewer, true).await?;
+    let mut page = read_page(pool, room_id, request, limit, viewer, true).await?;
     if page.messages.is_empty() && !super::rooms::is_member(pool, room_id, viewer).await? {
         return Ok(None);
     }
+    super::receipts::attach(pool, room_id, &mut page.messages).await?;
     Ok(Some(page))
 }
 
@@ -395,6 +402,8 @@ async fn read_page(
                     .map(|s| parse_uuid(&s))
                     .transpose()?,
                 position: r.try_get("position")?,
+                delivered_count: 0,
+                read_count: 0,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;

@@ -7,6 +7,7 @@ use crate::projection::{Projection, MAX_PIECE};
 pub mod friends;
 pub mod history;
 pub mod presence;
+pub mod receipts;
 pub mod rooms;
 pub mod users;
 

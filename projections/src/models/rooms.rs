@@ -1,6 +1,7 @@
 //! Rooms: each room's metadata, members (with roles) and pending invites, plus what a
 //! room list needs: the last message (with a short preview) and per-user unread
-//! counts from read markers.
+//! counts from read markers; and the delivery markers receipts count with them
+//! (queried in [`super::receipts`]).
 //!
 //! Everything that spans aggregates (a room's last message, a read marker's place)
 //! is resolved when queried, not copied when applied, so the model ends the same
@@ -36,6 +37,7 @@ pub struct Rooms {
     invites: String,
     messages: String,
     markers: String,
+    deliveries: String,
     suffix: String,
 }
 
@@ -49,6 +51,7 @@ impl Model for Rooms {
             invites: format!("room_invites{suffix}"),
             messages: format!("room_messages{suffix}"),
             markers: format!("room_read_markers{suffix}"),
+            deliveries: format!("room_delivery_markers{suffix}"),
             suffix: suffix.to_string(),
         }
     }
@@ -224,24 +227,28 @@ impl Rooms {
         event: &EventEnvelope,
     ) -> Result<(), ApplyError> {
         let decoded: ReadMarkerEvent = decode(event)?;
-        let k = &self.markers;
-        match decoded {
-            // The message's place is looked up when counting: it may not be here yet.
+        // The message's place is looked up when counting: it may not be here yet.
+        let (table, e) = match &decoded {
             ReadMarkerEvent::ReadMarkerMoved(e) => {
-                sqlx::query(&format!(
-                    "INSERT INTO {k} (room_id, user_id, message_id, last_sequence) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (room_id, user_id) DO UPDATE
-                       SET message_id = excluded.message_id, last_sequence = excluded.last_sequence
-                       WHERE {k}.last_sequence < excluded.last_sequence"
-                ))
-                .bind(e.room_id.to_string())
-                .bind(e.user_id.to_string())
-                .bind(e.message_id.to_string())
-                .bind(event.sequence)
-                .execute(&mut *conn)
-                .await?;
+                (&self.markers, (e.room_id, e.user_id, e.message_id))
             }
-        }
+            ReadMarkerEvent::DeliveryMarkerMoved(e) => {
+                (&self.deliveries, (e.room_id, e.user_id, e.message_id))
+            }
+        };
+        let (room_id, user_id, message_id) = e;
+        sqlx::query(&format!(
+            "INSERT INTO {table} (room_id, user_id, message_id, last_sequence) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (room_id, user_id) DO UPDATE
+               SET message_id = excluded.message_id, last_sequence = excluded.last_sequence
+               WHERE {table}.last_sequence < excluded.last_sequence"
+        ))
+        .bind(room_id.to_string())
+        .bind(user_id.to_string())
+        .bind(message_id.to_string())
+        .bind(event.sequence)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }
@@ -268,14 +275,25 @@ impl Projection for Rooms {
     }
 
     fn schema(&self) -> Vec<String> {
-        let (r, mb, i, m, k, s) = (
+        let (r, mb, i, m, s) = (
             &self.rooms,
             &self.members,
             &self.invites,
             &self.messages,
-            &self.markers,
             &self.suffix,
         );
+        // Read and delivery markers have one shape: a user's last message.
+        let marker_table = |k: &str| {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {k} (
+                    room_id       TEXT   NOT NULL,
+                    user_id       TEXT   NOT NULL,
+                    message_id    TEXT   NOT NULL,
+                    last_sequence BIGINT NOT NULL,
+                    PRIMARY KEY (room_id, user_id)
+                )"
+            )
+        };
         vec![
             format!(
                 "CREATE TABLE IF NOT EXISTS {r} (
@@ -329,15 +347,8 @@ impl Projection for Rooms {
             format!(
                 "CREATE INDEX IF NOT EXISTS room_messages_unread{s} ON {m} (room_id, position, sender_id) WHERE redacted = 0"
             ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {k} (
-                    room_id       TEXT   NOT NULL,
-                    user_id       TEXT   NOT NULL,
-                    message_id    TEXT   NOT NULL,
-                    last_sequence BIGINT NOT NULL,
-                    PRIMARY KEY (room_id, user_id)
-                )"
-            ),
+            marker_table(&self.markers),
+            marker_table(&self.deliveries),
         ]
     }
 

@@ -3,7 +3,7 @@
 //! nothing of theirs.
 
 use parley_domain::friendship::{FriendRequestCancelled, FriendRequestDeclined, FriendRequestSent};
-use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
+use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent};
 use parley_event_log::EventEnvelope;
 use uuid::Uuid;
 
@@ -131,6 +131,11 @@ pub(super) fn classify_decoded(me: Uuid, decoded: &Decoded) -> Class {
             PresenceEvent::PresenceChanged(e) => Class::Presence(e.user_id),
             // Heartbeats repeat the status: not a change.
             _ => Class::Other,
+        },
+        // Receipts are for the room's members, as its messages are.
+        Decoded::Marker(marker) => match marker {
+            ReadMarkerEvent::ReadMarkerMoved(e) => Class::Room(e.room_id),
+            ReadMarkerEvent::DeliveryMarkerMoved(e) => Class::Room(e.room_id),
         },
         Decoded::Other => Class::Other,
     }

@@ -2,7 +2,7 @@
 //! and serialized once in the shape clients see.
 
 use parley_domain::codec::EventCodec;
-use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, RoomEvent};
+use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent};
 use parley_event_log::EventEnvelope;
 
 pub(super) fn decode<E: EventCodec>(event: &EventEnvelope) -> Option<E> {
@@ -25,6 +25,8 @@ pub(super) enum Decoded {
     Room(RoomEvent),
     Friendship(FriendshipEvent),
     Presence(PresenceEvent),
+    /// A member's read or delivery marker: a receipt.
+    Marker(ReadMarkerEvent),
     /// Of a type no stream routes, or undecodable.
     Other,
 }
@@ -36,6 +38,7 @@ pub(super) fn decoded(event: &EventEnvelope) -> Decoded {
         "room" => as_other(decode(event).map(Decoded::Room)),
         "friendship" => as_other(decode(event).map(Decoded::Friendship)),
         "presence" => as_other(decode(event).map(Decoded::Presence)),
+        "read_marker" => as_other(decode(event).map(Decoded::Marker)),
         _ => Decoded::Other,
     }
 }

@@ -1,6 +1,8 @@
 //! `GET /v1/ws`: a caller's [`Connection`] over a WebSocket (the same events,
 //! ids, resume and authorization as `/v1/stream`; only the framing differs),
-//! and what only a two-way channel carries: typing indicators.
+//! and what only a two-way channel carries: typing indicators, and delivery
+//! receipts from clients (recorded through the command API, see
+//! [`crate::receipts`]); members' markers come back as `receipt` frames.
 //!
 //! Frames are JSON text (`docs/api.md`, the AsyncAPI document). The server
 //! guards itself per socket: a frame is at most [`MAX_FRAME_BYTES`], client
@@ -20,6 +22,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
+use parley_domain::ReadMarkerEvent;
 use parley_event_log::Cursor;
 use parley_http_kit::{ApiError, ApiQuery, Caller};
 use serde::Deserialize;
@@ -27,7 +30,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::connection::{Connection, Frame};
-use super::event::client_view;
+use super::event::{client_view, decoded, Decoded};
 use super::format_cursor;
 use super::socket::{close_for, parse_resume, Gone, Socket};
 use super::sse::{resume_from, StreamQuery};
@@ -81,6 +84,10 @@ pub(super) enum ClientFrame {
         room_id: Uuid,
         typing: bool,
     },
+    Delivered {
+        room_id: Uuid,
+        message_id: Uuid,
+    },
     Ping,
 }
 
@@ -91,7 +98,8 @@ pub(super) enum ClientFrame {
 /// `Last-Event-ID` / `last_event_id` as for `/v1/stream`, with `after` in the
 /// auth frame, or at any time with `{"type":"resume","after":id}`; every
 /// (re)start is announced by `{"type":"hello","after":id}`. Server frames:
-/// `hello`, `event`, `typing`, `pong`, `error`, `goodbye`. Closed with 1012
+/// `hello`, `event`, `receipt`, `typing`, `pong`, `error`, `goodbye`. Client
+/// frames: `auth`, `resume`, `typing`, `delivered`, `ping`. Closed with 1012
 /// and the id to resume from when the server restarts, 1013 when the socket
 /// fell behind, 1008 after too many refused frames.
 #[utoipa::path(get, path = "/v1/ws", tag = "stream",
@@ -199,6 +207,10 @@ struct Session {
     typing: HashMap<Uuid, (Instant, Instant)>,
     /// The caller's blocks, either way, and when they were read.
     blocks: Option<(Instant, Vec<Uuid>)>,
+    /// The newest message each room's `delivered` frames named since the last
+    /// second's tick, which records them (at most one command per room and
+    /// second, however often a client says so).
+    delivered: HashMap<Uuid, Uuid>,
     _open: crate::metrics::OpenStream,
 }
 
@@ -220,6 +232,7 @@ impl Session {
             refused_lately: 0,
             typing: HashMap::new(),
             blocks: None,
+            delivered: HashMap::new(),
             _open: crate::metrics::OpenStream::of(crate::metrics::WS_CONNECTIONS),
         }
     }
@@ -255,7 +268,9 @@ impl Session {
                 },
                 _ = ticks.tick() => {
                     self.expire_typing().await;
-                    if socket.last_heard.elapsed() > IDLE_AFTER {
+                    if let Err(end) = self.record_delivered(&mut socket).await {
+                        Err(end)
+                    } else if socket.last_heard.elapsed() > IDLE_AFTER {
                         crate::metrics::ws_closed("idle");
                         Err(End::Close(CLOSE_NORMAL, "idle: nothing heard for 60 s".into()))
                     } else if pinged.elapsed() >= PING_EVERY {
@@ -271,6 +286,8 @@ impl Session {
             }
         };
         self.stop_typing_everywhere().await;
+        // What the client said it received is kept, even on the way out.
+        let _ = self.record_delivered(&mut socket).await;
         if let End::Close(code, reason) = end {
             socket.close(code, &reason).await;
         }
@@ -282,18 +299,24 @@ impl Session {
             Frame::Hello { after } => {
                 json!({"type": "hello", "after": format_cursor(after)}).to_string()
             }
-            Frame::Replayed(event) => json!({
-                "type": "event",
-                "id": format_cursor(event.cursor()),
-                "event": client_view(&event),
-            })
-            .to_string(),
-            // Serialized once by the hub for every stream: spliced, not parsed.
-            Frame::Live(published) => format!(
-                r#"{{"type":"event","id":"{}","event":{}}}"#,
-                format_cursor(published.event.cursor()),
-                published.data
-            ),
+            Frame::Replayed(event) => match decoded(&event) {
+                Decoded::Marker(marker) => receipt_frame(event.cursor(), &marker),
+                _ => json!({
+                    "type": "event",
+                    "id": format_cursor(event.cursor()),
+                    "event": client_view(&event),
+                })
+                .to_string(),
+            },
+            Frame::Live(published) => match &published.decoded {
+                Decoded::Marker(marker) => receipt_frame(published.event.cursor(), marker),
+                // Serialized once by the hub for every stream: spliced, not parsed.
+                _ => format!(
+                    r#"{{"type":"event","id":"{}","event":{}}}"#,
+                    format_cursor(published.event.cursor()),
+                    published.data
+                ),
+            },
             Frame::Goodbye { why, after } => {
                 let after = format_cursor(after);
                 let _ = socket
@@ -357,6 +380,10 @@ impl Session {
             )),
             ClientFrame::Resume { after } => return self.resume(socket, &after).await,
             ClientFrame::Typing { room_id, typing } => self.typing(room_id, typing).await,
+            ClientFrame::Delivered {
+                room_id,
+                message_id,
+            } => self.delivered(room_id, message_id),
         };
         match answer {
             Ok(()) => Ok(()),
@@ -414,6 +441,46 @@ impl Session {
                 Err(End::Close(code, reason))
             }
         }
+    }
+
+    /// Takes a `delivered` frame, recorded at the next tick.
+    fn delivered(&mut self, room: Uuid, message: Uuid) -> Result<(), ApiError> {
+        if self.state.commands.is_none() {
+            return Err(ApiError::Unavailable(
+                "this server records no receipts (no command API configured)".into(),
+            ));
+        }
+        if !self.in_room(room) {
+            return Err(ApiError::Forbidden("not a member of this room".into()));
+        }
+        self.delivered.insert(room, message);
+        Ok(())
+    }
+
+    /// Records the `delivered` frames of the last second, one command per
+    /// room; a refusal comes back as an error frame naming the room.
+    async fn record_delivered(&mut self, socket: &mut Socket) -> Result<(), End> {
+        let Some(commands) = self.state.commands.clone() else {
+            return Ok(());
+        };
+        for (room, message) in std::mem::take(&mut self.delivered) {
+            let recorded = commands
+                .mark_delivered(&self.state.keys, self.me, room, message)
+                .await;
+            if let Err(e) = recorded {
+                let e = match e {
+                    ApiError::Forbidden(d) => ApiError::Forbidden(format!("room {room}: {d}")),
+                    ApiError::NotFound(d) => ApiError::NotFound(format!("room {room}: {d}")),
+                    ApiError::Unprocessable { field, message: d } => ApiError::Unprocessable {
+                        field,
+                        message: format!("message {message}: {d}"),
+                    },
+                    e => e,
+                };
+                self.refuse(socket, e).await?;
+            }
+        }
+        Ok(())
     }
 
     fn in_room(&self, room: Uuid) -> bool {
@@ -506,4 +573,25 @@ impl Session {
             let _ = self.publish(room, false).await;
         }
     }
+}
+
+/// A member's read or delivery marker as the `receipt` frame WebSockets get
+/// in place of its event frame (with the event's id, so it resumes alike).
+fn receipt_frame(at: Cursor, marker: &ReadMarkerEvent) -> String {
+    let (kind, e) = match marker {
+        ReadMarkerEvent::ReadMarkerMoved(e) => ("read", (e.room_id, e.user_id, e.message_id)),
+        ReadMarkerEvent::DeliveryMarkerMoved(e) => {
+            ("delivered", (e.room_id, e.user_id, e.message_id))
+        }
+    };
+    let (room_id, user_id, message_id) = e;
+    json!({
+        "type": "receipt",
+        "id": format_cursor(at),
+        "room_id": room_id,
+        "user_id": user_id,
+        "message_id": message_id,
+        "kind": kind,
+    })
+    .to_string()
 }

@@ -5,7 +5,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use parley_command_api::{CommandApi, Config as CommandConfig, Settings};
-use parley_http_kit::{default_token_keys, Application, ShutdownSettings, SigningKey};
+use parley_http_kit::{default_token_keys, ShutdownSettings, SigningKey};
 use parley_projections::{prepare_all, ReadStore, RunningProjectors};
 use parley_read_api::ReadApi;
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ pub struct TestApp {
     /// Where the read API listens (it serves on a real socket, for
     /// WebSockets).
     pub read_addr: std::net::SocketAddr,
-    _services: (Application, parley_http_kit::Running),
+    _services: (parley_http_kit::Running, parley_http_kit::Running),
     _projectors: Option<RunningProjectors>,
     _dir: tempfile::TempDir,
 }
@@ -128,9 +128,15 @@ impl TestApp {
             prepare_all(&store, &log).await.unwrap();
             None
         };
+        // The command API serves on a socket too: WebSocket receipts reach it
+        // over HTTP, as in the scaled mode.
+        let commands_router = commands.application.router();
+        let commands_url = format!("http://{}", commands.application.address());
+        let commands_running = commands.application.spawn();
         let mut read = parley_read_api::Settings::new(keys());
         read.rate_limit_per_sec = 0.0;
         read.consistency_wait = Duration::from_secs(5);
+        read.commands = Some(parley_read_api::receipts::CommandApi::url(&commands_url).unwrap());
         if projectors.is_none() {
             read.consistency_wait = Duration::from_millis(300);
         }
@@ -140,14 +146,14 @@ impl TestApp {
             .unwrap();
         let read_addr = queries.application.address();
         Self {
-            commands: commands.application.router(),
+            commands: commands_router,
             router: queries.application.router(),
             read: queries.state,
             log,
             log_url,
             read_url,
             read_addr,
-            _services: (commands.application, queries.application.spawn()),
+            _services: (commands_running, queries.application.spawn()),
             _projectors: projectors,
             _dir: dir,
         }
