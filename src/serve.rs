@@ -273,6 +273,7 @@ fn settings(
     settings.rate_limit_per_sec = limits.rate_limit_per_sec;
     settings.rate_limit_burst = limits.rate_limit_burst;
     settings.login_rate_per_sec = limits.login_rate_per_sec;
+    settings.call_ring_timeout = std::time::Duration::from_secs(limits.call_ring_secs);
     settings.login_burst = limits.login_burst;
     settings.command_result_retention =
         std::time::Duration::from_secs(limits.command_result_retention_hours * 3600);

@@ -49,5 +49,7 @@ answer!(/// A command on a message.
     MessageRefAccepted, MessageRef { message_id: Uuid, room_id: Uuid });
 answer!(/// A friend request command's answer.
     FriendRequestAccepted, FriendRequestRef { request_id: Uuid });
+answer!(/// A call command's answer.
+    CallAccepted, CallRef { call_id: Uuid, room_id: Uuid });
 answer!(/// A presence update.
     PresenceAccepted, PresenceSet { user_id: Uuid, status: String });

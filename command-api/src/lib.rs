@@ -53,6 +53,8 @@ pub struct Settings {
     /// kept; older ones are pruned and a retry then runs as a new command.
     /// Zero keeps them forever.
     pub command_result_retention: Duration,
+    /// How long a call rings before it is a missed call.
+    pub call_ring_timeout: Duration,
 }
 
 impl Settings {
@@ -68,6 +70,7 @@ impl Settings {
             command_result_retention: Duration::from_secs(24 * 3600),
             trusted_proxies: Vec::new(),
             registrations_per_hour: 20.0,
+            call_ring_timeout: Duration::from_secs(45),
         }
     }
 }
@@ -99,6 +102,8 @@ pub struct Services {
     pub register_limiter: Arc<RateLimiter>,
     /// See [`Settings::trusted_proxies`].
     pub trusted_proxies: Arc<Vec<Cidr>>,
+    /// See [`Settings::call_ring_timeout`].
+    pub ring_timeout: chrono::Duration,
 }
 
 impl Authenticates for AppState {
@@ -131,7 +136,7 @@ impl AppState {
                 settings.command_result_retention,
             ));
         }
-        Self(Arc::new(Services {
+        let state = Self(Arc::new(Services {
             engine,
             keys: Arc::new(settings.keys),
             limiter: Arc::new(RateLimiter::new(
@@ -162,7 +167,11 @@ impl AppState {
                 RateLimiter::disabled()
             }),
             trusted_proxies: Arc::new(settings.trusted_proxies),
-        }))
+            ring_timeout: chrono::Duration::from_std(settings.call_ring_timeout)
+                .unwrap_or(chrono::Duration::seconds(45)),
+        }));
+        tokio::spawn(routes::calls::expire_unanswered(Arc::downgrade(&state.0)));
+        state
     }
 }
 
@@ -174,7 +183,7 @@ pub fn router(state: AppState) -> Router {
 /// Every route of [`router`] but `/openapi.json`, for a process that serves
 /// more beside them and one document for all (`parley dev`).
 pub fn routes(state: AppState) -> Router {
-    use routes::{friends, messages, presence, rooms, sessions, users};
+    use routes::{calls, friends, messages, presence, rooms, sessions, users};
     Router::new()
         .route("/v1/users", post(users::register))
         .route(
@@ -214,6 +223,10 @@ pub fn routes(state: AppState) -> Router {
             "/v1/rooms/{room_id}/read-marker",
             post(messages::read_marker),
         )
+        .route("/v1/rooms/{room_id}/calls", post(calls::start))
+        .route("/v1/calls/{call_id}/accept", post(calls::accept))
+        .route("/v1/calls/{call_id}/decline", post(calls::decline))
+        .route("/v1/calls/{call_id}/leave", post(calls::leave))
         .route(
             "/v1/rooms/{room_id}/delivery-marker",
             post(messages::delivery_marker),

@@ -58,6 +58,10 @@ pub fn command_name(method: &Method, route: &str) -> Option<&'static str> {
         }
         ("POST", "/v1/rooms/{room_id}/read-marker") => "move_read_marker",
         ("POST", "/v1/rooms/{room_id}/delivery-marker") => "move_delivery_marker",
+        ("POST", "/v1/rooms/{room_id}/calls") => "start_call",
+        ("POST", "/v1/calls/{call_id}/accept") => "accept_call",
+        ("POST", "/v1/calls/{call_id}/decline") => "decline_call",
+        ("POST", "/v1/calls/{call_id}/leave") => "leave_call",
         ("POST", "/v1/friend-requests") => "send_friend_request",
         ("POST", "/v1/friend-requests/{request_id}/accept") => "accept_friend_request",
         ("POST", "/v1/friend-requests/{request_id}/decline") => "decline_friend_request",
@@ -136,7 +140,7 @@ mod tests {
                 named += usize::from(name.is_some());
             }
         }
-        assert_eq!(named, 31);
+        assert_eq!(named, 35);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use axum::Json;
 use parley_http_kit::openapi::{BearerAuth, StandardProblems};
 use utoipa::OpenApi;
 
-use crate::routes::{friends, health, messages, presence, rooms, sessions, users};
+use crate::routes::{calls, friends, health, messages, presence, rooms, sessions, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,13 +13,14 @@ use crate::routes::{friends, health, messages, presence, rooms, sessions, users}
         users::register, sessions::login, sessions::refresh, sessions::list, sessions::end_current, sessions::end_one, sessions::end_all,
         rooms::create, rooms::join, rooms::leave, rooms::invite, rooms::kick, rooms::ban, rooms::unban, rooms::change_role, rooms::direct,
         messages::send, messages::edit, messages::redact, messages::react, messages::unreact, messages::read_marker, messages::delivery_marker,
+        calls::start, calls::accept, calls::decline, calls::leave,
         friends::request, friends::accept, friends::decline, friends::cancel, friends::unfriend, friends::block, friends::unblock,
         presence::set,
         health::live, health::ready, serve,
     ),
     components(schemas(parley_http_kit::Problem, crate::answers::CommandReceipt)),
     modifiers(&BearerAuth, &StandardProblems),
-    tags((name = "users"), (name = "sessions"), (name = "rooms"), (name = "messages"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
+    tags((name = "users"), (name = "sessions"), (name = "rooms"), (name = "messages"), (name = "calls"), (name = "friends"), (name = "presence"), (name = "health"), (name = "meta"))
 )]
 pub struct CommandApiDoc;
 

@@ -81,6 +81,7 @@ pub fn all_events() -> Vec<EventDescriptor> {
         crate::read_marker::ReadMarkerEvent::descriptors(),
         crate::friendship::FriendshipEvent::descriptors(),
         crate::presence::PresenceEvent::descriptors(),
+        crate::call::CallEvent::descriptors(),
     ]
     .concat()
 }
@@ -100,6 +101,8 @@ pub enum AnyEvent {
     Message(crate::message::MessageEvent),
     /// An event of `read_marker`.
     ReadMarker(crate::read_marker::ReadMarkerEvent),
+    /// An event of `call`.
+    Call(crate::call::CallEvent),
     /// An event of `friendship`.
     Friendship(crate::friendship::FriendshipEvent),
     /// An event of `presence`.
@@ -115,6 +118,7 @@ macro_rules! any_event_dispatch {
             AnyEvent::Room($e) => $body,
             AnyEvent::Message($e) => $body,
             AnyEvent::ReadMarker($e) => $body,
+            AnyEvent::Call($e) => $body,
             AnyEvent::Friendship($e) => $body,
             AnyEvent::Presence($e) => $body,
         }
@@ -131,6 +135,7 @@ impl AnyEvent {
             AnyEvent::Room(_) => crate::room::Room::TYPE,
             AnyEvent::Message(_) => crate::message::Message::TYPE,
             AnyEvent::ReadMarker(_) => crate::read_marker::ReadMarker::TYPE,
+            AnyEvent::Call(_) => crate::call::Call::TYPE,
             AnyEvent::Friendship(_) => crate::friendship::Friendship::TYPE,
             AnyEvent::Presence(_) => crate::presence::Presence::TYPE,
         }
@@ -172,6 +177,7 @@ impl EventCodec for AnyEvent {
             .or_else(|| attempt(t, v, p, AnyEvent::Room))
             .or_else(|| attempt(t, v, p, AnyEvent::Message))
             .or_else(|| attempt(t, v, p, AnyEvent::ReadMarker))
+            .or_else(|| attempt(t, v, p, AnyEvent::Call))
             .or_else(|| attempt(t, v, p, AnyEvent::Friendship))
             .or_else(|| attempt(t, v, p, AnyEvent::Presence))
             .unwrap_or_else(|| {

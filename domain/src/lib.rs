@@ -51,6 +51,7 @@ pub trait Decide: cqrs_es::Aggregate<Error = DomainError> {
     fn decide(&self, command: Self::Command) -> Result<Vec<Self::Event>, DomainError>;
 }
 
+pub mod call;
 pub mod codec;
 pub mod error;
 pub mod friendship;
@@ -63,6 +64,7 @@ pub mod text;
 pub mod user;
 pub mod values;
 
+pub use call::{Call, CallCommand, CallEvent};
 pub use codec::{all_events, AnyEvent, DecodeError, EventCodec, EventDescriptor};
 pub use error::DomainError;
 pub use friendship::{Friendship, FriendshipCommand, FriendshipEvent};

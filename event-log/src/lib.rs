@@ -9,6 +9,7 @@
 //! - a tail that never skips an event (see [`Cursor`]).
 
 mod accounts;
+mod deadlines;
 mod envelope;
 mod error;
 pub mod notify;
@@ -21,6 +22,7 @@ pub mod testing;
 mod token;
 
 pub use accounts::{Accounts, Rotation, SessionRecord};
+pub use deadlines::Deadlines;
 pub use envelope::{
     AppendRequest, AppendedEvent, CommandResult, Cursor, EventEnvelope, IdempotencyRecord,
     Metadata, NewEvent, Snapshot, StreamWrite,
@@ -34,9 +36,10 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// The storage behind Parley's write side, and the feed for its tailers. The
-/// same database keeps the command side's account state ([`Accounts`]).
+/// same database keeps the command side's account state ([`Accounts`]) and
+/// its deadlines ([`Deadlines`]).
 #[async_trait]
-pub trait EventLog: Accounts + Send + Sync + 'static {
+pub trait EventLog: Accounts + Deadlines + Send + Sync + 'static {
     /// Appends every stream of `request` in one transaction, or nothing.
     ///
     /// Fails with [`LogError::Conflict`] when a stream is not at its expected version,

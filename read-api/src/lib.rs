@@ -8,6 +8,7 @@
 
 mod app;
 pub mod cache;
+pub mod calls;
 mod consistency;
 pub mod metrics;
 pub mod openapi;
@@ -120,8 +121,9 @@ pub struct ReadServices {
     pub streams_open: slots::UserSlots,
     /// How far back (in log positions) a stream may resume; older is 410.
     pub stream_resume_window: i64,
-    /// Typing indicators between WebSockets, here and on other replicas.
-    pub typing: stream::TypingBus,
+    /// Typing indicators and call signals between WebSockets, here and on
+    /// other replicas.
+    pub ephemeral: stream::EphemeralBus,
     /// Places for WebSockets waiting for their `auth` frame.
     pub unauthenticated: Arc<tokio::sync::Semaphore>,
     /// TURN servers for calls, when configured.
@@ -163,7 +165,7 @@ impl ReadState {
             .map(|hub_log| StreamHub::new(hub_log, progress.clone(), settings.stream_capacity));
         let cache = (settings.page_cache_bytes > 0)
             .then(|| Arc::new(cache::PageCache::new(settings.page_cache_bytes)));
-        let typing = stream::TypingBus::new(store.clone());
+        let ephemeral = stream::EphemeralBus::new(store.clone());
         Self(Arc::new(ReadServices {
             progress,
             cache,
@@ -181,7 +183,7 @@ impl ReadState {
             streams_open: slots::UserSlots::new(settings.max_streams_per_user),
             stream_resume_window: settings.stream_resume_window,
             models_ready: Default::default(),
-            typing,
+            ephemeral,
             unauthenticated: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_unauthenticated_sockets,
             )),
@@ -238,6 +240,7 @@ pub fn v1_routes(state: ReadState) -> Router {
         .route("/v1/presence", get(routes::presence))
         .route("/v1/stream", get(stream::stream))
         .route("/v1/ws", get(stream::ws))
+        .route("/v1/calls/{call_id}", get(calls::call))
         .route("/v1/turn-credentials", get(turn::turn_credentials))
         .with_state(state)
 }

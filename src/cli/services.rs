@@ -106,6 +106,11 @@ pub struct LifecycleArgs {
 
 #[derive(Debug, Args)]
 pub struct LimitArgs {
+    /// Seconds a call rings before nobody answering makes it a missed call
+    /// (command API; 5 to 600).
+    #[arg(long, env = "PARLEY_CALL_RING_SECS", default_value_t = 45,
+          value_parser = clap::value_parser!(u64).range(5..=600))]
+    pub call_ring_secs: u64,
     /// Requests per second per user before 429 (0 turns limiting off).
     #[arg(long, env = "PARLEY_RATE_LIMIT_PER_SEC", default_value_t = 50.0)]
     pub rate_limit_per_sec: f64,

@@ -78,6 +78,9 @@ pub(super) async fn snapshot(
         t if t == Message::TYPE => save::<Message>(log, id).await,
         t if t == ReadMarker::TYPE => save::<ReadMarker>(log, id).await,
         t if t == User::TYPE => save::<User>(log, id).await,
+        t if t == parley_domain::call::Call::TYPE => {
+            save::<parley_domain::call::Call>(log, id).await
+        }
         _ => Ok(()),
     }
 }

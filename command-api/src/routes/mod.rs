@@ -1,5 +1,6 @@
 //! HTTP handlers, one module per resource.
 
+pub mod calls;
 pub mod friends;
 pub mod health;
 pub mod messages;

@@ -35,7 +35,7 @@ fn decode(d: &EventDescriptor, payload: Value) -> Result<(), DecodeError> {
 #[test]
 fn every_event_round_trips_through_its_payload() {
     let all = all_events();
-    assert_eq!(all.len(), 29);
+    assert_eq!(all.len(), 34);
     for d in &all {
         decode(d, (d.example)()).unwrap();
     }
@@ -66,6 +66,7 @@ fn aggregate_types_match_the_aggregates() {
         crate::room::Room::TYPE,
         crate::message::Message::TYPE,
         crate::read_marker::ReadMarker::TYPE,
+        crate::call::Call::TYPE,
         crate::friendship::Friendship::TYPE,
         crate::presence::Presence::TYPE,
     ]

@@ -56,6 +56,7 @@ event_log_contract_suite!(
     tails_every_event_once_in_order,
     reads_the_newest_events_in_tail_order,
     keeps_the_newest_snapshot,
+    hands_out_due_deadlines_earliest_first,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

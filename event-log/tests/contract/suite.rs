@@ -298,6 +298,42 @@ pub async fn keeps_the_newest_snapshot(log: &dyn EventLog) {
     assert_eq!(log.load_snapshot(a).await.unwrap().unwrap().version, 9);
 }
 
+pub async fn hands_out_due_deadlines_earliest_first(log: &dyn EventLog) {
+    let now = Utc::now();
+    let (early, late, future, other) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let ago = |s| now - chrono::Duration::seconds(s);
+    log.set_deadline("call_ring", late, ago(5)).await.unwrap();
+    log.set_deadline("call_ring", early, ago(60)).await.unwrap();
+    log.set_deadline("call_ring", future, ago(-60))
+        .await
+        .unwrap();
+    log.set_deadline("other", other, ago(60)).await.unwrap();
+    assert_eq!(
+        log.due_deadlines("call_ring", now, 10).await.unwrap(),
+        [early, late]
+    );
+    assert_eq!(
+        log.due_deadlines("call_ring", now, 1).await.unwrap(),
+        [early]
+    );
+    // Moved later: no longer due.
+    log.set_deadline("call_ring", early, ago(-30))
+        .await
+        .unwrap();
+    log.clear_deadline("call_ring", late).await.unwrap();
+    assert!(log
+        .due_deadlines("call_ring", now, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(log.due_deadlines("other", now, 10).await.unwrap(), [other]);
+}
+
 pub async fn serializes_concurrent_writers_on_one_stream(log: std::sync::Arc<dyn EventLog>) {
     // 20 writers all try to append sequence 1 of the same stream at once: exactly one wins.
     let a = Uuid::now_v7();

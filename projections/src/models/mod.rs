@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use crate::projection::{Projection, MAX_PIECE};
 
+pub mod calls;
 pub mod friends;
 pub mod history;
 pub mod presence;

@@ -1,7 +1,7 @@
 //! Rooms: each room's metadata, members (with roles) and pending invites, plus what a
 //! room list needs: the last message (with a short preview) and per-user unread
-//! counts from read markers; and the delivery markers receipts count with them
-//! (queried in [`super::receipts`]).
+//! counts from read markers; the delivery markers receipts count with them
+//! (queried in [`super::receipts`]); and the rooms' calls ([`super::calls`]).
 //!
 //! Everything that spans aggregates (a room's last message, a read marker's place)
 //! is resolved when queried, not copied when applied, so the model ends the same
@@ -38,6 +38,8 @@ pub struct Rooms {
     messages: String,
     markers: String,
     deliveries: String,
+    calls: String,
+    call_members: String,
     suffix: String,
 }
 
@@ -52,6 +54,8 @@ impl Model for Rooms {
             messages: format!("room_messages{suffix}"),
             markers: format!("room_read_markers{suffix}"),
             deliveries: format!("room_delivery_markers{suffix}"),
+            calls: format!("room_calls{suffix}"),
+            call_members: format!("room_call_members{suffix}"),
             suffix: suffix.to_string(),
         }
     }
@@ -265,7 +269,7 @@ impl Projection for Rooms {
     }
 
     fn aggregate_types(&self) -> Option<&'static [&'static str]> {
-        Some(&["room", "message", "read_marker"])
+        Some(&["room", "message", "read_marker", "call"])
     }
 
     /// Every message event it applies advances its message row's
@@ -350,6 +354,9 @@ impl Projection for Rooms {
             marker_table(&self.markers),
             marker_table(&self.deliveries),
         ]
+        .into_iter()
+        .chain(super::calls::schema(&self.calls, &self.call_members, s))
+        .collect()
     }
 
     /// Runs of `MessageSent` go in as one multi-row insert.
@@ -370,6 +377,7 @@ impl Projection for Rooms {
             "room" => self.apply_room(conn, event).await,
             "message" => self.apply_message(conn, event).await,
             "read_marker" => self.apply_read_marker(conn, event).await,
+            "call" => super::calls::apply(&self.calls, &self.call_members, conn, event).await,
             _ => Ok(()),
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
+use parley_domain::call::CallEnd;
 use parley_domain::codec::EventCodec;
 use parley_domain::friendship::*;
 use parley_domain::ids;
@@ -324,6 +325,65 @@ impl Script {
         );
     }
 
+    /// A call in `room_id` started by `by`: joined by each of `joined`, then
+    /// ended for `reason` (everyone still in it leaving first when completed).
+    pub fn call(&mut self, room_id: Uuid, by: Uuid, joined: &[Uuid], reason: CallEnd) -> Uuid {
+        use parley_domain::call::*;
+        let call_id = Uuid::now_v7();
+        let at = self.now();
+        self.push(
+            "call",
+            call_id,
+            CallEvent::from(CallStarted {
+                call_id,
+                room_id,
+                started_by: by,
+                kind: CallKind::Video,
+                at,
+            }),
+        );
+        for &user_id in joined {
+            let at = self.now();
+            self.push(
+                "call",
+                call_id,
+                CallEvent::from(CallJoined {
+                    call_id,
+                    room_id,
+                    user_id,
+                    at,
+                }),
+            );
+        }
+        if reason == CallEnd::Completed {
+            for &user_id in std::iter::once(&by).chain(joined) {
+                let at = self.now();
+                self.push(
+                    "call",
+                    call_id,
+                    CallEvent::from(CallLeft {
+                        call_id,
+                        room_id,
+                        user_id,
+                        at,
+                    }),
+                );
+            }
+        }
+        let at = self.now();
+        self.push(
+            "call",
+            call_id,
+            CallEvent::from(CallEnded {
+                call_id,
+                room_id,
+                reason,
+                at,
+            }),
+        );
+        call_id
+    }
+
     pub fn read(&mut self, room_id: Uuid, user_id: Uuid, message_id: Uuid) {
         let at = self.now();
         self.push(
@@ -545,6 +605,8 @@ pub fn world() -> Script {
     s.leave(secret, carol);
     s.join(general, dave);
     s.read(dm, alice, last);
+    s.call(dm, alice, &[bob], CallEnd::Completed);
+    s.call(general, bob, &[], CallEnd::Missed);
     s.block(carol, dave);
     s.request_friend(dave, alice);
     // alice asks dave too: the domain turns that into an accept of dave's request.

@@ -3,7 +3,9 @@
 //! nothing of theirs.
 
 use parley_domain::friendship::{FriendRequestCancelled, FriendRequestDeclined, FriendRequestSent};
-use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent};
+use parley_domain::{
+    CallEvent, FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent,
+};
 use parley_event_log::EventEnvelope;
 use uuid::Uuid;
 
@@ -137,6 +139,14 @@ pub(super) fn classify_decoded(me: Uuid, decoded: &Decoded) -> Class {
             ReadMarkerEvent::ReadMarkerMoved(e) => Class::Room(e.room_id),
             ReadMarkerEvent::DeliveryMarkerMoved(e) => Class::Room(e.room_id),
         },
+        // Calls ring, start and end for the room's members.
+        Decoded::Call(call) => Class::Room(match call {
+            CallEvent::CallStarted(e) => e.room_id,
+            CallEvent::CallJoined(e) => e.room_id,
+            CallEvent::CallDeclined(e) => e.room_id,
+            CallEvent::CallLeft(e) => e.room_id,
+            CallEvent::CallEnded(e) => e.room_id,
+        }),
         Decoded::Other => Class::Other,
     }
 }

@@ -2,7 +2,9 @@
 //! and serialized once in the shape clients see.
 
 use parley_domain::codec::EventCodec;
-use parley_domain::{FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent};
+use parley_domain::{
+    CallEvent, FriendshipEvent, MessageEvent, PresenceEvent, ReadMarkerEvent, RoomEvent,
+};
 use parley_event_log::EventEnvelope;
 
 pub(super) fn decode<E: EventCodec>(event: &EventEnvelope) -> Option<E> {
@@ -27,6 +29,8 @@ pub(super) enum Decoded {
     Presence(PresenceEvent),
     /// A member's read or delivery marker: a receipt.
     Marker(ReadMarkerEvent),
+    /// A step of a call in a room.
+    Call(CallEvent),
     /// Of a type no stream routes, or undecodable.
     Other,
 }
@@ -39,6 +43,7 @@ pub(super) fn decoded(event: &EventEnvelope) -> Decoded {
         "friendship" => as_other(decode(event).map(Decoded::Friendship)),
         "presence" => as_other(decode(event).map(Decoded::Presence)),
         "read_marker" => as_other(decode(event).map(Decoded::Marker)),
+        "call" => as_other(decode(event).map(Decoded::Call)),
         _ => Decoded::Other,
     }
 }

@@ -23,15 +23,20 @@
 //! - [`interest`]: the caller's rooms and friends, kept current as events pass;
 //! - [`connection`]: one caller's stream (backlog, then live), as frames;
 //! - [`sse`]: `GET /v1/stream`, the frames as Server-Sent Events;
-//! - [`ws`]: `GET /v1/ws`, the frames over a WebSocket, with typing;
+//! - [`ws`]: `GET /v1/ws`, the frames over a WebSocket, with typing, signals
+//!   and receipts;
 //! - [`socket`]: one WebSocket's sending, closing and first-frame auth;
-//! - [`typing`]: typing indicators between sockets and replicas.
+//! - [`bus`]: ephemeral frames between sockets and replicas;
+//! - [`typing`]: typing indicators;
+//! - [`signal`]: call signals between a call's participants.
 
+mod bus;
 mod classify;
 mod connection;
 mod event;
 mod hub;
 mod interest;
+mod signal;
 mod socket;
 mod sse;
 mod typing;
@@ -41,13 +46,15 @@ use parley_event_log::Cursor;
 use parley_projections::models::Model;
 use parley_projections::models::{friends, history, presence, rooms};
 
+pub use bus::{Ephemeral, EphemeralBus};
 pub use connection::{Connection, Frame};
 pub use event::{client_view, Published};
 pub use hub::{StreamHub, Subscription};
+pub use signal::{Signal, MAX_SIGNAL_BYTES};
 #[doc(hidden)]
 pub use sse::__path_stream;
 pub use sse::{stream, StreamQuery};
-pub use typing::{Typing, TypingBus, TYPING_TTL};
+pub use typing::{Typing, TYPING_TTL};
 #[doc(hidden)]
 pub use ws::__path_ws;
 pub use ws::{ws, AUTH_WITHIN, IDLE_AFTER, MAX_FRAME_BYTES, SEND_WITHIN};

@@ -1,8 +1,9 @@
 //! `GET /v1/ws`: a caller's [`Connection`] over a WebSocket (the same events,
 //! ids, resume and authorization as `/v1/stream`; only the framing differs),
-//! and what only a two-way channel carries: typing indicators, and delivery
-//! receipts from clients (recorded through the command API, see
-//! [`crate::receipts`]); members' markers come back as `receipt` frames.
+//! and what only a two-way channel carries: typing indicators, call signals
+//! ([`super::signal`]), and delivery receipts from clients (recorded through
+//! the command API, see [`crate::receipts`]); members' markers come back as
+//! `receipt` frames.
 //!
 //! Frames are JSON text (`docs/api.md`, the AsyncAPI document). The server
 //! guards itself per socket: a frame is at most [`MAX_FRAME_BYTES`], client
@@ -29,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::bus::Ephemeral;
 use super::connection::{Connection, Frame};
 use super::event::{client_view, decoded, Decoded};
 use super::format_cursor;
@@ -88,6 +90,11 @@ pub(super) enum ClientFrame {
         room_id: Uuid,
         message_id: Uuid,
     },
+    Signal {
+        call_id: Uuid,
+        to_user_id: Uuid,
+        data: serde_json::Value,
+    },
     Ping,
 }
 
@@ -98,8 +105,9 @@ pub(super) enum ClientFrame {
 /// `Last-Event-ID` / `last_event_id` as for `/v1/stream`, with `after` in the
 /// auth frame, or at any time with `{"type":"resume","after":id}`; every
 /// (re)start is announced by `{"type":"hello","after":id}`. Server frames:
-/// `hello`, `event`, `receipt`, `typing`, `pong`, `error`, `goodbye`. Client
-/// frames: `auth`, `resume`, `typing`, `delivered`, `ping`. Closed with 1012
+/// `hello`, `event`, `receipt`, `typing`, `signal`, `pong`, `error`,
+/// `goodbye`. Client frames: `auth`, `resume`, `typing`, `delivered`,
+/// `signal`, `ping`. Closed with 1012
 /// and the id to resume from when the server restarts, 1013 when the socket
 /// fell behind, 1008 after too many refused frames.
 #[utoipa::path(get, path = "/v1/ws", tag = "stream",
@@ -238,7 +246,7 @@ impl Session {
     }
 
     async fn run(mut self, mut socket: Socket) {
-        let mut typing = self.state.typing.subscribe();
+        let mut ephemeral = self.state.ephemeral.subscribe();
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         let mut pinged = Instant::now();
         let end = loop {
@@ -259,9 +267,12 @@ impl Session {
                     }
                     _ => Err(End::Gone),
                 },
-                heard = typing.recv() => match heard {
-                    Ok(t) if t.shown_to(self.me) && self.in_room(t.room_id) => {
+                heard = ephemeral.recv() => match heard.as_deref() {
+                    Ok(Ephemeral::Typing(t)) if t.shown_to(self.me) && self.in_room(t.room_id) => {
                         socket.send(t.frame().to_string()).await.map_err(|Gone| End::Gone)
+                    }
+                    Ok(Ephemeral::Signal(s)) if s.to_user_id == self.me => {
+                        socket.send(s.frame()).await.map_err(|Gone| End::Gone)
                     }
                     // Ephemeral: one that lagged skips what it missed.
                     _ => Ok(()),
@@ -384,6 +395,11 @@ impl Session {
                 room_id,
                 message_id,
             } => self.delivered(room_id, message_id),
+            ClientFrame::Signal {
+                call_id,
+                to_user_id,
+                data,
+            } => super::signal::relay(&self.state, self.me, call_id, to_user_id, data).await,
         };
         match answer {
             Ok(()) => Ok(()),
@@ -522,13 +538,13 @@ impl Session {
     async fn publish(&mut self, room: Uuid, typing: bool) -> Result<(), ApiError> {
         let hidden_from = self.blocks().await?;
         self.state
-            .typing
-            .publish(Typing {
+            .ephemeral
+            .publish(Ephemeral::Typing(Typing {
                 room_id: room,
                 user_id: self.me,
                 typing,
                 hidden_from,
-            })
+            }))
             .await;
         Ok(())
     }

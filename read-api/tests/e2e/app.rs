@@ -54,6 +54,8 @@ fn is_query(method: &str, path: &str) -> bool {
     matches!(method, "GET" | "HEAD") && path.starts_with("/v1/") && path != "/v1/sessions"
 }
 
+pub use parley_read_api::stream::MAX_SIGNAL_BYTES;
+
 /// The signing key both services share.
 pub fn keys() -> parley_http_kit::TokenKeys {
     default_token_keys(vec![SigningKey::new("test", &[42; 32]).unwrap()])
@@ -104,6 +106,8 @@ impl TestApp {
             ),
         };
         let mut settings = Settings::new(keys());
+        // Short, so a missed call is seen within a test.
+        settings.call_ring_timeout = Duration::from_secs(3);
         settings.rate_limit_per_sec = 0.0;
         let commands = CommandApi::build(CommandConfig {
             listen: "127.0.0.1:0".parse().unwrap(),

@@ -4,6 +4,7 @@
 mod app;
 mod cache;
 mod cache_writes;
+mod calls;
 mod missing_models;
 mod read_your_writes;
 mod stream;

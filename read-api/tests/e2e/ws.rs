@@ -41,7 +41,7 @@ mod postgres_only {
 }
 
 /// How long a test waits for one frame before failing.
-const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 
 type Stream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -53,7 +53,7 @@ enum Got {
     Timeout,
 }
 
-struct Ws(Stream);
+pub(crate) struct Ws(Stream);
 
 impl Ws {
     /// Opens `/v1/ws{query}`, with `token` in the `Authorization` header.
@@ -65,7 +65,7 @@ impl Ws {
         Ws::try_connect_to(app.read_addr, token, query).await
     }
 
-    async fn try_connect_to(
+    pub(crate) async fn try_connect_to(
         address: std::net::SocketAddr,
         token: Option<&str>,
         query: &str,
@@ -82,13 +82,13 @@ impl Ws {
     }
 
     /// A socket authenticated by header, past its `hello`.
-    async fn open(app: &TestApp, token: &str) -> (Ws, String) {
+    pub(crate) async fn open(app: &TestApp, token: &str) -> (Ws, String) {
         let mut ws = Ws::try_connect(app, Some(token), "").await.unwrap();
         let hello = ws.frame_of("hello").await;
         (ws, hello["after"].as_str().unwrap().to_string())
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.0
             .send(Message::Text(frame.to_string().into()))
             .await
@@ -114,7 +114,7 @@ impl Ws {
     }
 
     /// The next frame of `kind`, skipping others.
-    async fn frame_of(&mut self, kind: &str) -> Value {
+    pub(crate) async fn frame_of(&mut self, kind: &str) -> Value {
         loop {
             match self.next(WAIT).await {
                 Got::Frame(f) if f["type"] == kind => return f,
@@ -125,7 +125,7 @@ impl Ws {
     }
 
     /// Everything until nothing came for `quiet`.
-    async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
+    pub(crate) async fn drain(&mut self, quiet: Duration) -> Vec<Value> {
         let mut frames = Vec::new();
         while let Got::Frame(f) = self.next(quiet).await {
             frames.push(f);
@@ -153,7 +153,7 @@ async fn send(app: &TestApp, token: &str, room: Uuid, body: &str) -> (Uuid, Stri
 }
 
 /// A room of `alice`'s that `bob` joined, as both see it.
-async fn pair(app: &TestApp) -> (String, String, Uuid) {
+pub(crate) async fn pair(app: &TestApp) -> (String, String, Uuid) {
     let (_, alice) = app.user("alice").await;
     let (_, bob) = app.user("bob").await;
     let (room, _) = app.room(&alice, "general", "public").await;
