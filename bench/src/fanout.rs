@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::mixed::wait_until_projected;
 use super::scaled::{Scaled, Topology};
 use super::seed::{access_tokens, seed_spread};
-use crate::args::{BenchFanoutArgs, Feed};
+use crate::args::BenchFanoutArgs;
 
 /// Sockets being opened at once while the run sets up.
 const OPENING_AT_ONCE: usize = 256;
@@ -48,18 +48,7 @@ pub async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
     if args.rooms == 0 || args.members == 0 || args.seconds == 0 {
         bail!("--rooms, --members and --seconds must be at least 1");
     }
-    let dep = Scaled::start(Topology {
-        admin_url: &args.server.admin_url,
-        read_admin_url: None,
-        feed: Feed::Log,
-        kafka_brokers: "",
-        kafka_options: &[],
-        partitions: None,
-        projectors: 1,
-        db_pool_size: None,
-        page_cache_mb: None,
-    })
-    .await?;
+    let dep = Scaled::start(Topology::log_fed(&args.server.admin_url)).await?;
     let outcome = run(&args, &dep).await;
     dep.stop().await?;
     outcome

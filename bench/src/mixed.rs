@@ -17,22 +17,16 @@ use super::commands::Tally;
 use super::cpu::CpuSample;
 use super::scaled::{Scaled, Topology};
 use super::seed::{access_tokens, seed_spread, Spread};
-use crate::args::{BenchMixedArgs, Feed, MixedReads};
+use crate::args::{BenchMixedArgs, MixedReads};
 
 pub async fn mixed(args: BenchMixedArgs) -> anyhow::Result<()> {
     if args.connections == 0 || args.seconds == 0 {
         bail!("--connections and --seconds must be at least 1");
     }
     let dep = Scaled::start(Topology {
-        admin_url: &args.server.admin_url,
-        read_admin_url: None,
-        feed: Feed::Log,
-        kafka_brokers: "",
-        kafka_options: &[],
-        partitions: None,
-        projectors: 1,
         db_pool_size: Some(args.db_pool_size),
         page_cache_mb: Some(args.page_cache_mb),
+        ..Topology::log_fed(&args.server.admin_url)
     })
     .await?;
     let outcome = run(&args, &dep).await;

@@ -32,6 +32,24 @@ pub struct Topology<'a> {
     pub page_cache_mb: Option<usize>,
 }
 
+impl<'a> Topology<'a> {
+    /// One log-fed projector on the machine's own server, every service with
+    /// its default pool and cache: what the read benchmarks start.
+    pub fn log_fed(admin_url: &'a str) -> Self {
+        Self {
+            admin_url,
+            read_admin_url: None,
+            feed: Feed::Log,
+            kafka_brokers: "",
+            kafka_options: &[],
+            partitions: None,
+            projectors: 1,
+            db_pool_size: None,
+            page_cache_mb: None,
+        }
+    }
+}
+
 /// The running services and their databases; [`Scaled::stop`] tears all down.
 pub struct Scaled {
     pub log_db: TempDb,
