@@ -1,8 +1,40 @@
-//! The pause between a projector's retries (the store or the feed away).
+//! The pause between a projector's retries (the store or the feed away), and
+//! the read of the next batch every log-fed projector loop makes with it.
 
 use std::time::Duration;
 
+use parley_event_log::{Cursor, EventEnvelope};
 use tokio::sync::watch;
+
+use crate::Feed;
+
+/// The next batch after `from`: `None` when the feed failed (logged, after
+/// the backoff's pause) or had nothing yet (after waiting up to a second for
+/// it, or for `shutdown`). `who` names the projector in the log line.
+pub(crate) async fn next_batch(
+    feed: &dyn Feed,
+    from: Cursor,
+    limit: i64,
+    backoff: &mut Backoff,
+    shutdown: &mut watch::Receiver<bool>,
+    who: &str,
+) -> Option<Vec<EventEnvelope>> {
+    match feed.read_after(from, limit).await {
+        Ok(batch) if !batch.is_empty() => Some(batch),
+        Ok(_) => {
+            tokio::select! {
+                _ = feed.wait(Duration::from_secs(1)) => {},
+                _ = shutdown.changed() => {},
+            }
+            None
+        }
+        Err(e) => {
+            tracing::warn!(projection = who, error = %e, "feed unavailable, retrying");
+            backoff.wait(shutdown).await;
+            None
+        }
+    }
+}
 
 /// Waits between retries: from 100 ms, doubling up to 10 s, back to the
 /// start after a success.

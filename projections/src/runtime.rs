@@ -11,7 +11,7 @@ use parley_event_log::{Cursor, EventEnvelope, SharedLog};
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
+use crate::backoff::{next_batch, Backoff};
 
 use crate::generations::keys_of;
 use crate::projection::{ApplyError, Projection};
@@ -160,19 +160,19 @@ impl Projector {
                     }
                 }
             }
-            let batch = match self.feed.read_after(cursor, BATCH_SIZE).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(projection = self.name(), error = %e, "feed unavailable, retrying");
-                    backoff.wait(&mut shutdown).await;
-                    continue;
-                }
+            let Some(batch) = next_batch(
+                &*self.feed,
+                cursor,
+                BATCH_SIZE,
+                &mut backoff,
+                &mut shutdown,
+                self.name(),
+            )
+            .await
+            else {
+                continue;
             };
             let Some(last) = batch.last().map(EventEnvelope::cursor) else {
-                tokio::select! {
-                    _ = self.feed.wait(Duration::from_secs(1)) => {},
-                    _ = shutdown.changed() => {},
-                }
                 continue;
             };
             match self.apply_following(&batch, Some(loaded_at)).await {

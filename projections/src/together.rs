@@ -16,14 +16,14 @@
 //! which parks only the bad event; invariants 4 and 8 hold as they did.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parley_event_log::{Cursor, EventEnvelope};
 use sqlx::AnyConnection;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
+use crate::backoff::{next_batch, Backoff};
 use crate::generations::{keyed_notice, keys_of, KEYS_CHANNEL};
 use crate::runtime::{
     apply_checkpointed, committed, is_transient, park, BatchOutcome, LogCheckpoint, BATCH_SIZE,
@@ -107,19 +107,19 @@ impl Together {
                 continue;
             };
             let from = cursors.iter().copied().min().unwrap_or(Cursor::START);
-            let batch = match self.feed.read_after(from, BATCH_SIZE).await {
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::warn!(error = %e, "feed unavailable, retrying");
-                    backoff.wait(&mut shutdown).await;
-                    continue;
-                }
+            let Some(batch) = next_batch(
+                &*self.feed,
+                from,
+                BATCH_SIZE,
+                &mut backoff,
+                &mut shutdown,
+                "all",
+            )
+            .await
+            else {
+                continue;
             };
             let Some(last) = batch.last().map(EventEnvelope::cursor) else {
-                tokio::select! {
-                    _ = self.feed.wait(Duration::from_secs(1)) => {},
-                    _ = shutdown.changed() => {},
-                }
                 continue;
             };
             match self.apply(&batch, cursors, *loaded_at).await {
