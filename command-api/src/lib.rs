@@ -104,6 +104,9 @@ pub struct Services {
     pub trusted_proxies: Arc<Vec<Cidr>>,
     /// See [`Settings::call_ring_timeout`].
     pub ring_timeout: chrono::Duration,
+    /// Calls one user may start: a call rings every other member, so a
+    /// loop of them would be a way to harass a room.
+    pub call_limiter: Arc<RateLimiter>,
 }
 
 impl Authenticates for AppState {
@@ -169,6 +172,8 @@ impl AppState {
             trusted_proxies: Arc::new(settings.trusted_proxies),
             ring_timeout: chrono::Duration::from_std(settings.call_ring_timeout)
                 .unwrap_or(chrono::Duration::seconds(45)),
+            // Three at once, then one every ten seconds.
+            call_limiter: Arc::new(RateLimiter::new(0.1, 3.0)),
         }));
         tokio::spawn(routes::calls::expire_unanswered(Arc::downgrade(&state.0)));
         state

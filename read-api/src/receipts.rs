@@ -8,6 +8,7 @@
 //! read API checks tokens with: a socket outlives the access token it was
 //! opened with.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -18,6 +19,9 @@ use uuid::Uuid;
 
 /// How long one forwarded command may take.
 const COMMAND_WITHIN: Duration = Duration::from_secs(5);
+/// How long recording one second's `delivered` frames of a socket may take:
+/// a command API that hangs must not hold the socket's events back for long.
+const RECORD_WITHIN: Duration = Duration::from_secs(2);
 
 /// Where delivery commands go.
 #[derive(Clone)]
@@ -101,6 +105,44 @@ impl CommandApi {
             }
         };
         refusal(status, &answer)
+    }
+}
+
+impl CommandApi {
+    /// Records one socket's `delivered` frames of the last second (per room,
+    /// the newest message) together, within [`RECORD_WITHIN`]: the refusals,
+    /// each naming its room or message.
+    pub async fn record_all(
+        &self,
+        keys: &TokenKeys,
+        user: Uuid,
+        pending: HashMap<Uuid, Uuid>,
+    ) -> Vec<ApiError> {
+        let all =
+            futures::future::join_all(pending.into_iter().map(|(room, message)| async move {
+                let done = self.mark_delivered(keys, user, room, message).await;
+                done.err().map(|e| naming(e, room, message))
+            }));
+        match tokio::time::timeout(RECORD_WITHIN, all).await {
+            Ok(done) => done.into_iter().flatten().collect(),
+            Err(_) => vec![ApiError::Unavailable(
+                "receipts are unavailable for a moment".into(),
+            )],
+        }
+    }
+}
+
+/// A refusal that says which room or message it is about (a client may have
+/// several `delivered` frames recorded at once).
+fn naming(e: ApiError, room: Uuid, message: Uuid) -> ApiError {
+    match e {
+        ApiError::Forbidden(d) => ApiError::Forbidden(format!("room {room}: {d}")),
+        ApiError::NotFound(d) => ApiError::NotFound(format!("room {room}: {d}")),
+        ApiError::Unprocessable { field, message: d } => ApiError::Unprocessable {
+            field,
+            message: format!("message {message}: {d}"),
+        },
+        e => e,
     }
 }
 

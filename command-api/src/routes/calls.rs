@@ -41,7 +41,8 @@ pub struct StartCallRequest {
     (status = 201, description = "Ringing", body = crate::answers::CallAccepted),
     (status = 403, description = "Not a member of the room", body = Problem),
     (status = 404, description = "No such room", body = Problem),
-    (status = 422, description = "`kind` is not audio or video", body = Problem)))]
+    (status = 422, description = "`kind` is not audio or video", body = Problem),
+    (status = 429, description = "More than 3 calls at once, or one per 10 s after that", body = Problem)))]
 pub async fn start(
     State(state): State<AppState>,
     Caller(me): Caller,
@@ -63,6 +64,14 @@ pub async fn start(
     if !room.state.exists() {
         return Err(ApiError::NotFound(format!("room {room_id} not found")));
     }
+    // Checked here as well as by the domain, so that refused starts leave no
+    // deadline behind.
+    if !room.state.is_member(me) {
+        return Err(ApiError::Forbidden(
+            "you are not a member of this room".into(),
+        ));
+    }
+    state.call_limiter.check(me)?;
     let ctx = meta.context(Some(me), &request);
     let now = ctx.now;
     let call_id = Uuid::now_v7();

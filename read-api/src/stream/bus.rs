@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use parley_event_log::notify::{self, Heard};
+use parley_event_log::notify::{self, Heard as Notified};
 use parley_projections::{Backend, ReadStore};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -37,6 +37,33 @@ pub enum Ephemeral {
     Signal(Signal),
 }
 
+impl Ephemeral {
+    /// The server frame its receivers get.
+    fn text(&self) -> String {
+        match self {
+            Ephemeral::Typing(t) => t.frame().to_string(),
+            Ephemeral::Signal(s) => s.frame(),
+        }
+    }
+}
+
+/// What the bus sends sockets: the frame, and its text, serialized once however many
+/// sockets send it.
+#[derive(Debug)]
+pub struct Sent {
+    pub frame: Ephemeral,
+    pub text: String,
+}
+
+impl Sent {
+    fn new(frame: Ephemeral) -> Arc<Self> {
+        Arc::new(Self {
+            text: frame.text(),
+            frame,
+        })
+    }
+}
+
 /// What crosses between replicas: the frame and the replica it came from
 /// (which delivered it locally already).
 #[derive(Serialize, Deserialize)]
@@ -49,7 +76,7 @@ struct Notice {
 /// The read API's ephemeral frames, local and between replicas.
 #[derive(Clone)]
 pub struct EphemeralBus {
-    sender: broadcast::Sender<Arc<Ephemeral>>,
+    sender: broadcast::Sender<Arc<Sent>>,
     /// This replica, so that it skips its own notices.
     origin: Uuid,
     store: ReadStore,
@@ -69,7 +96,7 @@ impl EphemeralBus {
 
     /// Hears every frame from now on, of this replica and (on PostgreSQL)
     /// the others.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Ephemeral>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Sent>> {
         if self.store.backend() == Backend::Postgres && !self.listening.swap(true, Ordering::AcqRel)
         {
             tokio::spawn(listen(
@@ -85,7 +112,7 @@ impl EphemeralBus {
     /// replicas' through the read database (best effort: logged, not
     /// retried).
     pub async fn publish(&self, frame: Ephemeral) {
-        let _ = self.sender.send(Arc::new(frame.clone()));
+        let _ = self.sender.send(Sent::new(frame.clone()));
         if self.store.backend() != Backend::Postgres {
             return;
         }
@@ -107,16 +134,16 @@ impl EphemeralBus {
 
 /// Passes other replicas' frames to this one's sockets, for as long as the
 /// bus exists.
-async fn listen(url: String, origin: Uuid, sender: broadcast::WeakSender<Arc<Ephemeral>>) {
+async fn listen(url: String, origin: Uuid, sender: broadcast::WeakSender<Arc<Sent>>) {
     let connect = || sqlx::postgres::PgListener::connect(&url);
     notify::listen(connect, &[CHANNEL], "ephemeral", |heard| {
         let Some(sender) = sender.upgrade() else {
             return false;
         };
-        if let Heard::Notification { payload, .. } = heard {
+        if let Notified::Notification { payload, .. } = heard {
             match serde_json::from_str::<Notice>(payload) {
                 Ok(notice) if notice.origin != origin => {
-                    let _ = sender.send(Arc::new(notice.frame));
+                    let _ = sender.send(Sent::new(notice.frame));
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "a malformed ephemeral notice skipped"),

@@ -267,12 +267,9 @@ impl Session {
                     }
                     _ => Err(End::Gone),
                 },
-                heard = ephemeral.recv() => match heard.as_deref() {
-                    Ok(Ephemeral::Typing(t)) if t.shown_to(self.me) && self.in_room(t.room_id) => {
-                        socket.send(t.frame().to_string()).await.map_err(|Gone| End::Gone)
-                    }
-                    Ok(Ephemeral::Signal(s)) if s.to_user_id == self.me => {
-                        socket.send(s.frame()).await.map_err(|Gone| End::Gone)
+                heard = ephemeral.recv() => match heard {
+                    Ok(heard) if self.is_for_me(&heard.frame) => {
+                        socket.send(heard.text.clone()).await.map_err(|Gone| End::Gone)
                     }
                     // Ephemeral: one that lagged skips what it missed.
                     _ => Ok(()),
@@ -476,27 +473,29 @@ impl Session {
     /// Records the `delivered` frames of the last second, one command per
     /// room; a refusal comes back as an error frame naming the room.
     async fn record_delivered(&mut self, socket: &mut Socket) -> Result<(), End> {
+        if self.delivered.is_empty() {
+            return Ok(());
+        }
         let Some(commands) = self.state.commands.clone() else {
             return Ok(());
         };
-        for (room, message) in std::mem::take(&mut self.delivered) {
-            let recorded = commands
-                .mark_delivered(&self.state.keys, self.me, room, message)
-                .await;
-            if let Err(e) = recorded {
-                let e = match e {
-                    ApiError::Forbidden(d) => ApiError::Forbidden(format!("room {room}: {d}")),
-                    ApiError::NotFound(d) => ApiError::NotFound(format!("room {room}: {d}")),
-                    ApiError::Unprocessable { field, message: d } => ApiError::Unprocessable {
-                        field,
-                        message: format!("message {message}: {d}"),
-                    },
-                    e => e,
-                };
-                self.refuse(socket, e).await?;
-            }
+        let pending = std::mem::take(&mut self.delivered);
+        for refused in commands
+            .record_all(&self.state.keys, self.me, pending)
+            .await
+        {
+            self.refuse(socket, refused).await?;
         }
         Ok(())
+    }
+
+    /// Whether an ephemeral frame goes to this socket: typing in its rooms
+    /// that its caller may see, signals addressed to its caller.
+    fn is_for_me(&self, frame: &Ephemeral) -> bool {
+        match frame {
+            Ephemeral::Typing(t) => t.shown_to(self.me) && self.in_room(t.room_id),
+            Ephemeral::Signal(s) => s.to_user_id == self.me,
+        }
     }
 
     fn in_room(&self, room: Uuid) -> bool {

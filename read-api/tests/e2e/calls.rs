@@ -16,6 +16,7 @@ crate::both_backends!(
     an_unanswered_call_becomes_a_missed_call,
     a_call_is_nobody_elses_business,
     signals_pass_only_between_the_calls_participants,
+    a_loop_of_calls_is_refused,
 );
 
 mod postgres_only {
@@ -239,6 +240,12 @@ async fn signals_pass_only_between_the_calls_participants(backend: Backend) {
     assert_eq!(got["call_id"], json!(call));
     assert_eq!(got["from_user_id"], json!(alice_id));
     assert_eq!(got["data"], offer, "relayed as is");
+    let answer = json!({"type": "answer", "sdp": "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n"});
+    b.send(json!({"type": "signal", "call_id": call, "to_user_id": alice_id, "data": answer}))
+        .await;
+    let got = a.frame_of("signal").await;
+    assert_eq!(got["from_user_id"], json!(bob_id));
+    assert_eq!(got["data"], answer);
     let candidate = json!({"candidate": "candidate:1 1 udp 2122260223 10.0.0.2 54400 typ host"});
     b.send(json!({"type": "signal", "call_id": call, "to_user_id": alice_id, "data": candidate}))
         .await;
@@ -302,4 +309,29 @@ async fn signals_cross_replicas(backend: Backend) {
             "the signal never crossed replicas"
         );
     }
+}
+
+/// Attack: a call rings every other member of the room, so a member cannot
+/// start them in a loop (three at once, then one every ten seconds).
+async fn a_loop_of_calls_is_refused(backend: Backend) {
+    let app = TestApp::start(backend).await;
+    let (alice, _bob, room) = pair(&app).await;
+    for _ in 0..3 {
+        start(&app, &alice, room, "audio").await;
+    }
+    let refused = app
+        .call(
+            "POST",
+            &format!("/v1/rooms/{room}/calls"),
+            Some(&alice),
+            None,
+            Some(json!({"kind": "audio"})),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
 }

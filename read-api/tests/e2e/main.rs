@@ -7,6 +7,7 @@ mod cache_writes;
 mod calls;
 mod missing_models;
 mod read_your_writes;
+mod receipts;
 mod stream;
 mod turn;
 mod visibility;
